@@ -1,0 +1,292 @@
+"""Subprocess entry points of the wire benchmark: one server, or one load-generating client.
+
+``python -m benchmarks.worker server KIND SECURITY CERTDIR`` prints
+``{"port": N}`` and serves until killed. ``python -m benchmarks.worker client
+KIND CERTDIR`` reads one JSON command per line on stdin and answers each with
+one JSON result line on stdout, until stdin closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import ssl
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from . import peers
+from .messages import build_ack, message_pool
+
+__all__ = ["SERVER_KINDS", "client_context", "main", "server_context"]
+
+HOST = "127.0.0.1"
+SERVER_KINDS = ("mllp_trio", "mllp_trio-fixed", "python-hl7-raw", "python-hl7-parse", "hl7apy")
+CLIENT_KINDS = ("mllp_trio", "python-hl7", "python-hl7-per-message")
+#: A request that takes longer than this counts as an error.
+REQUEST_TIMEOUT = 15.0
+
+Roundtrip = Callable[[bytes], Awaitable[bytes]]
+
+
+def server_context(security: str, certdir: Path) -> ssl.SSLContext | None:
+    """Return the server TLS context for ``plain``, ``tls`` or ``mtls`` (client cert required)."""
+    if security == "plain":
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(certdir / "server.pem")
+    if security == "mtls":
+        context.load_verify_locations(certdir / "ca.pem")
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+def client_context(security: str, certdir: Path) -> ssl.SSLContext | None:
+    """Return the client TLS context: trusts the CA, presents a client cert for ``mtls``."""
+    if security == "plain":
+        return None
+    context = ssl.create_default_context(cafile=str(certdir / "ca.pem"))
+    if security == "mtls":
+        context.load_cert_chain(certdir / "client.pem")
+    return context
+
+
+def _announce(port: int) -> None:
+    print(json.dumps({"port": port}), flush=True)
+
+
+# ------------------------------------------------------------------- servers
+
+
+def _serve_mllp_trio(fixed: bool, ssl_context: ssl.SSLContext | None) -> None:
+    import trio
+
+    import mllp_trio
+
+    # Typed as Any so this file checks whether or not the listener has landed yet.
+    api: Any = mllp_trio
+    fixed_ack = build_ack(message_pool("1KB", count=1)[0])
+
+    async def full(_message: object) -> bytes | None:
+        return None  # the listener builds the ACK from the inbound MSH
+
+    async def prebuilt(_message: object) -> bytes | None:
+        return fixed_ack
+
+    async def main() -> None:
+        options: dict[str, Any] = {"host": HOST}
+        if ssl_context is not None:
+            options["ssl_context"] = ssl_context
+        handler = prebuilt if fixed else full
+        async with trio.open_nursery() as nursery:
+            listeners = await nursery.start(partial(api.serve_mllp, handler, 0, **options))
+            _announce(listeners[0].socket.getsockname()[1])
+
+    trio.run(main)
+
+
+def run_server(kind: str, security: str, certdir: Path) -> None:
+    """Serve with the given implementation until the process is killed."""
+    context = server_context(security, certdir)
+    if kind in ("mllp_trio", "mllp_trio-fixed"):
+        _serve_mllp_trio(kind == "mllp_trio-fixed", context)
+    elif kind in ("python-hl7-raw", "python-hl7-parse"):
+        peers.run_hl7_server(kind.rsplit("-", 1)[1], HOST, context, _announce)
+    elif kind == "hl7apy":
+        if context is not None:
+            raise SystemExit("hl7apy's MLLPServer has no TLS")
+        types = sorted({m.split(b"|", 9)[8].decode() for m in message_pool("1KB")})
+        peers.run_hl7apy_server(HOST, types, _announce)
+    else:
+        raise SystemExit(f"unknown server kind {kind!r}")
+
+
+# ------------------------------------------------------------------- clients
+
+
+def _percentile(ordered: list[float], fraction: float) -> float:
+    if not ordered:
+        return math.nan
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(fraction * len(ordered)) - 1))]
+
+
+def _result(latencies: list[float], start: float, end: float, errors: int) -> dict[str, Any]:
+    latencies.sort()
+    elapsed = max(end - start, 1e-9)
+    return {
+        "messages": len(latencies),
+        "elapsed": elapsed,
+        "msgs_per_s": len(latencies) / elapsed,
+        "p50_ms": _percentile(latencies, 0.50) * 1000,
+        "p99_ms": _percentile(latencies, 0.99) * 1000,
+        "errors": errors,
+    }
+
+
+def _reply_bytes(reply: Any) -> bytes:
+    data = getattr(reply, "data", reply)
+    return bytes(data)
+
+
+class _Load:
+    """Shared state of one timed run: a start barrier, the deadline and the samples."""
+
+    def __init__(self, connections: int, duration: float) -> None:
+        self.connections = connections
+        self.duration = duration
+        self.ready = 0
+        self.start = math.inf
+        self.deadline = math.inf
+        self.end = 0.0
+        self.latencies: list[float] = []
+        self.errors = 0
+
+    def arrived(self) -> bool:
+        """Count one connection as warmed up; True when it was the last one."""
+        self.ready += 1
+        if self.ready == self.connections:
+            self.start = time.perf_counter()
+            self.deadline = self.start + self.duration
+            return True
+        return False
+
+
+def _check(reply: Any) -> None:
+    if b"MSA" not in _reply_bytes(reply):
+        raise ValueError("reply is not an acknowledgement")
+
+
+async def _asyncio_load(kind: str, command: dict[str, Any], context: ssl.SSLContext | None) -> Any:
+    from hl7.mllp import open_hl7_connection
+
+    pool = message_pool(command.get("size", "1KB"))
+    load = _Load(command["connections"], command["duration"])
+    go = asyncio.Event()
+    port = command["port"]
+    timeout = float(command.get("timeout", REQUEST_TIMEOUT))
+
+    async def one(index: int) -> None:
+        writer = None
+        try:
+            if kind == "python-hl7-per-message":
+
+                async def roundtrip(message: bytes) -> bytes:
+                    return await peers.connect_per_message_roundtrip(HOST, port, message, context)
+
+            else:
+                options: dict[str, Any] = {"limit": peers.HL7_STREAM_LIMIT}
+                if context is not None:
+                    options.update(ssl=context, server_hostname=HOST)
+                reader, writer = await open_hl7_connection(HOST, port, **options)
+
+                async def roundtrip(message: bytes) -> bytes:
+                    writer.writeblock(message)
+                    await writer.drain()
+                    block: bytes = await reader.readblock()
+                    return block
+
+            _check(await asyncio.wait_for(roundtrip(pool[index % len(pool)]), timeout))
+            if load.arrived():
+                go.set()
+            await go.wait()
+            k = index
+            while (sent := time.perf_counter()) < load.deadline:
+                k += load.connections
+                _check(await asyncio.wait_for(roundtrip(pool[k % len(pool)]), timeout))
+                load.latencies.append(time.perf_counter() - sent)
+        except Exception:
+            load.errors += 1
+            if load.arrived():
+                go.set()
+        finally:
+            load.end = max(load.end, time.perf_counter())
+            if writer is not None:
+                writer.close()
+
+    await asyncio.gather(*(one(i) for i in range(load.connections)))
+    return _result(load.latencies, load.start, load.end, load.errors)
+
+
+def _trio_load(command: dict[str, Any], context: ssl.SSLContext | None) -> Any:
+    import trio
+
+    import mllp_trio
+
+    api: Any = mllp_trio  # see _serve_mllp_trio
+    pool = message_pool(command.get("size", "1KB"))
+    load = _Load(command["connections"], command["duration"])
+    port = command["port"]
+    timeout = float(command.get("timeout", REQUEST_TIMEOUT))
+
+    async def main() -> dict[str, Any]:
+        go = trio.Event()
+        options: dict[str, Any] = {}
+        if context is not None:
+            options.update(ssl_context=context, server_hostname=HOST)
+
+        async def one(index: int) -> None:
+            try:
+                async with api.open_mllp_connection(HOST, port, **options) as conn:
+                    # send_raw returns the reply frame unparsed: the same work as
+                    # python-hl7's client, and it accepts the fixed ACK, whose MSA-2
+                    # cannot match (send() would raise ControlIdMismatch).
+                    send = getattr(conn, "send_raw", conn.send)
+                    with trio.fail_after(timeout):
+                        _check(await send(pool[index % len(pool)]))
+                    if load.arrived():
+                        go.set()
+                    await go.wait()
+                    k = index
+                    while (sent := time.perf_counter()) < load.deadline:
+                        k += load.connections
+                        with trio.fail_after(timeout):
+                            _check(await send(pool[k % len(pool)]))
+                        load.latencies.append(time.perf_counter() - sent)
+            except Exception:
+                load.errors += 1
+                if load.arrived():
+                    go.set()
+            finally:
+                load.end = max(load.end, time.perf_counter())
+
+        async with trio.open_nursery() as nursery:
+            for i in range(load.connections):
+                nursery.start_soon(one, i)
+        return _result(load.latencies, load.start, load.end, load.errors)
+
+    return trio.run(main)
+
+
+def run_client(kind: str, certdir: Path) -> None:
+    """Answer load commands from stdin, one JSON line each, until stdin closes."""
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        command = json.loads(line)
+        context = client_context(command["security"], certdir)
+        try:
+            if kind == "mllp_trio":
+                result = _trio_load(command, context)
+            else:
+                result = asyncio.run(_asyncio_load(kind, command, context))
+        except Exception as exc:
+            result = {"error": type(exc).__name__}
+        print(json.dumps(result), flush=True)
+
+
+def main(argv: list[str]) -> None:
+    """Dispatch ``server KIND SECURITY CERTDIR`` or ``client KIND CERTDIR``."""
+    if len(argv) == 4 and argv[0] == "server":
+        run_server(argv[1], argv[2], Path(argv[3]))
+    elif len(argv) == 3 and argv[0] == "client":
+        run_client(argv[1], Path(argv[2]))
+    else:
+        raise SystemExit(__doc__)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

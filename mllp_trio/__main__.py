@@ -1,0 +1,5 @@
+"""``python -m mllp_trio``: the same as the ``mllp-trio`` command."""
+
+from ._cli import main
+
+main()

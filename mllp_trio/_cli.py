@@ -1,0 +1,371 @@
+"""The ``mllp-trio`` command line, built only on the public API."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any, NoReturn
+
+import trio
+
+import mllp_trio
+
+DEFAULT_PORT = 2575  # IANA's hl7 port
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_CERTS = Path("certs")
+DEFAULT_STORE = Path("mllp-data")
+
+log = logging.getLogger("mllp_trio.cli")
+
+
+def _host_port(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit():
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {value!r}")
+    return host.strip("[]") or DEFAULT_HOST, int(port)
+
+
+def _add_common(p: argparse.ArgumentParser, *, server: bool) -> None:
+    tls = p.add_argument_group("TLS (mutual TLS by default)")
+    tls.add_argument(
+        "--cert", type=Path, help="PEM certificate (default: development one in certs/)"
+    )
+    tls.add_argument("--key", type=Path, help="PEM private key (default: development one)")
+    tls.add_argument("--ca", type=Path, help="PEM CA bundle to verify the peer (default: dev CA)")
+    tls.add_argument(
+        "--certs-dir",
+        type=Path,
+        default=DEFAULT_CERTS,
+        help="development certificates folder (default: certs/)",
+    )
+    tls.add_argument(
+        "--plaintext",
+        action="store_true",
+        help="no TLS at all: only behind a VPN or SSH tunnel (loudly warned)",
+    )
+    tls.add_argument(
+        "--tls-stream",
+        choices=("ssl-socket", "trio"),
+        default="ssl-socket",
+        help="TLS implementation: non-blocking ssl.SSLSocket (default, faster) or trio.SSLStream",
+    )
+    if server:
+        tls.add_argument("--crl", type=Path, help="PEM CRL file checked for client certificates")
+        tls.add_argument(
+            "--allow",
+            action="append",
+            default=[],
+            metavar="IDENTITY",
+            help="allowed client (DNS:, IP:, URI:, email:, CN:, sha256:, or a name); repeatable",
+        )
+        tls.add_argument(
+            "--no-client-cert",
+            action="store_true",
+            help="do not require client certificates (server-only TLS)",
+        )
+    else:
+        tls.add_argument("--server-hostname", help="name the server certificate must carry")
+        tls.add_argument(
+            "--no-check-hostname", action="store_true", help="do not check the server name"
+        )
+    p.add_argument("--host", default=None, help=f"address (default {DEFAULT_HOST})")
+    p.add_argument("--port", type=int, default=None, help=f"TCP port (default {DEFAULT_PORT})")
+    p.add_argument(
+        "--framing",
+        choices=("mllp", "mllp2", "hllp"),
+        default="mllp",
+        help="framing (default mllp)",
+    )
+    p.add_argument(
+        "--max-message-size",
+        type=int,
+        default=mllp_trio.DEFAULT_MAX_MESSAGE_SIZE,
+        help="bytes (default 16 MiB)",
+    )
+    p.add_argument("--handshake-timeout", type=float, default=10.0, help="seconds (default 10)")
+    p.add_argument(
+        "--retries", type=int, default=2, help="resends after a NAK or timeout (default 2)"
+    )
+    p.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        help="default INFO",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``mllp-trio``."""
+    parser = argparse.ArgumentParser(
+        prog="mllp-trio", description="HL7 v2 over MLLP, MLLP release 2 and HLLP, with mutual TLS."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    listen = sub.add_parser(
+        "listen", help="run a listener (mutual TLS on 127.0.0.1:2575 by default)"
+    )
+    _add_common(listen, server=True)
+    listen.add_argument("--max-connections", type=int, default=1000, help="in total (default 1000)")
+    listen.add_argument(
+        "--max-connections-per-peer", type=int, default=100, help="per address (default 100)"
+    )
+    listen.add_argument(
+        "--idle-timeout", type=float, default=300.0, help="seconds between messages (default 300)"
+    )
+    listen.add_argument(
+        "--read-timeout", type=float, default=30.0, help="seconds for a started frame (default 30)"
+    )
+    listen.add_argument(
+        "--write-timeout", type=float, default=30.0, help="seconds to write a reply (default 30)"
+    )
+    listen.add_argument(
+        "--shutdown-grace",
+        type=float,
+        default=10.0,
+        help="seconds for in-flight messages on shutdown (default 10)",
+    )
+    listen.add_argument(
+        "--ack-timeout",
+        type=float,
+        default=30.0,
+        help="seconds the peer has to commit our reply (release 2)",
+    )
+
+    send = sub.add_parser("send", help="send messages from files or stdin, print each reply")
+    send.add_argument("target", type=_host_port, metavar="HOST:PORT")
+    send.add_argument(
+        "files", nargs="*", type=Path, metavar="FILE", help="message files (default: stdin)"
+    )
+    _add_common(send, server=False)
+    send.add_argument(
+        "--ack-timeout",
+        type=float,
+        default=30.0,
+        help="seconds to wait for each reply (default 30)",
+    )
+
+    certs = sub.add_parser("certs", help="write development certificates (never for production)")
+    certs.add_argument("directory", nargs="?", type=Path, default=DEFAULT_CERTS)
+    certs.add_argument("--force", action="store_true", help="overwrite existing files")
+    return parser
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+def _framing(args: argparse.Namespace) -> mllp_trio.FramingConfig:
+    return mllp_trio.FramingConfig(framing=args.framing, max_message_size=args.max_message_size)
+
+
+def _tls_stream(args: argparse.Namespace) -> mllp_trio.TLSStreamFactory:
+    return (
+        mllp_trio.ssl_socket_stream
+        if args.tls_stream == "ssl-socket"
+        else mllp_trio.trio_ssl_stream
+    )
+
+
+# --- listen ----------------------------------------------------------------------------
+
+
+def _server_tls(args: argparse.Namespace) -> mllp_trio.ServerTLS | None:
+    if args.plaintext:
+        log.warning(
+            "PLAINTEXT MODE: messages travel unencrypted and clients are not authenticated. "
+            "Use it only behind a VPN or an SSH tunnel."
+        )
+        return None
+    cert, key, ca = args.cert, args.key, args.ca
+    if cert is None:
+        paths, created = mllp_trio.ensure_dev_certs(args.certs_dir)
+        if created:
+            print(f"created development certificates in {paths.directory}/ (not for production)")
+        cert, key = paths.server_cert, paths.server_key
+        ca = ca or paths.ca
+    return mllp_trio.ServerTLS(
+        mllp_trio.ServerTLSConfig(
+            cert_file=cert,
+            key_file=key,
+            ca_file=ca,
+            crl_file=args.crl,
+            allow=tuple(args.allow),
+            require_client_cert=not args.no_client_cert,
+        )
+    )
+
+
+async def _listen(args: argparse.Namespace) -> None:
+    tls = _server_tls(args)
+    config = mllp_trio.ServerConfig(
+        framing=_framing(args),
+        handshake_timeout=args.handshake_timeout,
+        idle_timeout=args.idle_timeout,
+        read_timeout=args.read_timeout,
+        write_timeout=args.write_timeout,
+        max_connections=args.max_connections,
+        max_connections_per_peer=args.max_connections_per_peer,
+        shutdown_grace=args.shutdown_grace,
+        retries=args.retries,
+    )
+    server = mllp_trio.MLLPServer(
+        None, ssl_context=tls, config=config, tls_stream=_tls_stream(args)
+    )
+    host = args.host or DEFAULT_HOST
+    port = DEFAULT_PORT if args.port is None else args.port
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(partial(server.serve, port, host=host))
+        where = ", ".join(_sockname(listener) for listener in listeners)
+        mode = (
+            "plaintext"
+            if tls is None
+            else ("mutual TLS" if tls.config.require_client_cert else "TLS")
+        )
+        print(f"listening on {where} ({args.framing}, {mode}); Ctrl-C stops", flush=True)
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
+            async for signum in signals:
+                if signum == signal.SIGHUP:
+                    try:
+                        server.reload_tls()
+                    except mllp_trio.MLLPError as exc:
+                        log.error("certificate reload failed, keeping the old ones: %s", exc)
+                    continue
+                print("shutting down (in-flight messages get the grace period)", flush=True)
+                server.shutdown()
+                break
+
+
+def _sockname(listener: Any) -> str:
+    host, port = listener.socket.getsockname()[:2]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+# --- send ------------------------------------------------------------------------------
+
+
+def split_messages(data: bytes) -> list[bytes]:
+    """Split file content into messages: each starts at an ``MSH`` segment.
+
+    Segments may end in CR, LF or CRLF; they are normalised to CR. Blank
+    lines are dropped.
+    """
+    segments = data.replace(b"\r\n", b"\r").replace(b"\n", b"\r").split(b"\r")
+    messages: list[list[bytes]] = []
+    for segment in segments:
+        if not segment.strip():
+            continue
+        if segment.startswith(b"MSH") or not messages:
+            messages.append([])
+        messages[-1].append(segment)
+    return [b"\r".join(m) + b"\r" for m in messages]
+
+
+def _client_tls(args: argparse.Namespace) -> Any:
+    if args.plaintext:
+        return None
+    paths = mllp_trio.DevCertPaths.in_directory(args.certs_dir)
+    cert = args.cert or (paths.client_cert if paths.client_cert.exists() else None)
+    key = args.key or (paths.client_key if args.cert is None and cert is not None else None)
+    ca = args.ca or (paths.ca if paths.ca.exists() else None)
+    return mllp_trio.ClientTLSConfig(
+        ca_file=ca, cert_file=cert, key_file=key, check_hostname=not args.no_check_hostname
+    ).build_context()
+
+
+async def _send(args: argparse.Namespace) -> int:
+    host, port = args.target
+    if args.host:
+        host = args.host
+    if args.port is not None:
+        port = args.port
+    if args.files:
+        messages = [m for f in args.files for m in split_messages(f.read_bytes())]
+    else:
+        messages = split_messages(sys.stdin.buffer.read())
+    if not messages:
+        print("no messages to send", file=sys.stderr)
+        return 2
+    config = mllp_trio.ClientConfig(
+        framing=_framing(args),
+        handshake_timeout=args.handshake_timeout,
+        ack_timeout=args.ack_timeout,
+        retries=args.retries,
+    )
+    failures = 0
+    async with mllp_trio.open_mllp_connection(
+        host,
+        port,
+        ssl_context=_client_tls(args),
+        server_hostname=args.server_hostname,
+        config=config,
+        tls_stream=_tls_stream(args),
+    ) as conn:
+        for message in messages:
+            try:
+                control_id = mllp_trio.read_msh(message).control_id
+            except mllp_trio.MLLPError as exc:
+                print(f"? skipped: not an HL7 message ({exc})")
+                failures += 1
+                continue
+            try:
+                reply = await conn.send(message, raise_on_negative=False)
+            except mllp_trio.MLLPError as exc:
+                print(f"{control_id} ERROR {exc}")
+                failures += 1
+                continue
+            text = f" {reply.text}" if reply.text else ""
+            print(f"{control_id} {reply.code}{text}", flush=True)
+            if not reply.accepted:
+                failures += 1
+    return 1 if failures else 0
+
+
+# --- certs -----------------------------------------------------------------------------
+
+
+def _certs(args: argparse.Namespace) -> int:
+    try:
+        paths = mllp_trio.write_dev_certs(args.directory, overwrite=args.force)
+    except mllp_trio.DevCertsExist as exc:
+        print(f"{exc} (use --force to replace them)", file=sys.stderr)
+        return 1
+    print(f"wrote development certificates (not for production) to {paths.directory}/:")
+    for path in (
+        paths.ca,
+        paths.server_cert,
+        paths.server_key,
+        paths.client_cert,
+        paths.client_key,
+    ):
+        print(f"  {path}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    """Run ``mllp-trio``."""
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.log_level if args.command != "certs" else "INFO")
+    try:
+        if args.command == "listen":
+            trio.run(_listen, args)
+            code = 0
+        elif args.command == "send":
+            code = trio.run(_send, args)
+        else:
+            code = _certs(args)
+    except mllp_trio.MLLPError as exc:
+        print(f"mllp-trio: {exc}", file=sys.stderr)
+        code = 1
+    except OSError as exc:
+        print(f"mllp-trio: {exc}", file=sys.stderr)
+        code = 1
+    except KeyboardInterrupt:
+        code = 130
+    sys.exit(code)

@@ -1,0 +1,349 @@
+"""Finding ``SB ... EB CR`` frames in a byte stream, shared by MLLP and HLLP."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Final
+
+import attrs
+
+from ._errors import LocalProtocolError, RemoteProtocolError
+from ._events import InvalidFrame
+
+__all__ = ["DEFAULT_MAX_MESSAGE_SIZE", "FrameReader", "FramingStats", "Oversize"]
+
+#: 16 MiB: large enough for embedded PDFs and images in OBX, small enough
+#: that one peer cannot exhaust the server's memory.
+DEFAULT_MAX_MESSAGE_SIZE: Final = 16 * 1024 * 1024
+
+
+@attrs.frozen
+class Oversize:
+    """A frame larger than the limit was skipped (HLLP answers it with NAK ``B``)."""
+
+    size: int
+
+
+@attrs.frozen(kw_only=True)
+class FramingStats:
+    """Counters of what a receiver dropped instead of delivering.
+
+    Attributes:
+        out_of_frame_bytes: Bytes seen outside any frame (before a start
+            byte or between frames) and discarded.
+        dropped_partials: Partial frames dropped: restarted by a start byte
+            inside a frame, or cut short by the end of the stream.
+        rejected_frames: Complete frames refused (empty, bad trailer, oversize).
+    """
+
+    out_of_frame_bytes: int
+    dropped_partials: int
+    rejected_frames: int
+
+
+#: What ``FrameReader.extract`` produces: frame content, a rejected frame, or
+#: a skipped oversize frame.
+Item = Any  # the wrapped frame content, InvalidFrame or Oversize
+
+
+def _byte(name: str, value: int) -> int:
+    if not 0 <= value <= 255:
+        raise LocalProtocolError(f"{name} must be a byte value 0-255, got {value!r}")
+    return value
+
+
+class FrameReader:
+    """The receive buffer and frame finder of one connection.
+
+    The buffer is a ``bytearray`` with a consumed offset; each search resumes
+    where the previous one stopped, so a stream fed one byte at a time costs
+    O(n) in total. It looks for the single end byte (``memchr`` speed) and
+    then checks the byte after it. When a read holds several complete frames
+    with nothing between them, they are split out with one C-level
+    ``bytes.split`` call and validated with two ``count`` calls.
+
+    Release 1 receiver rules (SPEC.md section 1): bytes outside frames are
+    discarded and counted (strict: error); a start byte inside an open frame
+    restarts it (strict: error); an end byte not followed by the trailer
+    rejects the frame unless ``accept_missing_trailer``; an empty frame is
+    rejected; a frame over ``max_size`` is a fatal error (``oversize="error"``)
+    or is skipped to its end and reported (``oversize="skip"``, for HLLP,
+    whose NAK ``B`` says exactly that).
+    """
+
+    def __init__(
+        self,
+        *,
+        start_byte: int,
+        end_byte: int,
+        trailer_byte: int,
+        strict: bool,
+        accept_missing_trailer: bool,
+        max_size: int,
+        oversize: str = "error",
+        wrap: Callable[[bytes], Any] = bytes,
+    ) -> None:
+        self._sb = _byte("start_byte", start_byte)
+        self._eb = _byte("end_byte", end_byte)
+        self._cr = _byte("trailer_byte", trailer_byte)
+        if len({self._sb, self._eb, self._cr}) != 3:
+            raise LocalProtocolError("start, end and trailer bytes must all differ")
+        if max_size < 1:
+            raise LocalProtocolError(f"max_message_size must be positive, got {max_size}")
+        self._strict = strict
+        self._accept_missing_trailer = accept_missing_trailer
+        self._max = max_size
+        self._skip_oversize = oversize == "skip"
+        self._wrap = wrap  # turns frame content into the caller's event
+
+        self._buf = bytearray()
+        self._pos = 0  # first byte not yet consumed
+        self._in_frame = False
+        self._frame_start = 0  # first content byte of the open frame
+        self._scan = 0  # where the end-byte search resumes
+        self._sb_scan = 0  # where the restart search (lenient size check) resumes
+        self._skipping = 0  # >0: inside an oversize frame, this many bytes dropped so far
+        self._swallow_trailer = False  # frame ended on a lone end byte at the buffer's end
+        self.eof = False
+        self._error: RemoteProtocolError | None = None
+
+        self.out_of_frame_bytes = 0
+        self.dropped_partials = 0
+        self.rejected_frames = 0
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held in the receive buffer."""
+        return len(self._buf) - self._pos
+
+    @property
+    def stats(self) -> FramingStats:
+        """A snapshot of the drop counters."""
+        return FramingStats(
+            out_of_frame_bytes=self.out_of_frame_bytes,
+            dropped_partials=self.dropped_partials,
+            rejected_frames=self.rejected_frames,
+        )
+
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        """Append received bytes; ``b""`` marks the end of the stream."""
+        if self.eof:
+            raise LocalProtocolError("receive_data() called after the end of stream (b'')")
+        if data:
+            self._buf += data
+        else:
+            self.eof = True
+
+    def extract(self) -> list[Item]:
+        """Consume every complete frame in the buffer and return them in order.
+
+        Frames completed before a fatal fault are returned first; the fault
+        is raised by the next call.
+
+        Raises:
+            RemoteProtocolError: On a fatal framing fault.
+        """
+        if self._error is not None:
+            raise self._error
+        out: list[Item] = []
+        try:
+            self._run(out)
+        except RemoteProtocolError as exc:
+            self._error = exc
+            if not out:
+                raise
+        if self._pos:
+            # CPython deletes from a bytearray's front in O(1) (it moves the
+            # start pointer), so consumed bytes are dropped without copying.
+            shift = self._pos
+            del self._buf[:shift]
+            self._pos = 0
+            self._frame_start -= shift
+            self._scan -= shift
+            self._sb_scan -= shift
+        return out
+
+    def _run(self, out: list[Item]) -> None:
+        buf = self._buf
+        fast = True  # after one refusal the careful path takes the rest of this call
+        while True:
+            n = len(buf)
+            if self._skipping:
+                if not self._skip_to_end(out, n):
+                    break
+                continue
+            if not self._in_frame:
+                if self._swallow_trailer:
+                    if self._pos >= n:
+                        break
+                    if buf[self._pos] == self._cr:
+                        self._pos += 1
+                    self._swallow_trailer = False
+                start = buf.find(self._sb, self._pos)
+                if start < 0:
+                    self._out_of_frame(n - self._pos)
+                    self._pos = n
+                    break
+                if start > self._pos:
+                    self._out_of_frame(start - self._pos)
+                self._pos = start
+                if fast:
+                    if self._fast_run(out, n):
+                        continue
+                    fast = False
+                self._in_frame = True
+                self._frame_start = self._scan = self._sb_scan = start + 1
+            if not self._finish_frame(out, n):
+                break
+        if self.eof and self._in_frame:
+            size = len(buf) - self._frame_start
+            self._in_frame = False
+            self._pos = len(buf)
+            self.dropped_partials += 1
+            out.append(InvalidFrame("end of stream inside a frame", size))
+
+    def _out_of_frame(self, count: int) -> None:
+        if not count:
+            return
+        if self._strict:
+            raise RemoteProtocolError(
+                f"{count} byte(s) outside a frame (strict mode accepts nothing "
+                f"between frames); the peer is not speaking MLLP framing"
+            )
+        self.out_of_frame_bytes += count
+
+    def _fast_run(self, out: list[Item], n: int) -> bool:
+        """Fast path: take the clean frames that start at the current position.
+
+        The complete part of the buffer is copied to ``bytes`` once, then each
+        frame is found with one ``memchr``-speed ``find`` of the end byte and
+        checked with a ``rfind`` for a stray start byte. Anything unusual
+        stops the loop and leaves the rest to the careful path. Returns True
+        if it consumed a frame.
+        """
+        buf = self._buf
+        pos = self._pos
+        last = buf.rfind(self._eb, pos + 1)
+        if last + 1 == n:  # the read ended between end byte and trailer
+            last = buf.rfind(self._eb, pos + 1, last)
+        if last < 0:
+            return False
+        with memoryview(buf) as view:
+            data = bytes(view[pos : last + 2])
+        sb, eb, cr, limit, wrap = self._sb, self._eb, self._cr, self._max, self._wrap
+        find, rfind, append = data.find, data.rfind, out.append
+        end = len(data)
+        p = 0
+        while p < end and data[p] == sb:
+            e = find(eb, p + 1)
+            if data[e + 1] != cr or rfind(sb, p + 1, e) >= 0 or not 0 < e - p - 1 <= limit:
+                break
+            append(wrap(data[p + 1 : e]))
+            p = e + 2
+        self._pos = pos + p
+        return p > 0
+
+    def _finish_frame(self, out: list[Item], n: int) -> bool:
+        """Careful path for the open frame. Returns False when it needs more data."""
+        buf = self._buf
+        eb = buf.find(self._eb, self._scan)
+        if eb < 0:
+            self._scan = n
+            if n - self._frame_start > self._max:
+                self._too_big_while_open(n)
+            return bool(self._skipping)
+        if eb + 1 >= n and not self._accept_missing_trailer and not self.eof:
+            self._scan = eb  # the trailer byte has not arrived yet
+            return False
+        start = self._frame_start
+        restart = buf.rfind(self._sb, start, eb)
+        if restart >= 0:
+            if self._strict:
+                raise RemoteProtocolError(
+                    "start-of-block byte inside an open frame (strict mode); "
+                    "the previous frame was never ended"
+                )
+            self.dropped_partials += buf.count(self._sb, start, restart + 1)
+            start = restart + 1
+        size = eb - start
+        self._in_frame = False
+        if eb + 1 < n and buf[eb + 1] == self._cr:
+            self._pos = eb + 2
+        elif self._accept_missing_trailer:
+            self._pos = eb + 1
+            self._swallow_trailer = eb + 1 >= n
+        else:
+            # The byte in the trailer's place (LF, say) goes with the rejected
+            # frame, unless it starts the next one.
+            self._pos = eb + 2 if eb + 1 < n and buf[eb + 1] != self._sb else eb + 1
+            self.rejected_frames += 1
+            out.append(InvalidFrame("end-of-block byte not followed by the trailer byte", size))
+            return True
+        if size > self._max:
+            self._oversize_complete(out, size)
+        elif size == 0:
+            self.rejected_frames += 1
+            out.append(InvalidFrame("empty frame", 0))
+        else:
+            out.append(self._wrap(bytes(buf[start:eb])))
+        return True
+
+    def _too_big_while_open(self, n: int) -> None:
+        # A lenient reader first checks whether a later start byte restarted
+        # the frame; only new bytes are searched.
+        if not self._strict:
+            restart = self._buf.rfind(self._sb, max(self._sb_scan, self._frame_start), n)
+            self._sb_scan = n
+            if restart >= 0:
+                self.dropped_partials += self._buf.count(self._sb, self._frame_start, restart + 1)
+                self._frame_start = restart + 1
+                self._pos = restart
+                if n - self._frame_start <= self._max:
+                    return
+        size = n - self._frame_start
+        if not self._skip_oversize:
+            self.rejected_frames += 1
+            raise RemoteProtocolError(
+                f"frame exceeds the maximum message size of {self._max} bytes "
+                f"({size} bytes buffered and no end-of-block yet)"
+            )
+        # Skip mode: drop what is buffered and discard up to the end byte.
+        self._skipping = size
+        self._in_frame = False
+        self._pos = n
+
+    def _skip_to_end(self, out: list[Item], n: int) -> bool:
+        eb = self._buf.find(self._eb, self._pos)
+        if eb < 0:
+            self._skipping += n - self._pos
+            self._pos = n
+            return False
+        size = self._skipping + eb - self._pos
+        self._skipping = 0
+        self._pos = eb + 1
+        self._swallow_trailer = True
+        self._oversize_complete(out, size)
+        return True
+
+    def _oversize_complete(self, out: list[Item], size: int) -> None:
+        self.rejected_frames += 1
+        if not self._skip_oversize:
+            raise RemoteProtocolError(
+                f"frame of {size} bytes exceeds the maximum message size of {self._max} bytes"
+            )
+        out.append(Oversize(size))
+
+    def check_outgoing(self, data: bytes) -> None:
+        """Refuse content that the peer could not frame back correctly."""
+        if self._sb in data or self._eb in data:
+            raise LocalProtocolError(
+                "message data contains the start-of-block or end-of-block byte; it cannot be framed"
+            )
+        if len(data) > self._max:
+            raise LocalProtocolError(
+                f"message of {len(data)} bytes exceeds max_message_size ({self._max})"
+            )
+
+    def frame(self, data: bytes) -> bytes:
+        """Wrap content in start byte, end byte and trailer."""
+        return b"".join((bytes((self._sb,)), data, bytes((self._eb, self._cr))))

@@ -1,0 +1,239 @@
+"""The sans-IO HLLP connection: data and NAK blocks with block size and checksum."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Final
+
+from ._errors import LocalProtocolError, RemoteProtocolError
+from ._events import (
+    NEED_DATA,
+    BadBlock,
+    EndOfStream,
+    HLLPNak,
+    InvalidFrame,
+    Message,
+    NakReason,
+    NeedData,
+)
+from ._framing import FrameReader, FramingStats, Oversize
+
+__all__ = [
+    "HLLP_MAX_DATA",
+    "Checksum",
+    "HLLPConnection",
+    "oracle_checksum",
+    "sum_checksum",
+    "xor_checksum",
+]
+
+#: A checksum function: given the bytes from the start byte through the last
+#: data byte, and the five block-size digits, return a value from 0 to 998.
+Checksum = Callable[[bytes, bytes], int]
+
+#: The block size field has five digits and counts 5 header bytes.
+HLLP_MAX_DATA: Final = 99999 - 5
+_NO_CHECKSUM: Final = b"999"
+# t(1) vv(2) CR(1) before the data; ccccc(5) xxx(3) after it.
+_HEADER: Final = 4
+_TRAILER: Final = 8
+_DIGITS: Final = frozenset(b"0123456789")
+
+
+def _xor(data: bytes) -> int:
+    # XOR-fold a big integer in halves: log2(n) C-level steps instead of a
+    # Python loop over every byte.
+    width = len(data)
+    value = int.from_bytes(data, "little")
+    while width > 1:
+        half = (width + 1) // 2
+        value = (value & ((1 << (8 * half)) - 1)) ^ (value >> (8 * half))
+        width = half
+    return value
+
+
+def xor_checksum(block: bytes, count: bytes) -> int:
+    """The standard HLLP checksum (HL7 text, VistA): XOR of SB through the last data byte."""
+    return _xor(block)
+
+
+def oracle_checksum(block: bytes, count: bytes) -> int:
+    """The Oracle/Sun adapter variant: XOR of SB through the last block-size digit."""
+    return _xor(block) ^ _xor(count)
+
+
+def sum_checksum(block: bytes, count: bytes) -> int:
+    """The "BCC" sum variant: the byte sum of SB through the last data byte, modulo 256.
+
+    Modulo 256 keeps the value in the 000-255 range the field documents.
+    """
+    return sum(block) % 256
+
+
+class HLLPConnection:
+    """One end of an HLLP (hybrid lower layer protocol) connection, sans-IO.
+
+    Same shape as :class:`MLLPConnection`. Received data blocks come out as
+    :class:`Message`, NAK blocks as :class:`HLLPNak`, and blocks that fail
+    verification as :class:`BadBlock`, whose ``nak`` is the NAK block to send
+    back (reason ``C`` for a wrong byte count, ``X`` for a wrong checksum,
+    ``B`` for data over the size limit, ``G`` for anything else). The
+    checksum ``999`` means "not computed" and is accepted.
+
+    Args:
+        protocol_id: The two digits sent after the block type (``"23"``, the
+            HL7 text; VistA uses ``"21"``). Any two digits are accepted on receive.
+        checksum: The checksum function: :func:`xor_checksum` (default),
+            :func:`oracle_checksum`, :func:`sum_checksum`, or your own.
+        send_checksum: Compute the checksum on send; if False send ``999``.
+        strict: As for :class:`MLLPConnection`.
+        max_message_size: Largest data part accepted (default and maximum
+            99 994 bytes, the most a five-digit block size can count).
+        start_byte: Start-of-block byte (default ``0x0B``).
+        end_byte: End-of-block byte (default ``0x1C``).
+        trailer_byte: Byte after the end byte (default ``0x0D``).
+        accept_missing_trailer: As for :class:`MLLPConnection`.
+    """
+
+    def __init__(
+        self,
+        *,
+        protocol_id: str = "23",
+        checksum: Checksum = xor_checksum,
+        send_checksum: bool = True,
+        strict: bool = False,
+        max_message_size: int = HLLP_MAX_DATA,
+        start_byte: int = 0x0B,
+        end_byte: int = 0x1C,
+        trailer_byte: int = 0x0D,
+        accept_missing_trailer: bool = False,
+    ) -> None:
+        if len(protocol_id) != 2 or not protocol_id.isdigit() or not protocol_id.isascii():
+            raise LocalProtocolError(f"protocol_id must be two digits, got {protocol_id!r}")
+        if not 0 < max_message_size <= HLLP_MAX_DATA:
+            raise LocalProtocolError(f"max_message_size must be between 1 and {HLLP_MAX_DATA}")
+        self._reader = FrameReader(
+            start_byte=start_byte,
+            end_byte=end_byte,
+            trailer_byte=trailer_byte,
+            strict=strict,
+            accept_missing_trailer=accept_missing_trailer,
+            max_size=max_message_size + _HEADER + _TRAILER,
+            oversize="skip",
+            wrap=self._parse_block,
+        )
+        self._vv = protocol_id.encode("ascii")
+        self._sb = bytes((start_byte,))
+        self._cr = bytes((trailer_byte,))
+        self._end = bytes((end_byte, trailer_byte))
+        self._checksum = checksum
+        self._send_checksum = send_checksum
+        self._events: deque[Any] = deque()
+        self._error: RemoteProtocolError | None = None
+
+    @property
+    def stats(self) -> FramingStats:
+        """What the receiver has discarded so far."""
+        return self._reader.stats
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received but not yet returned as events."""
+        return self._reader.buffered
+
+    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
+        """Add bytes received from the peer; ``b""`` means the peer closed."""
+        self._check_usable()
+        self._reader.feed(data)
+
+    def next_event(
+        self,
+    ) -> Message | HLLPNak | BadBlock | InvalidFrame | EndOfStream | NeedData:
+        """Return the next event, or :data:`NEED_DATA` if more bytes are needed.
+
+        Raises:
+            RemoteProtocolError: The peer broke the framing beyond repair
+                (strict mode faults); the connection is unusable afterwards.
+        """
+        if self._events:
+            return self._events.popleft()  # type: ignore[no-any-return]
+        self._check_usable()
+        try:
+            items = self._reader.extract()
+        except RemoteProtocolError as exc:
+            self._error = exc
+            raise
+        if not items:
+            return EndOfStream() if self._reader.eof else NEED_DATA
+        for item in items:
+            if type(item) is Oversize:
+                item = BadBlock(NakReason.TOO_LONG, f"block of {item.size} bytes is too long")
+            elif type(item) is InvalidFrame:
+                item = BadBlock(NakReason.OTHER, item.reason)
+            self._events.append(item)
+        return self._events.popleft()  # type: ignore[no-any-return]
+
+    def _parse_block(self, body: bytes) -> Message | HLLPNak | BadBlock:
+        # body: t vv CR data ccccc xxx (everything between SB and EB).
+        if len(body) < _HEADER + _TRAILER + 1:
+            return BadBlock(NakReason.OTHER, f"block of {len(body)} bytes is too short")
+        kind = body[0]
+        if kind not in b"DN" or not _DIGITS.issuperset(body[1:3]) or body[3:4] != self._cr:
+            return BadBlock(NakReason.OTHER, "malformed block header")
+        count, check = body[-8:-3], body[-3:]
+        if not _DIGITS.issuperset(count) or not _DIGITS.issuperset(check):
+            return BadBlock(NakReason.OTHER, "block size or checksum field is not decimal")
+        data = body[_HEADER:-_TRAILER]
+        if int(count) != len(data) + 5:
+            return BadBlock(
+                NakReason.BYTE_COUNT,
+                f"block size field says {int(count)}, block has {len(data) + 5}",
+            )
+        if check != _NO_CHECKSUM:
+            expected = self._checksum(self._sb + body[:-_TRAILER], count)
+            if int(check) != expected:
+                return BadBlock(NakReason.CHECKSUM, f"checksum {int(check)}, computed {expected}")
+        if kind == 0x44:  # D
+            return Message._trusted(data)
+        if len(data) != 1:
+            return BadBlock(NakReason.OTHER, "NAK block must carry exactly one reason byte")
+        try:
+            return HLLPNak(chr(data[0]))
+        except ValueError:
+            return HLLPNak(NakReason.OTHER)
+
+    def send(self, event: Message | HLLPNak) -> bytes:
+        """Return the bytes of a data block (for a :class:`Message`) or a NAK block.
+
+        Raises:
+            LocalProtocolError: The data cannot be framed (framing bytes
+                inside, longer than the block size field can count).
+        """
+        self._check_usable()
+        if type(event) is Message:
+            data = event.data
+            self._reader.check_outgoing(data)
+            if len(data) > HLLP_MAX_DATA:
+                raise LocalProtocolError(f"HLLP data blocks carry at most {HLLP_MAX_DATA} bytes")
+            kind = b"D"
+        elif type(event) is HLLPNak:
+            data = event.reason.value.encode("ascii")
+            kind = b"N"
+        else:
+            raise LocalProtocolError(f"HLLPConnection cannot send {type(event).__name__}")
+        block = b"".join((self._sb, kind, self._vv, self._cr, data))
+        count = b"%05d" % (len(data) + 5)
+        check = _NO_CHECKSUM
+        if self._send_checksum:
+            value = self._checksum(block, count)
+            if not 0 <= value <= 998:
+                raise LocalProtocolError(f"checksum function returned {value}, not 0-998")
+            check = b"%03d" % value
+        return b"".join((block, count, check, self._end))
+
+    def _check_usable(self) -> None:
+        if self._error is not None:
+            raise LocalProtocolError(
+                f"connection unusable after an earlier protocol error: {self._error}"
+            )

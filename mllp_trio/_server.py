@@ -1,0 +1,450 @@
+"""The Trio listener: accepting connections, TLS, limits, and the per-message loop."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import ssl
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import attrs
+import trio
+
+from ._app import Handler, InboundMessage, Outcome, respond
+from ._config import ServerConfig
+from ._errors import MLLPError, MLLPTimeoutError, RemoteProtocolError
+from ._events import (
+    BadBlock,
+    CommitAck,
+    CommitNak,
+    EndOfStream,
+    HLLPNak,
+    InvalidFrame,
+    Message,
+)
+from ._identity import ClientIdentity, PeerInfo
+from ._stream import MLLPStream
+from ._tls import ClientNotAllowed, ServerTLS, identity_from_ssl
+from ._tlsstream import TLSStreamFactory, trio_ssl_stream
+
+__all__ = ["MLLPServer", "ServerStats", "serve_mllp"]
+
+log = logging.getLogger("mllp_trio.server")
+
+#: Accept errors that mean "out of resources for now": wait and retry,
+#: as trio.serve_listeners does.
+_ACCEPT_CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
+
+#: Processes one inbound message; the default is the HL7 layer's ``respond``.
+Processor = Callable[[bytes, PeerInfo], Awaitable[Outcome]]
+
+
+async def _accept_all(message: InboundMessage) -> None:
+    """Default handler: accept every message (AA)."""
+
+
+@attrs.define(kw_only=True)
+class ServerStats:
+    """Counters of one listener since it started.
+
+    Attributes:
+        accepted: Connections accepted.
+        active: Connections open now.
+        refused_limit: Connections closed at once for exceeding a connection limit.
+        handshake_failures: TLS handshakes that failed or timed out.
+        refused_clients: Verified TLS clients refused by the allow list.
+        messages: Messages received.
+        accepted_messages: Messages answered positively (AA/CA).
+        invalid_frames: Frames rejected by the framing layer.
+        protocol_errors: Connections closed for a framing violation.
+        timeouts: Connections closed by a timeout.
+    """
+
+    accepted: int = 0
+    active: int = 0
+    refused_limit: int = 0
+    handshake_failures: int = 0
+    refused_clients: int = 0
+    messages: int = 0
+    accepted_messages: int = 0
+    invalid_frames: int = 0
+    protocol_errors: int = 0
+    timeouts: int = 0
+
+
+@attrs.define(eq=False)
+class _Connection:
+    scope: trio.CancelScope
+    idle: bool = True
+
+
+class MLLPServer:
+    """An HL7 listener: MLLP release 1 or 2, or HLLP, over TCP or TLS.
+
+    Args:
+        handler: ``async def handle(message: InboundMessage) -> None | bytes``
+            (or a :class:`Router`). Returning ``None`` answers AA; returning
+            bytes sends them verbatim as the reply; raising :class:`HL7Error`
+            or :class:`HL7Reject` answers AE or AR; any other exception
+            answers AE 207 and is logged without message content. The
+            default accepts everything.
+        ssl_context: ``None`` for plain TCP; an ``ssl.SSLContext``; or a
+            :class:`ServerTLS`, which adds the client allow list and reloading.
+        config: Limits, timeouts, framing and HL7 rules.
+        tls_stream: How TLS connections are wrapped: the default runs
+            ``trio.SSLStream``; pass ``ssl_socket_stream`` for the faster
+            stream over a non-blocking ``ssl.SSLSocket``.
+        processor: Replaces the whole per-message pipeline (for the durable
+            listener); by default the HL7 layer answers.
+    """
+
+    def __init__(
+        self,
+        handler: Handler | None = None,
+        *,
+        ssl_context: ssl.SSLContext | ServerTLS | None = None,
+        config: ServerConfig | None = None,
+        tls_stream: TLSStreamFactory = trio_ssl_stream,
+        processor: Processor | None = None,
+    ) -> None:
+        self.config = config if config is not None else ServerConfig()
+        self._handler: Handler = handler if handler is not None else _accept_all
+        self._tls = ssl_context
+        self._tls_stream = tls_stream
+        self._process: Processor = processor if processor is not None else self._respond
+        self.stats = ServerStats()
+        self.listeners: list[trio.SocketListener] = []
+        self._per_peer: Counter[str] = Counter()
+        self._connections: set[_Connection] = set()
+        self._shutdown = trio.Event()
+        self._draining = False
+        self._all_closed = trio.Event()
+        self._all_closed.set()
+
+    # --- lifecycle ---------------------------------------------------------------
+
+    async def serve(
+        self,
+        port: int,
+        *,
+        host: str | None = None,
+        handler_nursery: trio.Nursery | None = None,
+        task_status: trio.TaskStatus[list[trio.SocketListener]] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Listen on ``host:port`` (every address when ``host`` is None) until shut down.
+
+        Reports the listeners through ``task_status``, so
+        ``await nursery.start(server.serve, 0)`` works with port 0.
+        """
+        listeners = await trio.open_tcp_listeners(port, host=host)
+        await self.serve_listeners(
+            listeners, handler_nursery=handler_nursery, task_status=task_status
+        )
+
+    async def serve_listeners(
+        self,
+        listeners: Sequence[trio.SocketListener],
+        *,
+        handler_nursery: trio.Nursery | None = None,
+        task_status: trio.TaskStatus[list[trio.SocketListener]] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Serve connections from ``listeners`` until :meth:`shutdown` or cancellation."""
+        self.listeners = list(listeners)
+        async with trio.open_nursery() as nursery:
+            connections = handler_nursery if handler_nursery is not None else nursery
+            with trio.CancelScope() as accepting:
+                for listener in self.listeners:
+                    nursery.start_soon(self._accept_loop, listener, connections)
+                task_status.started(self.listeners)
+                await self._shutdown.wait()
+                accepting.cancel()
+            for listener in self.listeners:
+                await listener.aclose()
+            await self._drain()
+
+    def shutdown(self) -> None:
+        """Stop gracefully: stop accepting, finish in-flight messages, then close.
+
+        Idle connections close at once; a connection in the middle of a
+        message gets ``config.shutdown_grace`` seconds to answer it before it
+        is cancelled. The serving call returns when all are closed.
+        """
+        self._shutdown.set()
+
+    async def _drain(self) -> None:
+        self._draining = True
+        for conn in list(self._connections):
+            if conn.idle:
+                conn.scope.cancel()
+        with trio.move_on_after(self.config.shutdown_grace):
+            await self._all_closed.wait()
+        for conn in list(self._connections):
+            conn.scope.cancel()
+        await self._all_closed.wait()
+
+    def reload_tls(self) -> None:
+        """Re-read certificate, key, CA, CRL and allow-list files (a :class:`ServerTLS` only).
+
+        New connections use them; open connections are undisturbed.
+
+        Raises:
+            TLSConfigError: A file is unusable; the previous files stay in use.
+            MLLPError: The listener was not given a :class:`ServerTLS`.
+        """
+        if not isinstance(self._tls, ServerTLS):
+            raise MLLPError("reload_tls() needs the listener to be given a ServerTLS")
+        self._tls.reload()
+        log.info("TLS certificates reloaded; new connections use them")
+
+    # --- connections ----------------------------------------------------------------
+
+    async def _accept_loop(self, listener: trio.SocketListener, nursery: trio.Nursery) -> None:
+        while True:
+            try:
+                stream = await listener.accept()
+            except OSError as exc:
+                if exc.errno in _ACCEPT_CAPACITY_ERRNOS:
+                    log.error("accept failed (%s); retrying in 100 ms", exc)
+                    await trio.sleep(0.1)
+                    continue
+                raise
+            host, address = _peer_address(stream)
+            if (
+                self.stats.active >= self.config.max_connections
+                or self._per_peer[host] >= self.config.max_connections_per_peer
+            ):
+                self.stats.refused_limit += 1
+                log.warning("connection from %s refused: connection limit reached", address)
+                await trio.aclose_forcefully(stream)
+                continue
+            self._per_peer[host] += 1
+            self.stats.accepted += 1
+            self.stats.active += 1
+            self._all_closed = trio.Event() if self._all_closed.is_set() else self._all_closed
+            nursery.start_soon(self._run_connection, stream, host, address)
+
+    async def handle_stream(self, stream: trio.abc.Stream, address: str = "memory") -> None:
+        """Serve one already-open stream (a memory stream in tests, say) until it ends.
+
+        The connection limits do not apply; TLS does, if configured.
+        """
+        self.stats.accepted += 1
+        self.stats.active += 1
+        self._per_peer[address] += 1
+        self._all_closed = trio.Event() if self._all_closed.is_set() else self._all_closed
+        await self._run_connection(stream, address, address)
+
+    async def _run_connection(self, stream: trio.abc.Stream, host: str, address: str) -> None:
+        conn = _Connection(trio.CancelScope())
+        self._connections.add(conn)
+        transport: trio.abc.Stream = stream
+        try:
+            with conn.scope:
+                if self._draining:
+                    return
+                identity = None
+                if self._tls is not None:
+                    handshake = await self._handshake(stream, address)
+                    if handshake is None:
+                        return
+                    transport, identity = handshake
+                peer = PeerInfo(address=address, identity=identity)
+                await self._serve_messages(
+                    MLLPStream(
+                        transport,
+                        self.config.framing.new_connection(),
+                        receive_size=self.config.receive_size,
+                    ),
+                    peer,
+                    conn,
+                )
+        except RemoteProtocolError as exc:
+            self.stats.protocol_errors += 1
+            log.warning("closing connection from %s: protocol error: %s", address, exc)
+        except MLLPTimeoutError as exc:
+            self.stats.timeouts += 1
+            log.info("closing connection from %s: %s", address, exc)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            log.info("connection from %s lost: %s", address, type(exc).__name__)
+        except MLLPError as exc:
+            log.warning("closing connection from %s: %s", address, exc)
+        except Exception:
+            # One bad connection never takes the listener down.
+            log.exception("unexpected error on connection from %s; connection closed", address)
+        finally:
+            await trio.aclose_forcefully(transport)
+            self._connections.discard(conn)
+            self._per_peer[host] -= 1
+            if not self._per_peer[host]:
+                del self._per_peer[host]
+            self.stats.active -= 1
+            if not self._connections:
+                self._all_closed.set()
+
+    async def _handshake(
+        self, stream: trio.abc.Stream, address: str
+    ) -> tuple[trio.abc.Stream, ClientIdentity | None] | None:
+        assert self._tls is not None
+        tls = self._tls
+        context = tls.context if isinstance(tls, ServerTLS) else tls
+        wrapped = await self._tls_stream(stream, context)
+        try:
+            with trio.fail_after(self.config.handshake_timeout):
+                await wrapped.do_handshake()
+        except trio.TooSlowError:
+            self.stats.handshake_failures += 1
+            log.warning("TLS handshake with %s timed out", address)
+            await trio.aclose_forcefully(wrapped)
+            return None
+        except (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError) as exc:
+            self.stats.handshake_failures += 1
+            log.warning("TLS handshake with %s failed: %s", address, _tls_reason(exc))
+            await trio.aclose_forcefully(wrapped)
+            return None
+        try:
+            if isinstance(tls, ServerTLS):
+                identity = tls.authorize(wrapped.ssl_object)
+            else:
+                identity = identity_from_ssl(wrapped.ssl_object)
+        except ClientNotAllowed as exc:
+            self.stats.refused_clients += 1
+            log.warning("TLS client %s refused: %s", address, exc.reason)
+            await trio.aclose_forcefully(wrapped)
+            return None
+        return wrapped, identity
+
+    # --- messages -----------------------------------------------------------------
+
+    async def _respond(self, raw: bytes, peer: PeerInfo) -> Outcome:
+        return await respond(raw, peer=peer, handler=self._handler, config=self.config.hl7)
+
+    async def _serve_messages(self, stream: MLLPStream, peer: PeerInfo, conn: _Connection) -> None:
+        config = self.config
+        framing = config.framing.framing
+        last_reply: bytes | None = None  # HLLP: resent when the peer NAKs it
+        resends = 0
+        while not self._draining:
+            conn.idle = True
+            event = await stream.receive_event(
+                idle_timeout=config.idle_timeout, read_timeout=config.read_timeout
+            )
+            conn.idle = False
+            if type(event) is Message:
+                self.stats.messages += 1
+                outcome = await self._process(event.data, peer)
+                if outcome.accepted:
+                    self.stats.accepted_messages += 1
+                resends = 0
+                if framing == "mllp2":
+                    await self._reply_release2(stream, outcome)
+                elif outcome.reply is not None:
+                    last_reply = await stream.send_event(
+                        Message(outcome.reply), timeout=config.write_timeout
+                    )
+            elif isinstance(event, EndOfStream):
+                return
+            elif isinstance(event, InvalidFrame):
+                self.stats.invalid_frames += 1
+                log.warning("frame from %s rejected: %s", peer.address, event.reason)
+                if framing == "mllp2":
+                    await stream.send_event(CommitNak(), timeout=config.write_timeout)
+            elif isinstance(event, BadBlock):
+                self.stats.invalid_frames += 1
+                log.warning(
+                    "HLLP block from %s refused (NAK %s): %s",
+                    peer.address,
+                    event.reason.value,
+                    event.detail,
+                )
+                await stream.send_event(event.nak, timeout=config.write_timeout)
+            elif isinstance(event, HLLPNak):
+                if last_reply is None or resends >= config.retries:
+                    raise MLLPError(
+                        f"peer NAKed our reply ({event.reason.value}) "
+                        f"{resends + 1} time(s); giving up on the connection"
+                    )
+                resends += 1
+                await stream.send_bytes(last_reply, timeout=config.write_timeout)
+            # Commit ACK/NAK outside an exchange is refused by the state machine.
+
+    async def _reply_release2(self, stream: MLLPStream, outcome: Outcome) -> None:
+        config = self.config
+        # A commit NAK asks the sender to resend: right when the message could
+        # not be taken for a passing reason (the handler or the store failed,
+        # AE/CE 207). HL7-level refusals are final, so they are committed and
+        # answered with the AR/AE acknowledgement instead.
+        transient = outcome.error is not None and outcome.error.code == 207
+        if not outcome.accepted and transient:
+            await stream.send_event(CommitNak(), timeout=config.write_timeout)
+            return
+        await stream.send_event(CommitAck(), timeout=config.write_timeout)
+        if outcome.reply is None:
+            return
+        sent = await stream.send_event(Message(outcome.reply), timeout=config.write_timeout)
+        for _ in range(config.retries + 1):
+            event = await stream.receive_event(
+                idle_timeout=config.read_timeout, read_timeout=config.read_timeout
+            )
+            if isinstance(event, CommitAck):
+                return
+            if isinstance(event, CommitNak):
+                await stream.send_bytes(sent, timeout=config.write_timeout)
+                continue
+            if isinstance(event, EndOfStream):
+                raise trio.ClosedResourceError("peer closed before committing our reply")
+            raise RemoteProtocolError(f"expected a commit ACK/NAK, got {type(event).__name__}")
+        raise MLLPError(f"peer NAKed our reply {config.retries + 1} times; closing")
+
+
+def _peer_address(stream: trio.abc.Stream) -> tuple[str, str]:
+    sock: Any = getattr(stream, "socket", None)
+    if sock is None:
+        return "unknown", "unknown"
+    try:
+        name = sock.getpeername()
+    except OSError:
+        return "unknown", "unknown"
+    if isinstance(name, tuple):
+        host, port = name[0], name[1]
+        return host, f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return str(name), str(name)
+
+
+def _tls_reason(exc: BaseException) -> str:
+    # trio wraps ssl.SSLError in BrokenResourceError: show the TLS reason.
+    cause = exc.__cause__ if exc.__cause__ is not None else exc
+    if isinstance(cause, ssl.SSLError):
+        return cause.reason or str(cause)
+    return f"{type(cause).__name__}: {cause}" if str(cause) else type(cause).__name__
+
+
+async def serve_mllp(
+    handler: Handler | None,
+    port: int,
+    *,
+    host: str | None = None,
+    ssl_context: ssl.SSLContext | ServerTLS | None = None,
+    config: ServerConfig | None = None,
+    handler_nursery: trio.Nursery | None = None,
+    task_status: trio.TaskStatus[list[trio.SocketListener]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Listen for HL7 messages on ``port`` until cancelled; never returns.
+
+    ``await nursery.start(serve_mllp, handler, 0)`` returns the listeners,
+    so port 0 works (``listeners[0].socket.getsockname()[1]``). See
+    :class:`MLLPServer` for the handler contract; use that class directly
+    for graceful shutdown, certificate reload and statistics.
+
+    Args:
+        handler: The application's handler, or ``None`` to accept everything.
+        port: TCP port (2575 is IANA's hl7 port; 0 picks a free one).
+        host: Address to bind; ``None`` binds every address.
+        ssl_context: ``None`` for plain TCP, an ``ssl.SSLContext`` or a :class:`ServerTLS`.
+        config: Limits, timeouts, framing, HL7 rules.
+        handler_nursery: Nursery to run connections in (default: an internal one).
+        task_status: Receives the list of listeners once listening.
+    """
+    server = MLLPServer(handler, ssl_context=ssl_context, config=config)
+    await server.serve(port, host=host, handler_nursery=handler_nursery, task_status=task_status)

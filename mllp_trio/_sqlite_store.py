@@ -1,0 +1,863 @@
+"""The SQLite message store: one writer thread, group commit, WAL with synchronous=FULL.
+
+Design: the store owns one thread, and that thread owns the only connection.
+Trio tasks put requests on a thread-safe queue and wait on a ``trio.Event``;
+the thread takes every request waiting in the queue, runs all the writes in
+one transaction (one fsync for the lot: group commit), and hands each result
+back through the Trio token's ``run_sync_soon``. This is simpler than a pool
+of ``trio.to_thread`` calls because a connection must stay on one thread, and
+it needs no OS thread per waiting task, so a thousand waiting callers cost a
+thousand Events rather than a thousand threads.
+
+Each write runs inside its own SAVEPOINT, so one failing operation (an
+unknown id, say) is rolled back alone while the rest of the batch commits;
+if the transaction itself fails (disk full at COMMIT, lock timeout) every
+caller in the batch gets a :class:`StoreError` and nothing is reported as
+committed.
+
+Cancellation: a caller cancelled after its request was queued stops waiting,
+but the request still runs and may commit. That is the at-least-once
+promise: the sender, never told of the commit, resends, and the resend is
+recognised as a duplicate.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import sqlite3
+import threading
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Final, TypeVar, cast
+
+import attrs
+import trio
+
+from ._store import (
+    CommitResult,
+    InboundRecord,
+    MessageInfo,
+    OutboundMessage,
+    OutboundStats,
+    StoredMessage,
+    StoreError,
+    StoreErrorKind,
+    StoreStats,
+)
+
+__all__ = ["DB_FILENAME", "SQLiteStore", "SQLiteStoreConfig", "open_sqlite_store"]
+
+T = TypeVar("T")
+
+#: The database file inside the store directory (SQLite adds ``-wal`` and ``-shm``).
+DB_FILENAME: Final = "journal.sqlite3"
+
+_SCHEMA_VERSION: Final = 1
+
+_SCHEMA: Final = (
+    # AUTOINCREMENT: ids are never reused after pruning, so an id printed in
+    # a log always names the same message.
+    """CREATE TABLE inbound (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        received_at REAL NOT NULL,
+        peer TEXT NOT NULL,
+        tls_identity TEXT,
+        sending_application TEXT NOT NULL,
+        sending_facility TEXT NOT NULL,
+        control_id TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        data BLOB NOT NULL,
+        ack BLOB,
+        delivered_at REAL
+    )""",
+    """CREATE INDEX inbound_key ON inbound
+        (sending_application, sending_facility, control_id, received_at)""",
+    "CREATE INDEX inbound_undelivered ON inbound (id) WHERE delivered_at IS NULL",
+    """CREATE TABLE outbound (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        destination TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        data BLOB NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('pending', 'sent', 'dead')),
+        attempts INTEGER NOT NULL DEFAULT 0,
+        enqueued_at REAL NOT NULL,
+        next_attempt_at REAL NOT NULL,
+        last_error TEXT,
+        sent_at REAL,
+        dead_reason TEXT
+    )""",
+    "CREATE INDEX outbound_queue ON outbound (destination, id) WHERE status = 'pending'",
+    f"PRAGMA user_version = {_SCHEMA_VERSION}",
+)
+
+# SQLite primary result codes (the low byte of an extended code).
+_SQLITE_PERM: Final = 3
+_SQLITE_BUSY: Final = 5
+_SQLITE_LOCKED: Final = 6
+_SQLITE_READONLY: Final = 8
+_SQLITE_IOERR: Final = 10
+_SQLITE_CORRUPT: Final = 11
+_SQLITE_FULL: Final = 13
+_SQLITE_CANTOPEN: Final = 14
+_SQLITE_NOTADB: Final = 26
+
+
+@attrs.frozen(kw_only=True)
+class SQLiteStoreConfig:
+    """Settings of the SQLite store.
+
+    Attributes:
+        duplicate_window: How long a journal entry counts for duplicate
+            detection, measured back from the new record's arrival time, and
+            how long delivered entries and sent outbound messages are kept
+            before :meth:`SQLiteStore.prune` removes them. ``None`` keeps
+            every entry forever. Default: 7 days.
+        busy_timeout: Seconds to wait for a write lock held by another
+            process before failing with ``StoreErrorKind.LOCKED``. Default: 5.
+        max_batch: The most requests run in one transaction. Default: 512.
+        max_database_bytes: Refuse to grow the database file past this size
+            (``PRAGMA max_page_count``); commits then fail with
+            ``StoreErrorKind.FULL``, like a full disk. Default: ``None``, no limit.
+        read_only: Open an existing store for reading only (admin tools
+            next to a running engine). Default: False.
+    """
+
+    duplicate_window: timedelta | None = timedelta(days=7)
+    busy_timeout: float = attrs.field(default=5.0, validator=attrs.validators.ge(0))
+    max_batch: int = attrs.field(default=512, validator=attrs.validators.ge(1))
+    max_database_bytes: int | None = attrs.field(
+        default=None, validator=attrs.validators.optional(attrs.validators.ge(4096))
+    )
+    read_only: bool = False
+
+
+def _translate(exc: BaseException, db_file: Path, config: SQLiteStoreConfig) -> BaseException:
+    """Turn an sqlite3 error into a StoreError a person can act on."""
+    if not isinstance(exc, sqlite3.Error):
+        return exc
+    code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+    if code == _SQLITE_FULL:
+        err = StoreError(
+            f"store {db_file} is full: the disk has no space left or max_database_bytes "
+            f"({config.max_database_bytes}) was reached; free space or raise the limit. "
+            "Nothing of this operation was committed.",
+            kind=StoreErrorKind.FULL,
+        )
+    elif code in (_SQLITE_BUSY, _SQLITE_LOCKED):
+        err = StoreError(
+            f"store {db_file} is locked by another process for more than "
+            f"{config.busy_timeout}s; only one engine may write a store directory at a "
+            "time: stop the other process. Nothing of this operation was committed.",
+            kind=StoreErrorKind.LOCKED,
+        )
+    elif code in (_SQLITE_CORRUPT, _SQLITE_NOTADB):
+        err = StoreError(
+            f"store {db_file} is not an SQLite database or is corrupt ({exc}); stop the "
+            "engine, move the file and its -wal/-shm files aside, and restore from a "
+            "backup (the sqlite3 shell's .recover command may salvage rows).",
+            kind=StoreErrorKind.CORRUPT,
+        )
+    elif code in (_SQLITE_PERM, _SQLITE_READONLY, _SQLITE_IOERR, _SQLITE_CANTOPEN):
+        err = StoreError(
+            f"cannot read or write store {db_file} ({exc}); check that the directory "
+            "exists, its permissions, and the health of the disk.",
+            kind=StoreErrorKind.IO,
+        )
+    else:
+        err = StoreError(f"store {db_file} failed: {exc}", kind=StoreErrorKind.OTHER)
+    err.__cause__ = exc
+    return err
+
+
+def _ts(value: float) -> datetime:
+    return datetime.fromtimestamp(value, UTC)
+
+
+def _opt_ts(value: float | None) -> datetime | None:
+    return None if value is None else _ts(value)
+
+
+# ---------------------------------------------------------------------------
+# Operations: plain functions of a connection, run on the writer thread.
+
+
+def _commit_inbound(
+    conn: sqlite3.Connection,
+    record: InboundRecord,
+    ack: bytes | None,
+    window: timedelta | None,
+) -> CommitResult:
+    received = record.received_at.timestamp()
+    if record.control_id:
+        sql = (
+            "SELECT id, ack, delivered_at FROM inbound WHERE sending_application = ?"
+            " AND sending_facility = ? AND control_id = ?"
+        )
+        params: list[object] = [
+            record.sending_application,
+            record.sending_facility,
+            record.control_id,
+        ]
+        if window is not None:
+            sql += " AND received_at >= ?"
+            params.append(received - window.total_seconds())
+        row = conn.execute(sql + " ORDER BY id DESC LIMIT 1", params).fetchone()
+        if row is not None:
+            return CommitResult(
+                message_id=row[0], duplicate=True, ack=row[1], delivered=row[2] is not None
+            )
+    cur = conn.execute(
+        "INSERT INTO inbound (received_at, peer, tls_identity, sending_application,"
+        " sending_facility, control_id, size, data, ack) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            received,
+            record.peer,
+            record.tls_identity,
+            record.sending_application,
+            record.sending_facility,
+            record.control_id,
+            len(record.data),
+            record.data,
+            ack,
+        ),
+    )
+    assert cur.lastrowid is not None
+    return CommitResult(message_id=cur.lastrowid, duplicate=False, ack=ack)
+
+
+def _update_one(conn: sqlite3.Connection, sql: str, params: tuple[object, ...], what: str) -> None:
+    if conn.execute(sql, params).rowcount == 0:
+        raise StoreError(f"no {what} with id {params[-1]}", kind=StoreErrorKind.NOT_FOUND)
+
+
+_INFO_COLUMNS: Final = (
+    "id, received_at, peer, tls_identity, control_id, sending_application,"
+    " sending_facility, size, ack IS NOT NULL, delivered_at"
+)
+
+
+def _info(row: tuple[Any, ...]) -> MessageInfo:
+    return MessageInfo(
+        message_id=row[0],
+        received_at=_ts(row[1]),
+        peer=row[2],
+        tls_identity=row[3],
+        control_id=row[4],
+        sending_application=row[5],
+        sending_facility=row[6],
+        size=row[7],
+        has_ack=bool(row[8]),
+        delivered_at=_opt_ts(row[9]),
+    )
+
+
+def _fetch_undelivered(conn: sqlite3.Connection, limit: int, after_id: int) -> list[StoredMessage]:
+    rows = conn.execute(
+        f"SELECT {_INFO_COLUMNS}, data FROM inbound"
+        " WHERE delivered_at IS NULL AND id > ? ORDER BY id LIMIT ?",
+        (after_id, limit),
+    ).fetchall()
+    return [StoredMessage(info=_info(row[:-1]), data=row[-1]) for row in rows]
+
+
+def _export(conn: sqlite3.Connection, message_id: int) -> bytes:
+    row = conn.execute("SELECT data FROM inbound WHERE id = ?", (message_id,)).fetchone()
+    if row is None:
+        raise StoreError(f"no journal entry with id {message_id}", kind=StoreErrorKind.NOT_FOUND)
+    return cast(bytes, row[0])
+
+
+def _fetch_next(conn: sqlite3.Connection, destination: str) -> OutboundMessage | None:
+    row = conn.execute(
+        "SELECT id, data, attempts, enqueued_at, next_attempt_at, last_error FROM outbound"
+        " WHERE destination = ? AND status = 'pending' ORDER BY id LIMIT 1",
+        (destination,),
+    ).fetchone()
+    if row is None:
+        return None
+    return OutboundMessage(
+        message_id=row[0],
+        destination=destination,
+        data=row[1],
+        attempts=row[2],
+        enqueued_at=_ts(row[3]),
+        next_attempt_at=_ts(row[4]),
+        last_error=row[5],
+    )
+
+
+def _requeue(conn: sqlite3.Connection, ids: list[int] | None, now: float) -> int:
+    sql = (
+        "UPDATE outbound SET status = 'pending', attempts = 0, next_attempt_at = ?,"
+        " dead_reason = NULL WHERE status = 'dead'"
+    )
+    if ids is None:
+        return conn.execute(sql, (now,)).rowcount
+    return sum(conn.execute(sql + " AND id = ?", (now, i)).rowcount for i in ids)
+
+
+def _prune(conn: sqlite3.Connection, cutoff: float) -> int:
+    # Undelivered entries are kept whatever their age: deleting them would
+    # lose acknowledged messages.
+    inbound = conn.execute(
+        "DELETE FROM inbound WHERE delivered_at IS NOT NULL AND received_at < ?", (cutoff,)
+    ).rowcount
+    outbound = conn.execute(
+        "DELETE FROM outbound WHERE status = 'sent' AND sent_at < ?", (cutoff,)
+    ).rowcount
+    return inbound + outbound
+
+
+def _outbound_counts(conn: sqlite3.Connection) -> dict[str, int]:
+    return dict(conn.execute("SELECT status, count(*) FROM outbound GROUP BY status").fetchall())
+
+
+# ---------------------------------------------------------------------------
+# The writer thread.
+
+
+class _Slot:
+    """Where the writer thread leaves one request's result for its Trio task."""
+
+    __slots__ = ("error", "event", "value")
+
+    def __init__(self) -> None:
+        self.event = trio.Event()
+        self.value: object = None
+        self.error: BaseException | None = None
+
+    def resolve(self, value: object, error: BaseException | None) -> None:
+        # Runs on the Trio thread (via run_sync_soon).
+        self.value = value
+        self.error = error
+        self.event.set()
+
+    def unwrap(self) -> object:
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+@attrs.define
+class _Request:
+    op: Callable[[sqlite3.Connection], object]
+    write: bool
+    slot: _Slot
+
+
+_STOP: Final = object()
+
+
+class SQLiteStore:
+    """The SQLite implementation of :class:`~mllp_trio.MessageStore`.
+
+    Create it with :func:`open_sqlite_store`; every method is async and
+    raises :class:`StoreError` on a storage failure. Only one process should
+    write a store directory at a time; others may open it ``read_only``.
+    """
+
+    def __init__(self, directory: Path, config: SQLiteStoreConfig) -> None:
+        self._directory = directory
+        self._db_file = directory / DB_FILENAME
+        self._config = config
+        self._token = trio.lowlevel.current_trio_token()
+        self._queue: queue.SimpleQueue[_Request | object] = queue.SimpleQueue()
+        self._closed = False
+        self._stats = StoreStats()
+        # Ids handed out by fetch_next and not yet marked: "in flight" means
+        # something only to this process, so it lives in memory and a
+        # restart makes them pending again without any recovery step.
+        self._in_flight: set[int] = set()
+        self._open_slot = _Slot()
+        self._thread = threading.Thread(
+            target=self._thread_main, name=f"mllp-store {directory}", daemon=True
+        )
+
+    @property
+    def path(self) -> Path:
+        """The database file."""
+        return self._db_file
+
+    @property
+    def config(self) -> SQLiteStoreConfig:
+        """The settings the store was opened with."""
+        return self._config
+
+    @property
+    def stats(self) -> StoreStats:
+        """Group-commit counters since the store was opened."""
+        return self._stats
+
+    # -- thread side --------------------------------------------------------
+
+    def _deliver(self, slot: _Slot, value: object, error: BaseException | None) -> None:
+        # After the Trio run ended nobody is left to tell.
+        with contextlib.suppress(trio.RunFinishedError):
+            self._token.run_sync_soon(slot.resolve, value, error)
+
+    def _connect(self) -> sqlite3.Connection:
+        cfg = self._config
+        if cfg.read_only:
+            if not self._db_file.is_file():
+                raise StoreError(
+                    f"no store at {self._db_file}; check the path", kind=StoreErrorKind.IO
+                )
+            uri = self._db_file.resolve().as_uri() + "?mode=ro"
+            conn = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=cfg.busy_timeout)
+        else:
+            if self._directory.exists() and not self._directory.is_dir():
+                raise StoreError(
+                    f"store path {self._directory} exists and is not a directory; "
+                    "give a directory (the store creates "
+                    f"{DB_FILENAME} in it)",
+                    kind=StoreErrorKind.IO,
+                )
+            # 0o700: the journal holds patient data.
+            self._directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            conn = sqlite3.connect(self._db_file, isolation_level=None, timeout=cfg.busy_timeout)
+        try:
+            if not cfg.read_only:
+                (mode,) = conn.execute("PRAGMA journal_mode = WAL").fetchone()
+                if str(mode).lower() != "wal":
+                    raise StoreError(
+                        f"store {self._db_file}: the filesystem does not support SQLite WAL "
+                        f"mode (got {mode!r}); use a local disk",
+                        kind=StoreErrorKind.IO,
+                    )
+            conn.execute("PRAGMA synchronous = FULL")
+            (version,) = conn.execute("PRAGMA user_version").fetchone()
+            if version > _SCHEMA_VERSION:
+                raise StoreError(
+                    f"store {self._db_file} has schema version {version}, newer than this "
+                    f"mllp_trio understands ({_SCHEMA_VERSION}); upgrade mllp_trio",
+                    kind=StoreErrorKind.OTHER,
+                )
+            if version == 0:
+                if cfg.read_only:
+                    raise StoreError(
+                        f"{self._db_file} is not an mllp_trio store (no schema)",
+                        kind=StoreErrorKind.CORRUPT,
+                    )
+                conn.execute("BEGIN IMMEDIATE")
+                for statement in _SCHEMA:
+                    conn.execute(statement)
+                conn.execute("COMMIT")
+            if cfg.max_database_bytes is not None:
+                (page_size,) = conn.execute("PRAGMA page_size").fetchone()
+                pages = max(1, cfg.max_database_bytes // page_size)
+                conn.execute(f"PRAGMA max_page_count = {int(pages)}")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _thread_main(self) -> None:
+        try:
+            conn = self._connect()
+        except BaseException as exc:
+            self._deliver(self._open_slot, None, _translate(exc, self._db_file, self._config))
+            return
+        self._deliver(self._open_slot, None, None)
+        try:
+            stopping = False
+            while not stopping:
+                batch: list[_Request] = []
+                item = self._queue.get()
+                # Group commit: everything that queued up while the previous
+                # transaction was being written joins this one.
+                while True:
+                    if item is _STOP:
+                        stopping = True
+                        break
+                    batch.append(cast(_Request, item))
+                    if len(batch) >= self._config.max_batch:
+                        break
+                    try:
+                        item = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                if batch:
+                    self._run_batch(conn, batch)
+        finally:
+            if not self._config.read_only:
+                # Best effort: the WAL is replayed on the next open anyway.
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            conn.close()
+
+    def _run_batch(self, conn: sqlite3.Connection, batch: list[_Request]) -> None:
+        writes = [r for r in batch if r.write]
+        try:
+            if writes:
+                self._run_writes(conn, writes)
+        except BaseException as exc:
+            # A bug, not a storage fault: never let it kill the writer thread.
+            for r in writes:
+                self._deliver(r.slot, None, StoreError(f"internal store failure: {exc!r}"))
+        for r in batch:
+            if not r.write:
+                self._run_read(conn, r)
+
+    def _run_read(self, conn: sqlite3.Connection, request: _Request) -> None:
+        try:
+            conn.execute("BEGIN")  # one snapshot for multi-query reads
+            try:
+                value = request.op(conn)
+            finally:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+        except Exception as exc:
+            self._deliver(request.slot, None, _translate(exc, self._db_file, self._config))
+        else:
+            self._deliver(request.slot, value, None)
+
+    def _run_writes(self, conn: sqlite3.Connection, writes: list[_Request]) -> None:
+        results: list[tuple[object, BaseException | None]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for r in writes:
+                conn.execute("SAVEPOINT op")
+                try:
+                    value = r.op(conn)
+                except Exception as exc:
+                    if not conn.in_transaction:
+                        raise  # SQLite rolled back the whole transaction
+                    conn.execute("ROLLBACK TO op")
+                    conn.execute("RELEASE op")
+                    results.append((None, _translate(exc, self._db_file, self._config)))
+                else:
+                    conn.execute("RELEASE op")
+                    results.append((value, None))
+            conn.execute("COMMIT")
+        except Exception as exc:
+            if conn.in_transaction:
+                # If even this fails, closing the connection rolls back too.
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+            # Nothing in this batch was committed: every caller learns so.
+            for r in writes:
+                self._deliver(r.slot, None, _translate(exc, self._db_file, self._config))
+            return
+        self._count(results)
+        for r, (value, error) in zip(writes, results, strict=True):
+            self._deliver(r.slot, value, error)
+
+    def _count(self, results: list[tuple[object, BaseException | None]]) -> None:
+        committed = duplicates = 0
+        for value, _ in results:
+            if isinstance(value, CommitResult):
+                if value.duplicate:
+                    duplicates += 1
+                else:
+                    committed += 1
+        s = self._stats
+        # One reference swap: the Trio thread always reads a consistent snapshot.
+        self._stats = StoreStats(
+            transactions=s.transactions + 1,
+            records_committed=s.records_committed + committed,
+            max_batch_size=max(s.max_batch_size, len(results)),
+            duplicates=s.duplicates + duplicates,
+        )
+
+    # -- Trio side ----------------------------------------------------------
+
+    async def _call(self, op: Callable[[sqlite3.Connection], T], *, write: bool) -> T:
+        # A caller cancelled before queueing must not commit anything.
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if self._closed:
+            raise StoreError(f"store {self._db_file} is closed", kind=StoreErrorKind.CLOSED)
+        if write and self._config.read_only:
+            raise StoreError(
+                f"store {self._db_file} was opened read-only", kind=StoreErrorKind.READ_ONLY
+            )
+        slot = _Slot()
+        self._queue.put(_Request(op=op, write=write, slot=slot))
+        await slot.event.wait()
+        return cast(T, slot.unwrap())
+
+    async def _open(self) -> None:
+        self._thread.start()
+        await self._open_slot.event.wait()
+        self._open_slot.unwrap()
+
+    async def _close(self) -> None:
+        self._closed = True
+        self._queue.put(_STOP)
+        if self._thread.is_alive():
+            await trio.to_thread.run_sync(self._thread.join)
+
+    async def commit_inbound(
+        self, record: InboundRecord, *, ack: bytes | None = None
+    ) -> CommitResult:
+        """Journal a received message durably, or recognise a duplicate.
+
+        A record whose (MSH-3, MSH-4, MSH-10) key was committed within
+        ``duplicate_window`` before its ``received_at`` is a duplicate:
+        nothing is written and the result carries the original's id and
+        saved acknowledgement. This holds inside one group-commit batch too.
+
+        Args:
+            record: The message and its metadata.
+            ack: The acknowledgement to store with it, when it was built
+                before the commit (one transaction instead of two).
+
+        Returns:
+            What was done.
+
+        Raises:
+            StoreError: Nothing was committed; answer with a NAK.
+        """
+        window = self._config.duplicate_window
+        return await self._call(lambda conn: _commit_inbound(conn, record, ack, window), write=True)
+
+    async def save_ack(self, message_id: int, ack: bytes) -> None:
+        """Save (or replace) the acknowledgement of a journal entry.
+
+        Raises:
+            StoreError: With kind ``NOT_FOUND`` for an unknown id, or a storage fault.
+        """
+        await self._call(
+            lambda conn: _update_one(
+                conn, "UPDATE inbound SET ack = ? WHERE id = ?", (ack, message_id), "journal entry"
+            ),
+            write=True,
+        )
+
+    async def fetch_undelivered(
+        self, limit: int = 100, *, after_id: int = 0
+    ) -> list[StoredMessage]:
+        """The oldest journal entries not yet marked delivered, oldest first.
+
+        Entries committed before a restart and never marked delivered are
+        returned again: delivery is at-least-once.
+
+        Args:
+            limit: The most entries to return.
+            after_id: Only entries with a larger id (for paging).
+        """
+        return await self._call(lambda conn: _fetch_undelivered(conn, limit, after_id), write=False)
+
+    async def mark_delivered(self, message_id: int) -> None:
+        """Record that a journal entry reached the application.
+
+        Raises:
+            StoreError: With kind ``NOT_FOUND`` for an unknown id, or a storage fault.
+        """
+        now = datetime.now(UTC).timestamp()
+        await self._call(
+            lambda conn: _update_one(
+                conn,
+                "UPDATE inbound SET delivered_at = coalesce(delivered_at, ?) WHERE id = ?",
+                (now, message_id),
+                "journal entry",
+            ),
+            write=True,
+        )
+
+    async def prune(self, *, now: datetime | None = None) -> int:
+        """Delete what the retention window no longer needs.
+
+        Removes delivered journal entries and sent outbound messages older
+        than ``duplicate_window``. Undelivered entries and dead letters are
+        never pruned. Does nothing when the window is ``None``.
+
+        Args:
+            now: The reference time; defaults to now.
+
+        Returns:
+            How many rows were deleted.
+        """
+        window = self._config.duplicate_window
+        if window is None:
+            return 0
+        cutoff = ((now or datetime.now(UTC)) - window).timestamp()
+        return await self._call(lambda conn: _prune(conn, cutoff), write=True)
+
+    async def enqueue(self, destination: str, data: bytes) -> int:
+        """Append a message to a destination's outbound queue, durably.
+
+        Returns:
+            The message's queue id.
+        """
+        now = datetime.now(UTC).timestamp()
+
+        def op(conn: sqlite3.Connection) -> int:
+            cur = conn.execute(
+                "INSERT INTO outbound (destination, size, data, status, enqueued_at,"
+                " next_attempt_at) VALUES (?, ?, ?, 'pending', ?, ?)",
+                (destination, len(data), data, now, now),
+            )
+            assert cur.lastrowid is not None
+            return cur.lastrowid
+
+        return await self._call(op, write=True)
+
+    async def fetch_next(self, destination: str) -> OutboundMessage | None:
+        """The oldest pending message for a destination, or ``None``.
+
+        Order per destination is strict: the head is returned even when its
+        ``next_attempt_at`` lies in the future (the sender waits until then)
+        and stays the head until it is marked sent or dead. The message
+        counts as in flight until the next ``mark_*`` call for it.
+        """
+        msg = await self._call(lambda conn: _fetch_next(conn, destination), write=False)
+        if msg is not None:
+            self._in_flight.add(msg.message_id)
+        return msg
+
+    async def pending_destinations(self) -> list[str]:
+        """Destinations that have pending messages, sorted."""
+        rows = await self._call(
+            lambda conn: conn.execute(
+                "SELECT DISTINCT destination FROM outbound WHERE status = 'pending'"
+                " ORDER BY destination"
+            ).fetchall(),
+            write=False,
+        )
+        return [row[0] for row in rows]
+
+    async def mark_attempt(self, message_id: int, error: str, next_attempt_at: datetime) -> None:
+        """Record a failed attempt; the message stays at the head of its queue.
+
+        Args:
+            message_id: The queue id.
+            error: What went wrong, for operators; must not contain message content.
+            next_attempt_at: When to try again (timezone-aware).
+        """
+        when = next_attempt_at.timestamp()
+        self._in_flight.discard(message_id)
+        await self._call(
+            lambda conn: _update_one(
+                conn,
+                "UPDATE outbound SET attempts = attempts + 1, last_error = ?,"
+                " next_attempt_at = ? WHERE id = ?",
+                (error, when, message_id),
+                "outbound message",
+            ),
+            write=True,
+        )
+
+    async def mark_sent(self, message_id: int) -> None:
+        """Record that an outbound message was delivered."""
+        now = datetime.now(UTC).timestamp()
+        self._in_flight.discard(message_id)
+        await self._call(
+            lambda conn: _update_one(
+                conn,
+                "UPDATE outbound SET status = 'sent', sent_at = ? WHERE id = ?",
+                (now, message_id),
+                "outbound message",
+            ),
+            write=True,
+        )
+
+    async def mark_dead(self, message_id: int, reason: str) -> None:
+        """Move an outbound message to the dead letters; its queue moves on.
+
+        Args:
+            message_id: The queue id.
+            reason: Why, for operators; must not contain message content.
+        """
+        self._in_flight.discard(message_id)
+        await self._call(
+            lambda conn: _update_one(
+                conn,
+                "UPDATE outbound SET status = 'dead', dead_reason = ? WHERE id = ?",
+                (reason, message_id),
+                "outbound message",
+            ),
+            write=True,
+        )
+
+    async def requeue_dead(self, message_ids: Iterable[int] | None = None) -> int:
+        """Make dead letters pending again, with attempts reset to zero.
+
+        They keep their original place in their destination's queue order.
+
+        Args:
+            message_ids: Which dead letters; all of them when ``None``.
+                Ids that are not dead letters are ignored.
+
+        Returns:
+            How many were requeued.
+        """
+        ids = None if message_ids is None else list(message_ids)
+        now = datetime.now(UTC).timestamp()
+        return await self._call(lambda conn: _requeue(conn, ids, now), write=True)
+
+    async def outbound_stats(self) -> OutboundStats:
+        """Counts of pending, in-flight, delivered and dead outbound messages."""
+        counts = await self._call(_outbound_counts, write=False)
+        in_flight = len(self._in_flight)
+        return OutboundStats(
+            pending=max(0, counts.get("pending", 0) - in_flight),
+            in_flight=in_flight,
+            delivered=counts.get("sent", 0),
+            dead=counts.get("dead", 0),
+        )
+
+    async def count(self) -> int:
+        """Number of journal entries."""
+        return await self._call(
+            lambda conn: cast(int, conn.execute("SELECT count(*) FROM inbound").fetchone()[0]),
+            write=False,
+        )
+
+    async def list_messages(self, limit: int = 100, offset: int = 0) -> list[MessageInfo]:
+        """Journal metadata, newest first; never the content.
+
+        Args:
+            limit: The most entries to return.
+            offset: How many of the newest to skip.
+        """
+        rows = await self._call(
+            lambda conn: conn.execute(
+                f"SELECT {_INFO_COLUMNS} FROM inbound ORDER BY id DESC LIMIT ? OFFSET ?",
+                (limit, offset),
+            ).fetchall(),
+            write=False,
+        )
+        return [_info(row) for row in rows]
+
+    async def export_message(self, message_id: int) -> bytes:
+        """The stored bytes of one journal entry.
+
+        Raises:
+            StoreError: With kind ``NOT_FOUND`` for an unknown id.
+        """
+        return await self._call(lambda conn: _export(conn, message_id), write=False)
+
+
+@asynccontextmanager
+async def open_sqlite_store(
+    path: str | Path, *, config: SQLiteStoreConfig | None = None
+) -> AsyncIterator[SQLiteStore]:
+    """Open (creating if needed) the SQLite store in a directory.
+
+    ``path`` is a directory, for example ``./mllp-data/``; it is created
+    (mode 0700) if missing, and the database is ``<path>/journal.sqlite3``
+    with SQLite's ``-wal`` and ``-shm`` files beside it. Leaving the block
+    finishes queued operations, checkpoints the WAL and stops the writer
+    thread, even when the block is cancelled.
+
+    Args:
+        path: The store directory.
+        config: Settings; defaults to ``SQLiteStoreConfig()``.
+
+    Yields:
+        The open store.
+
+    Raises:
+        StoreError: The store cannot be opened (corrupt file, locked,
+            permissions); the message says what to do.
+    """
+    store = SQLiteStore(Path(path), config or SQLiteStoreConfig())
+    try:
+        await store._open()
+        yield store
+    finally:
+        with trio.CancelScope(shield=True):
+            await store._close()

@@ -1,0 +1,350 @@
+"""The durable-store interface: records, results, errors and the MessageStore protocol.
+
+The SQLite implementation lives in ``_sqlite_store``; anything that satisfies
+:class:`MessageStore` (a test double that fails on purpose, say) can take its
+place in the listener and the client.
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Protocol
+
+import attrs
+
+from ._errors import MLLPError
+
+__all__ = [
+    "CommitResult",
+    "InboundRecord",
+    "MessageInfo",
+    "MessageStore",
+    "OutboundMessage",
+    "OutboundStats",
+    "StoreError",
+    "StoreErrorKind",
+    "StoreStats",
+    "StoredMessage",
+    "backoff_delay",
+]
+
+
+class StoreErrorKind(enum.StrEnum):
+    """Why a store operation failed, for code that reacts differently per cause."""
+
+    FULL = "full"
+    """The disk (or the configured size limit) is full."""
+    LOCKED = "locked"
+    """Another process held the database write lock longer than the busy timeout."""
+    CORRUPT = "corrupt"
+    """The file is not an SQLite database, or its content is damaged."""
+    IO = "io"
+    """The file could not be opened, read or written (permissions, I/O error)."""
+    CLOSED = "closed"
+    """The store was used after it was closed."""
+    READ_ONLY = "read-only"
+    """A write was attempted on a store opened read-only."""
+    NOT_FOUND = "not-found"
+    """The message id named in the call does not exist."""
+    OTHER = "other"
+    """Anything else; the message says what."""
+
+
+class StoreError(MLLPError):
+    """A store operation failed; nothing of the failed operation was committed.
+
+    The listener answers with a negative acknowledgement (release 2 commit
+    NAK, or AR/CR) so that the sender retries.
+
+    Attributes:
+        kind: The cause, as a :class:`StoreErrorKind`.
+    """
+
+    def __init__(self, message: str, *, kind: StoreErrorKind = StoreErrorKind.OTHER) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+def _check_aware(_inst: object, attribute: attrs.Attribute[datetime], value: datetime) -> None:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"{attribute.name} must be a timezone-aware datetime")
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@attrs.frozen(kw_only=True)
+class InboundRecord:
+    """One received message, as the listener hands it to the journal.
+
+    Attributes:
+        data: The raw message bytes, exactly as received.
+        received_at: Arrival time, timezone-aware; defaults to now (UTC).
+        peer: The peer address (``PeerInfo.address``).
+        tls_identity: The verified TLS client identity (for example the
+            certificate subject), or ``None`` without TLS.
+        control_id: MSH-10. An empty control id disables duplicate detection
+            for this record: there is no key to compare.
+        sending_application: MSH-3, the whole field as received.
+        sending_facility: MSH-4, the whole field as received.
+    """
+
+    data: bytes = attrs.field(repr=lambda d: f"<{len(d)} bytes>")
+    received_at: datetime = attrs.field(factory=_utcnow, validator=_check_aware)
+    peer: str
+    tls_identity: str | None = None
+    control_id: str
+    sending_application: str = ""
+    sending_facility: str = ""
+
+
+def _ack_repr(ack: bytes | None) -> str:
+    return "None" if ack is None else f"<{len(ack)} bytes>"
+
+
+@attrs.frozen(kw_only=True)
+class CommitResult:
+    """What :meth:`MessageStore.commit_inbound` did.
+
+    Attributes:
+        message_id: The journal id of the stored message (of the original
+            when ``duplicate`` is true).
+        duplicate: True when the (MSH-3, MSH-4, MSH-10) key was already
+            committed within the duplicate window; nothing was written.
+        ack: For a duplicate, the acknowledgement saved with the original,
+            or ``None`` if none was saved. For a new message, the ``ack``
+            passed to the call.
+        delivered: Whether the stored message has been marked delivered.
+    """
+
+    message_id: int
+    duplicate: bool
+    ack: bytes | None = attrs.field(default=None, repr=_ack_repr)
+    delivered: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class MessageInfo:
+    """Metadata of one journal entry; never the content.
+
+    Attributes:
+        message_id: The journal id.
+        received_at: Arrival time (UTC).
+        peer: The peer address.
+        tls_identity: The TLS client identity, or ``None``.
+        control_id: MSH-10.
+        sending_application: MSH-3.
+        sending_facility: MSH-4.
+        size: Length of the message in bytes.
+        has_ack: Whether an acknowledgement is saved with it.
+        delivered_at: When it was marked delivered, or ``None``.
+    """
+
+    message_id: int
+    received_at: datetime
+    peer: str
+    tls_identity: str | None
+    control_id: str
+    sending_application: str
+    sending_facility: str
+    size: int
+    has_ack: bool
+    delivered_at: datetime | None
+
+
+@attrs.frozen(kw_only=True)
+class StoredMessage:
+    """A journal entry with its content, for delivery.
+
+    Attributes:
+        info: The metadata.
+        data: The message bytes.
+    """
+
+    info: MessageInfo
+    data: bytes = attrs.field(repr=lambda d: f"<{len(d)} bytes>")
+
+    @property
+    def message_id(self) -> int:
+        """The journal id (``info.message_id``)."""
+        return self.info.message_id
+
+
+@attrs.frozen(kw_only=True)
+class OutboundMessage:
+    """The head of one destination's outbound queue.
+
+    Attributes:
+        message_id: The queue id.
+        destination: The destination name given to ``enqueue``.
+        data: The message bytes.
+        attempts: How many failed attempts were recorded.
+        enqueued_at: When it was enqueued (UTC).
+        next_attempt_at: Do not send before this time (UTC).
+        last_error: The error recorded by the last ``mark_attempt``, or ``None``.
+    """
+
+    message_id: int
+    destination: str
+    data: bytes = attrs.field(repr=lambda d: f"<{len(d)} bytes>")
+    attempts: int
+    enqueued_at: datetime
+    next_attempt_at: datetime
+    last_error: str | None
+
+
+@attrs.frozen(kw_only=True)
+class OutboundStats:
+    """Outbound queue counts.
+
+    Attributes:
+        pending: Waiting to be sent (not counting those in flight).
+        in_flight: Handed out by ``fetch_next`` in this process and not yet
+            marked; after a restart they are pending again.
+        delivered: Marked sent.
+        dead: Given up on (dead letters).
+    """
+
+    pending: int
+    in_flight: int
+    delivered: int
+    dead: int
+
+
+@attrs.frozen(kw_only=True)
+class StoreStats:
+    """Group-commit counters since the store was opened.
+
+    Attributes:
+        transactions: Write transactions committed.
+        records_committed: Inbound records written (duplicates excluded).
+        max_batch_size: The most write operations that shared one transaction.
+        duplicates: Inbound records recognised as duplicates.
+    """
+
+    transactions: int = 0
+    records_committed: int = 0
+    max_batch_size: int = 0
+    duplicates: int = 0
+
+
+class MessageStore(Protocol):
+    """The storage the listener and the client rely on.
+
+    Every method raises :class:`StoreError` on a storage failure, and a
+    method that writes has committed durably when it returns.
+    """
+
+    @property
+    def stats(self) -> StoreStats:
+        """Group-commit counters."""
+        ...
+
+    async def commit_inbound(
+        self, record: InboundRecord, *, ack: bytes | None = None
+    ) -> CommitResult:
+        """Journal a received message, or recognise it as a duplicate."""
+        ...
+
+    async def save_ack(self, message_id: int, ack: bytes) -> None:
+        """Save (or replace) the acknowledgement sent for a journal entry."""
+        ...
+
+    async def fetch_undelivered(
+        self, limit: int = 100, *, after_id: int = 0
+    ) -> list[StoredMessage]:
+        """Oldest journal entries not yet marked delivered."""
+        ...
+
+    async def mark_delivered(self, message_id: int) -> None:
+        """Record that a journal entry reached the application."""
+        ...
+
+    async def prune(self, *, now: datetime | None = None) -> int:
+        """Delete delivered entries and sent messages past the retention window."""
+        ...
+
+    async def enqueue(self, destination: str, data: bytes) -> int:
+        """Add a message to a destination's outbound queue; returns its id."""
+        ...
+
+    async def fetch_next(self, destination: str) -> OutboundMessage | None:
+        """The oldest pending message for a destination, or ``None``."""
+        ...
+
+    async def pending_destinations(self) -> list[str]:
+        """Destinations that have pending messages."""
+        ...
+
+    async def mark_attempt(self, message_id: int, error: str, next_attempt_at: datetime) -> None:
+        """Record a failed send attempt and when to try again."""
+        ...
+
+    async def mark_sent(self, message_id: int) -> None:
+        """Record that an outbound message was delivered."""
+        ...
+
+    async def mark_dead(self, message_id: int, reason: str) -> None:
+        """Move an outbound message to the dead letters."""
+        ...
+
+    async def requeue_dead(self, message_ids: Iterable[int] | None = None) -> int:
+        """Make dead letters pending again (all of them when ``None``)."""
+        ...
+
+    async def outbound_stats(self) -> OutboundStats:
+        """Outbound queue counts."""
+        ...
+
+    async def count(self) -> int:
+        """Number of journal entries."""
+        ...
+
+    async def list_messages(self, limit: int = 100, offset: int = 0) -> Sequence[MessageInfo]:
+        """Journal metadata, newest first; never content."""
+        ...
+
+    async def export_message(self, message_id: int) -> bytes:
+        """The stored bytes of one journal entry."""
+        ...
+
+
+# 2**62 seconds is past any cap; stopping there keeps the float math finite.
+_MAX_EXPONENT = 62
+
+
+def backoff_delay(
+    attempt: int,
+    *,
+    base: float = 1.0,
+    cap: float = 300.0,
+    rng: random.Random | None = None,
+) -> float:
+    """Seconds to wait before retry number ``attempt``: exponential with full jitter.
+
+    The delay is drawn uniformly from ``[0, min(cap, base * 2**attempt)]``,
+    which spreads the retries of many senders that failed together.
+
+    Args:
+        attempt: How many attempts have failed so far, from 0.
+        base: The ceiling for ``attempt == 0``, in seconds.
+        cap: The largest ceiling, in seconds.
+        rng: The random source; the ``random`` module's when ``None``.
+
+    Returns:
+        The delay in seconds.
+
+    Raises:
+        ValueError: ``attempt`` is negative, or ``base`` or ``cap`` is negative.
+    """
+    if attempt < 0:
+        raise ValueError("attempt must be >= 0")
+    if base < 0 or cap < 0:
+        raise ValueError("base and cap must be >= 0")
+    ceiling = min(cap, base * 2.0 ** min(attempt, _MAX_EXPONENT))
+    draw = rng.random() if rng is not None else random.random()
+    return draw * ceiling

@@ -1,0 +1,166 @@
+"""Running a sans-IO framing connection over any Trio stream."""
+
+from __future__ import annotations
+
+import math
+
+import trio
+
+from ._errors import ConnectionClosedError, LocalProtocolError, MLLPTimeoutError
+from ._events import (
+    NEED_DATA,
+    BadBlock,
+    CommitAck,
+    CommitNak,
+    EndOfStream,
+    HLLPNak,
+    InvalidFrame,
+    Message,
+)
+from ._hllp import HLLPConnection
+from ._mllp import MLLPConnection
+
+__all__ = ["MLLPStream"]
+
+StreamEvent = Message | CommitAck | CommitNak | HLLPNak | BadBlock | InvalidFrame | EndOfStream
+
+
+class MLLPStream:
+    """An MLLP or HLLP connection over a ``trio.abc.Stream``.
+
+    One task at a time may receive; sends are serialised by a lock, so a
+    reply and a commit acknowledgement never interleave. No background task
+    is started: bytes are read only while :meth:`receive_event` runs.
+
+    Args:
+        transport: TCP stream, ``trio.SSLStream``, memory stream...
+        connection: The sans-IO state machine (:class:`MLLPConnection` or
+            :class:`HLLPConnection`); the stream owns it from now on.
+        receive_size: Bytes asked of the transport per read.
+    """
+
+    def __init__(
+        self,
+        transport: trio.abc.Stream,
+        connection: MLLPConnection | HLLPConnection,
+        *,
+        receive_size: int = 65536,
+    ) -> None:
+        self.transport = transport
+        self.connection = connection
+        self._receive_size = receive_size
+        self._send_lock = trio.StrictFIFOLock()
+        self._receiving = False
+        self._broken: str | None = None
+
+    @property
+    def broken(self) -> bool:
+        """Whether an interrupted send or receive left the stream out of step."""
+        return self._broken is not None
+
+    def _check(self) -> None:
+        if self._broken is not None:
+            raise ConnectionClosedError(f"connection unusable: {self._broken}")
+
+    async def receive_event(
+        self,
+        *,
+        idle_timeout: float | None = None,
+        read_timeout: float | None = None,
+    ) -> StreamEvent:
+        """Return the next event, reading from the transport as needed.
+
+        Args:
+            idle_timeout: Seconds to wait for the first byte of a frame
+                (``None``: no limit).
+            read_timeout: Seconds a frame has, from its first byte, to arrive
+                completely (``None``: no limit).
+
+        Raises:
+            MLLPTimeoutError: A timeout expired; the stream is then unusable.
+            RemoteProtocolError: The peer broke the framing.
+            trio.BrokenResourceError: The transport failed.
+        """
+        self._check()
+        if self._receiving:
+            raise trio.BusyResourceError("another task is already receiving on this connection")
+        self._receiving = True
+        try:
+            return await self._receive_event(idle_timeout, read_timeout)
+        except BaseException as exc:
+            # A frame may be half read: nothing on this stream can be trusted.
+            if not isinstance(exc, LocalProtocolError):
+                self._broken = self._broken or f"receive interrupted by {type(exc).__name__}"
+            raise
+        finally:
+            self._receiving = False
+
+    async def _receive_event(
+        self, idle_timeout: float | None, read_timeout: float | None
+    ) -> StreamEvent:
+        connection = self.connection
+        frame_deadline = math.inf
+        while True:
+            event = connection.next_event()
+            if event is not NEED_DATA:
+                return event
+            if connection.buffered:
+                if frame_deadline == math.inf and read_timeout is not None:
+                    frame_deadline = trio.current_time() + read_timeout
+                deadline = frame_deadline
+            else:
+                frame_deadline = math.inf
+                deadline = math.inf if idle_timeout is None else trio.current_time() + idle_timeout
+            if deadline == math.inf:
+                data = await self.transport.receive_some(self._receive_size)
+            else:
+                with trio.move_on_at(deadline):
+                    data = await self.transport.receive_some(self._receive_size)
+                    deadline = math.inf
+                if deadline != math.inf:
+                    what = "frame to complete" if connection.buffered else "next message"
+                    raise MLLPTimeoutError(f"timed out waiting for the {what}")
+            connection.receive_data(data)
+
+    async def send_event(
+        self,
+        event: Message | CommitAck | CommitNak | HLLPNak,
+        *,
+        timeout: float | None = None,
+    ) -> bytes:
+        """Encode ``event`` and write it; return the bytes written.
+
+        Raises:
+            LocalProtocolError: The event cannot be sent now (nothing written).
+            MLLPTimeoutError: The write did not finish in time; the stream is
+                then unusable.
+        """
+        self._check()
+        async with self._send_lock:
+            data = self.connection.send(event)  # type: ignore[arg-type]
+            await self._write(data, timeout)
+        return data
+
+    async def send_bytes(self, data: bytes, *, timeout: float | None = None) -> None:
+        """Write already-encoded frame bytes again (a resend), under the send lock."""
+        self._check()
+        async with self._send_lock:
+            await self._write(data, timeout)
+
+    async def _write(self, data: bytes, timeout: float | None) -> None:
+        try:
+            if timeout is None:
+                await self.transport.send_all(data)
+                return
+            with trio.move_on_after(timeout) as scope:
+                await self.transport.send_all(data)
+            if scope.cancelled_caught:
+                raise MLLPTimeoutError(f"timed out writing {len(data)} bytes")
+        except BaseException as exc:
+            self._broken = self._broken or f"send interrupted by {type(exc).__name__}"
+            raise
+
+    async def aclose(self) -> None:
+        """Close the transport."""
+        self._broken = self._broken or "closed"
+        await self.transport.aclose()

@@ -1,0 +1,309 @@
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta, timezone
+
+import hl7
+import pytest
+
+from mllp_trio._ack import (
+    TABLE_0357,
+    AckCode,
+    ApplicationError,
+    ApplicationReject,
+    CommitError,
+    CommitReject,
+    ControlIdMismatch,
+    ErrorInfo,
+    InvalidReply,
+    NegativeAcknowledgement,
+    _IdSource,
+    build_ack,
+    hl7_timestamp,
+    new_control_id,
+    parse_reply,
+)
+from mllp_trio._errors import MLLPError
+from mllp_trio._msh import read_msh
+
+from .hl7_samples import ADT_A01_V23, ADT_A01_V25, ADT_A01_V251, NOW, NOW_TS, make_message
+
+V23 = read_msh(ADT_A01_V23)
+V25 = read_msh(ADT_A01_V25)
+V251 = read_msh(ADT_A01_V251)
+
+
+def test_golden_aa_v23() -> None:
+    assert build_ack(V23, "AA", now=NOW, control_id="ACK1") == (
+        b"MSH|^~\\&|EHR|CLINIC^WARD|LAB^1.2.3^ISO|HOSP|20240131235959+0100||ACK^A01|ACK1|P|2.3\r"
+        b"MSA|AA|MSG00001\r"
+    )
+
+
+def test_golden_aa_v25() -> None:
+    assert build_ack(V25, "AA", now=NOW, control_id="ACK1") == (
+        b"MSH|^~\\&|EHR|CLINIC^WARD|LAB^1.2.3^ISO|HOSP|20240131235959+0100||ACK^A01^ACK|ACK1|P|2.5\r"
+        b"MSA|AA|MSG00001\r"
+    )
+
+
+def test_golden_aa_v251() -> None:
+    assert build_ack(V251, "AA", now=NOW, control_id="ACK1") == (
+        b"MSH|^~\\&|EHR|CLINIC^WARD|LAB^1.2.3^ISO|HOSP|20240131235959+0100||ACK^A01^ACK|ACK1|P|2.5.1\r"
+        b"MSA|AA|MSG00001\r"
+    )
+
+
+def test_golden_ae_v23_uses_err1_and_msa3() -> None:
+    error = ErrorInfo(code=101, text="PID-3 missing", location=("PID", 1, 3))
+    assert build_ack(V23, "AE", error=error, now=NOW, control_id="ACK1") == (
+        b"MSH|^~\\&|EHR|CLINIC^WARD|LAB^1.2.3^ISO|HOSP|20240131235959+0100||ACK^A01|ACK1|P|2.3\r"
+        b"MSA|AE|MSG00001|PID-3 missing\r"
+        b"ERR|PID^1^3^101&Required field missing&HL70357\r"
+    )
+
+
+def test_golden_ar_v23_without_text_or_location() -> None:
+    assert build_ack(V23, "AR", error=ErrorInfo(code=207), now=NOW, control_id="A") == (
+        b"MSH|^~\\&|EHR|CLINIC^WARD|LAB^1.2.3^ISO|HOSP|20240131235959+0100||ACK^A01|A|P|2.3\r"
+        b"MSA|AR|MSG00001|Application internal error\r"
+        b"ERR|^^^207&Application internal error&HL70357\r"
+    )
+
+
+def test_golden_ae_v25_uses_err3_err4_err8() -> None:
+    error = ErrorInfo(code=207, text="db|down^now")
+    assert build_ack(V25, "AE", error=error, now=NOW, control_id="ACK1") == (
+        b"MSH|^~\\&|EHR|CLINIC^WARD|LAB^1.2.3^ISO|HOSP|20240131235959+0100||ACK^A01^ACK|ACK1|P|2.5\r"
+        b"MSA|AE|MSG00001\r"
+        b"ERR|||207^Application internal error^HL70357|E||||db\\F\\down\\S\\now\r"
+    )
+
+
+def test_golden_ar_v251_with_location() -> None:
+    error = ErrorInfo(code=200, location=("MSH", 1, 9))
+    assert build_ack(V251, "AR", error=error, now=NOW, control_id="ACK1") == (
+        b"MSH|^~\\&|EHR|CLINIC^WARD|LAB^1.2.3^ISO|HOSP|20240131235959+0100||ACK^A01^ACK|ACK1|P|2.5.1\r"
+        b"MSA|AR|MSG00001\r"
+        b"ERR||MSH^1^9|200^Unsupported message type^HL70357|E\r"
+    )
+
+
+def test_golden_commit_codes_and_charset_echo() -> None:
+    header = read_msh(
+        make_message(version="2.5.1", accept_ack="AL", application_ack="NE", charset="8859/1")
+    )
+    assert build_ack(header, "CA", now=NOW, control_id="C1") == (
+        b"MSH|^~\\&|EHR|CLINIC^WARD|LAB^1.2.3^ISO|HOSP|20240131235959+0100||ACK^A01^ACK|C1|P|2.5.1"
+        b"||||||8859/1\r"
+        b"MSA|CA|MSG00001\r"
+    )
+
+
+def test_custom_separators_are_kept() -> None:
+    header = read_msh(b"MSH#$~!@#APP$X#FAC#RAPP#RFAC#20240101##ORU$R01$ORU_R01#ID!F!9#P#2.5\r")
+    error = ErrorInfo(code=102, text="a#b$c", location=("OBX", 2, 5))
+    assert build_ack(header, "AE", error=error, now=NOW, control_id="Z") == (
+        b"MSH#$~!@#RAPP#RFAC#APP$X#FAC#20240131235959+0100##ACK$R01$ACK#Z#P#2.5\r"
+        b"MSA#AE#ID!F!9\r"
+        b"ERR##OBX$2$5#102$Data type error$HL70357#E####a!F!b!S!c\r"
+    )
+
+
+def test_hl7_library_reads_our_acks_back() -> None:
+    error = ErrorInfo(code=207, text="x|y")
+    for header, modern in ((V23, False), (V25, True), (V251, True)):
+        ack = build_ack(header, "AE", error=error, now=NOW, control_id="ACK9")
+        msg = hl7.parse(ack.decode("ascii"))
+        msh = msg.segment("MSH")
+        assert str(msh[3]) == "EHR"
+        assert str(msh[5]) == "LAB^1.2.3^ISO"
+        assert str(msh[7]) == NOW_TS
+        assert str(msh[9]) == ("ACK^A01^ACK" if modern else "ACK^A01")
+        assert str(msh[10]) == "ACK9"
+        assert str(msh[12]) == header.version_id
+        assert str(msg.segment("MSA")[1]) == "AE"
+        assert str(msg.segment("MSA")[2]) == "MSG00001"
+        err = msg.segment("ERR")
+        if modern:
+            assert str(err[3]) == "207^Application internal error^HL70357"
+            assert str(err[4]) == "E"
+            assert msg.unescape(str(err[8])) == "x|y"
+        else:
+            assert msg.unescape(str(msg.segment("MSA")[3])) == "x|y"
+            assert str(err[1][0][3]) == "207&Application internal error&HL70357"
+
+
+def test_message_without_trigger_event() -> None:
+    header = read_msh(b"MSH|^~\\&|A|B|C|D|1||QRY|Q1|P|2.5\r")
+    ack = build_ack(header, "AA", now=NOW, control_id="K")
+    assert b"|ACK^^ACK|K|" in ack
+
+
+def test_unknown_version_uses_err1_form() -> None:
+    header = read_msh(b"MSH|^~\\&|A|B|C|D|1||ADT^A01|X|P|V2\r")
+    ack = build_ack(header, "AR", error=ErrorInfo(code=203), now=NOW, control_id="K")
+    assert ack.endswith(
+        b"MSA|AR|X|Unsupported version id\rERR|^^^203&Unsupported version id&HL70357\r"
+    )
+
+
+def test_error_info_requires_table_0357_code() -> None:
+    with pytest.raises(ValueError, match="table 0357"):
+        ErrorInfo(code=999)
+    with pytest.raises(ValueError):
+        ErrorInfo(code=0)
+    assert TABLE_0357[206] == "Application record locked"
+    assert "secret" not in repr(ErrorInfo(code=207, text="secret"))
+
+
+def test_invalid_ack_code() -> None:
+    with pytest.raises(ValueError):
+        build_ack(V25, "OK", now=NOW, control_id="K")
+
+
+# --- timestamps and ids ---------------------------------------------------------
+
+
+def test_timestamp_formats() -> None:
+    assert hl7_timestamp(NOW) == NOW_TS
+    west = datetime(2024, 7, 1, 8, 5, 3, tzinfo=timezone(-timedelta(hours=5, minutes=30)))
+    assert hl7_timestamp(west) == "20240701080503-0530"
+    assert re.fullmatch(r"\d{14}[+-]\d{4}", hl7_timestamp())
+    assert re.fullmatch(r"\d{14}[+-]\d{4}", hl7_timestamp(datetime(2024, 1, 1, 12)))
+
+
+def test_control_ids_are_short_and_unique() -> None:
+    produced = [new_control_id() for _ in range(5000)]
+    assert len(set(produced)) == len(produced)
+    assert all(len(v) == 20 and re.fullmatch("[0-9A-Z]+", v) for v in produced)
+    # A second source (another process or a restart) uses another prefix.
+    assert _IdSource().next()[:14] != produced[0][:14]
+
+
+def test_control_id_counter_wrap_draws_a_new_prefix() -> None:
+    source = _IdSource()
+    first = source.next()
+    source._counter = iter([36**6])
+    wrapped = source.next()
+    assert wrapped[:14] != first[:14]
+    assert wrapped.endswith("000000")
+
+
+# --- parse_reply ----------------------------------------------------------------
+
+
+def _reply(
+    code: str, *, version: str = "2.5", control_id: str = "MSG00001", extra: str = ""
+) -> bytes:
+    return (
+        f"MSH|^~\\&|R|RF|S|SF|20240101||ACK^A01^ACK|K1|P|{version}\r"
+        f"MSA|{code}|{control_id}\r{extra}"
+    ).encode()
+
+
+def test_parse_reply_accept() -> None:
+    reply = parse_reply(_reply("AA"), "MSG00001")
+    assert reply.code == AckCode.AA
+    assert reply.accepted
+    assert reply.errors == ()
+    assert reply.header.control_id == "K1"
+
+
+@pytest.mark.parametrize(
+    ("code", "exc_type"),
+    [
+        ("AE", ApplicationError),
+        ("AR", ApplicationReject),
+        ("CE", CommitError),
+        ("CR", CommitReject),
+    ],
+)
+def test_parse_reply_negative_codes_raise(
+    code: str, exc_type: type[NegativeAcknowledgement]
+) -> None:
+    raw = _reply(code, extra="ERR|||206^Application record locked^HL70357|E||||Bed 3 Smith\r")
+    with pytest.raises(exc_type) as info:
+        parse_reply(raw, "MSG00001")
+    assert isinstance(info.value, MLLPError)
+    detail = info.value.reply.errors[0]
+    assert (detail.code, detail.code_text, detail.severity) == (
+        "206",
+        "Application record locked",
+        "E",
+    )
+    assert detail.message == "Bed 3 Smith"
+    # Texts stay out of the exception message and reprs.
+    assert "Smith" not in str(info.value)
+    assert "Smith" not in repr(info.value.reply)
+    # Without raising, the caller can still inspect it.
+    quiet = parse_reply(raw, "MSG00001", raise_on_negative=False)
+    assert quiet.code == code
+    assert not quiet.accepted
+    with pytest.raises(exc_type):
+        quiet.raise_for_code()
+
+
+def test_parse_reply_mismatched_control_id_raises() -> None:
+    with pytest.raises(ControlIdMismatch) as info:
+        parse_reply(_reply("AA", control_id="OTHER"), "MSG00001")
+    assert (info.value.expected, info.value.received) == ("MSG00001", "OTHER")
+    assert isinstance(info.value, InvalidReply)
+
+
+def test_parse_reply_mismatch_checked_before_negative_code() -> None:
+    with pytest.raises(ControlIdMismatch):
+        parse_reply(_reply("AE", control_id="OTHER"), "MSG00001")
+
+
+def test_parse_reply_unescapes_msa2() -> None:
+    assert parse_reply(_reply("AA", control_id="A\\F\\1"), "A|1").control_id == "A|1"
+
+
+def test_parse_reply_pre_v25_err1_and_msa3() -> None:
+    raw = (
+        b"MSH|^~\\&|R|RF|S|SF|20240101||ACK^A01|K1|P|2.3\n"
+        b"MSA|AE|MSG00001|no such patient\n"
+        b"ERR|PID^1^3^204&Unknown key identifier&HL70357\n"
+    )
+    reply = parse_reply(raw, "MSG00001", raise_on_negative=False)
+    assert reply.text == "no such patient"
+    (detail,) = reply.errors
+    assert (detail.code, detail.code_text, detail.location) == (
+        "204",
+        "Unknown key identifier",
+        "PID^1^3",
+    )
+
+
+def test_parse_reply_reads_our_own_acks() -> None:
+    for header in (V23, V25, V251):
+        ack = build_ack(header, "AR", error=ErrorInfo(code=203, text="t~x"), now=NOW)
+        with pytest.raises(ApplicationReject) as info:
+            parse_reply(ack, "MSG00001")
+        reply = info.value.reply
+        assert reply.errors[0].code == "203"
+        assert "t~x" in (reply.text, reply.errors[0].message)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"",
+        b"garbage",
+        b"MSH|^~\\&|R|RF|S|SF|20240101||ACK^A01|K1|P|2.5\r",
+        b"MSH|^~\\&|R|RF|S|SF|20240101||ACK^A01|K1|P|2.5\rMSA|OK|MSG00001\r",
+    ],
+)
+def test_parse_reply_invalid(raw: bytes) -> None:
+    with pytest.raises(InvalidReply):
+        parse_reply(raw, "MSG00001")
+
+
+def test_parse_reply_unknown_charset_falls_back() -> None:
+    raw = (
+        b"MSH|^~\\&|R|RF|S|SF|20240101||ACK^A01^ACK|K1|P|2.5||||||KLINGON\r"
+        b"MSA|AE|MSG00001\rERR|||207^x^HL70357|E||||M\xfcller\r"
+    )
+    reply = parse_reply(raw, "MSG00001", raise_on_negative=False)
+    assert reply.errors[0].message == "Müller"
