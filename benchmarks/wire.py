@@ -235,7 +235,8 @@ def run_wire(settings: WireSettings, progress: Progress) -> dict[str, Any]:
                     errors[cell] = f"error: client {type(exc).__name__}"
                     continue
                 if "error" in result or not result.get("messages"):
-                    errors[cell] = f"error: {result.get('error', 'no message answered')}"
+                    reason = result.get("error") or result.get("first_error") or "no reply"
+                    errors[cell] = f"error: {reason}"
                     continue
                 samples.setdefault(cell, []).append(result)
                 progress(
@@ -263,6 +264,9 @@ def run_wire(settings: WireSettings, progress: Progress) -> dict[str, Any]:
                         runs=len(runs),
                         messages=sum(r["messages"] for r in runs),
                         errors=sum(r["errors"] for r in runs),
+                        first_error=next(
+                            (r["first_error"] for r in runs if r["first_error"]), None
+                        ),
                         msgs_per_s=_summary([r["msgs_per_s"] for r in runs]),
                         p50_ms=_summary([r["p50_ms"] for r in runs]),
                         p99_ms=_summary([r["p99_ms"] for r in runs]),

@@ -114,8 +114,9 @@ def _percentile(ordered: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, math.ceil(fraction * len(ordered)) - 1))]
 
 
-def _result(latencies: list[float], start: float, end: float, errors: int) -> dict[str, Any]:
-    latencies.sort()
+def _result(load: _Load) -> dict[str, Any]:
+    latencies = sorted(load.latencies)
+    start, end, errors = load.start, load.end, load.errors
     elapsed = max(end - start, 1e-9)
     return {
         "messages": len(latencies),
@@ -124,6 +125,7 @@ def _result(latencies: list[float], start: float, end: float, errors: int) -> di
         "p50_ms": _percentile(latencies, 0.50) * 1000,
         "p99_ms": _percentile(latencies, 0.99) * 1000,
         "errors": errors,
+        "first_error": load.first_error,
     }
 
 
@@ -144,6 +146,12 @@ class _Load:
         self.end = 0.0
         self.latencies: list[float] = []
         self.errors = 0
+        self.first_error: str | None = None
+
+    def failed(self, exc: BaseException) -> None:
+        """Count a failed connection; remember the first exception type (never its text)."""
+        self.errors += 1
+        self.first_error = self.first_error or type(exc).__name__
 
     def arrived(self) -> bool:
         """Count one connection as warmed up; True when it was the last one."""
@@ -198,8 +206,8 @@ async def _asyncio_load(kind: str, command: dict[str, Any], context: ssl.SSLCont
                 k += load.connections
                 _check(await asyncio.wait_for(roundtrip(pool[k % len(pool)]), timeout))
                 load.latencies.append(time.perf_counter() - sent)
-        except Exception:
-            load.errors += 1
+        except Exception as exc:
+            load.failed(exc)
             if load.arrived():
                 go.set()
         finally:
@@ -208,7 +216,7 @@ async def _asyncio_load(kind: str, command: dict[str, Any], context: ssl.SSLCont
                 writer.close()
 
     await asyncio.gather(*(one(i) for i in range(load.connections)))
-    return _result(load.latencies, load.start, load.end, load.errors)
+    return _result(load)
 
 
 def _trio_load(command: dict[str, Any], context: ssl.SSLContext | None) -> Any:
@@ -246,8 +254,8 @@ def _trio_load(command: dict[str, Any], context: ssl.SSLContext | None) -> Any:
                         with trio.fail_after(timeout):
                             _check(await send(pool[k % len(pool)]))
                         load.latencies.append(time.perf_counter() - sent)
-            except Exception:
-                load.errors += 1
+            except Exception as exc:
+                load.failed(exc)
                 if load.arrived():
                     go.set()
             finally:
@@ -256,7 +264,7 @@ def _trio_load(command: dict[str, Any], context: ssl.SSLContext | None) -> Any:
         async with trio.open_nursery() as nursery:
             for i in range(load.connections):
                 nursery.start_soon(one, i)
-        return _result(load.latencies, load.start, load.end, load.errors)
+        return _result(load)
 
     return trio.run(main)
 

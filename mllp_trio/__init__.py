@@ -34,6 +34,7 @@ from ._charsets import CharsetError
 from ._client import MLLPClient, open_mllp_connection
 from ._config import ClientConfig, FramingConfig, ServerConfig
 from ._devcerts import DevCertPaths, DevCertsExist, ensure_dev_certs, write_dev_certs
+from ._durable import Delivery, DurableProcessor
 from ._errors import (
     ConnectionClosedError,
     DeliveryFailed,
@@ -58,6 +59,7 @@ from ._hllp import HLLPConnection, oracle_checksum, sum_checksum, xor_checksum
 from ._identity import ClientIdentity, PeerInfo
 from ._mllp import MLLPConnection
 from ._msh import MSHError, MSHInfo, read_msh
+from ._sender import QueueConfig, QueuedSender, SendReport
 from ._server import MLLPServer, ServerStats, serve_mllp
 from ._sqlite_store import SQLiteStore, SQLiteStoreConfig, open_sqlite_store
 from ._sslsocket import SSLSocketStream
@@ -110,9 +112,11 @@ __all__ = [
     "CommitResult",
     "ConnectionClosedError",
     "ControlIdMismatch",
+    "Delivery",
     "DeliveryFailed",
     "DevCertPaths",
     "DevCertsExist",
+    "DurableProcessor",
     "EndOfStream",
     "ErrorInfo",
     "FramingConfig",
@@ -146,11 +150,14 @@ __all__ = [
     "OutboundStats",
     "Outcome",
     "PeerInfo",
+    "QueueConfig",
+    "QueuedSender",
     "RemoteProtocolError",
     "Router",
     "SQLiteStore",
     "SQLiteStoreConfig",
     "SSLSocketStream",
+    "SendReport",
     "ServerConfig",
     "ServerStats",
     "ServerTLS",

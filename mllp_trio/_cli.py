@@ -7,6 +7,7 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
+from contextlib import AsyncExitStack
 from functools import partial
 from pathlib import Path
 from typing import Any, NoReturn
@@ -19,6 +20,7 @@ DEFAULT_PORT = 2575  # IANA's hl7 port
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_CERTS = Path("certs")
 DEFAULT_STORE = Path("mllp-data")
+DEFAULT_OUTBOX = Path("mllp-outbox")
 
 log = logging.getLogger("mllp_trio.cli")
 
@@ -135,6 +137,22 @@ def build_parser() -> argparse.ArgumentParser:
         default=30.0,
         help="seconds the peer has to commit our reply (release 2)",
     )
+    listen.add_argument(
+        "--store",
+        type=Path,
+        default=DEFAULT_STORE,
+        help="journal folder: every message is stored before it is acknowledged "
+        "(default mllp-data/)",
+    )
+    listen.add_argument(
+        "--no-store", action="store_true", help="keep no journal (stateless relays, benchmarks)"
+    )
+    listen.add_argument(
+        "--delivery",
+        choices=("before_ack", "after_commit"),
+        default="before_ack",
+        help="with a store: handle before acknowledging (default), or acknowledge on commit",
+    )
 
     send = sub.add_parser("send", help="send messages from files or stdin, print each reply")
     send.add_argument("target", type=_host_port, metavar="HOST:PORT")
@@ -147,6 +165,36 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=30.0,
         help="seconds to wait for each reply (default 30)",
+    )
+    send.add_argument(
+        "--queue",
+        action="store_true",
+        help="enqueue durably first, then deliver with retries and backoff",
+    )
+    send.add_argument(
+        "--store",
+        type=Path,
+        default=DEFAULT_OUTBOX,
+        help="queue folder for --queue (default mllp-outbox/)",
+    )
+
+    store = sub.add_parser(
+        "store", help="look into a journal or queue (metadata only, never content)"
+    )
+    store.add_argument("action", choices=("count", "list", "export", "requeue"))
+    store.add_argument(
+        "ids",
+        nargs="*",
+        type=int,
+        metavar="ID",
+        help="export: the message id; requeue: the dead letters (default: all)",
+    )
+    store.add_argument(
+        "--store", type=Path, default=DEFAULT_STORE, help="store folder (default mllp-data/)"
+    )
+    store.add_argument("--limit", type=int, default=50, help="list: how many, newest first")
+    store.add_argument(
+        "--log-level", default="WARNING", choices=("DEBUG", "INFO", "WARNING", "ERROR")
     )
 
     certs = sub.add_parser("certs", help="write development certificates (never for production)")
@@ -215,9 +263,31 @@ async def _listen(args: argparse.Namespace) -> None:
         shutdown_grace=args.shutdown_grace,
         retries=args.retries,
     )
-    server = mllp_trio.MLLPServer(
-        None, ssl_context=tls, config=config, tls_stream=_tls_stream(args)
-    )
+    async with AsyncExitStack() as stack:
+        store = None
+        if args.no_store:
+            print(
+                "running without a journal (--no-store): "
+                "messages are acknowledged without being stored",
+                flush=True,
+            )
+        else:
+            store = await stack.enter_async_context(mllp_trio.open_sqlite_store(args.store))
+            print(f"journal: {args.store}/ (messages are stored before they are acknowledged)")
+        server = mllp_trio.MLLPServer(
+            None,
+            ssl_context=tls,
+            config=config,
+            tls_stream=_tls_stream(args),
+            store=store,
+            delivery=args.delivery,
+        )
+        await _serve_until_signal(server, args, tls)
+
+
+async def _serve_until_signal(
+    server: mllp_trio.MLLPServer, args: argparse.Namespace, tls: mllp_trio.ServerTLS | None
+) -> None:
     host = args.host or DEFAULT_HOST
     port = DEFAULT_PORT if args.port is None else args.port
     async with trio.open_nursery() as nursery:
@@ -298,6 +368,8 @@ async def _send(args: argparse.Namespace) -> int:
         ack_timeout=args.ack_timeout,
         retries=args.retries,
     )
+    if args.queue:
+        return await _send_queued(args, host, port, messages, config)
     failures = 0
     async with mllp_trio.open_mllp_connection(
         host,
@@ -327,6 +399,72 @@ async def _send(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+async def _send_queued(
+    args: argparse.Namespace,
+    host: str,
+    port: int,
+    messages: list[bytes],
+    config: mllp_trio.ClientConfig,
+) -> int:
+    async with mllp_trio.open_sqlite_store(args.store) as store:
+        sender = mllp_trio.QueuedSender(
+            store,
+            host,
+            port,
+            ssl_context=_client_tls(args),
+            server_hostname=args.server_hostname,
+            client_config=config,
+            config=mllp_trio.QueueConfig(max_attempts=args.retries + 1, backoff_cap=30.0),
+            tls_stream=_tls_stream(args),
+        )
+        try:
+            for message in messages:
+                try:
+                    await sender.enqueue(message)
+                except mllp_trio.MSHError as exc:
+                    print(f"? skipped: not an HL7 message ({exc})")
+            print(f"queued {len(messages)} message(s) in {args.store}/", flush=True)
+            report = await sender.deliver_pending()
+        finally:
+            await sender.aclose()
+    for control_id, code, text in report.replies:
+        print(f"{control_id} {code}{' ' + text if text else ''}")
+    print(f"delivered {report.delivered}, dead letters {report.dead}")
+    return 1 if report.dead else 0
+
+
+# --- store -----------------------------------------------------------------------------
+
+
+async def _store(args: argparse.Namespace) -> int:
+    read_only = args.action != "requeue"
+    if not args.store.is_dir():
+        print(f"mllp-trio: no store at {args.store}/", file=sys.stderr)
+        return 1
+    config = mllp_trio.SQLiteStoreConfig(read_only=read_only)
+    async with mllp_trio.open_sqlite_store(args.store, config=config) as store:
+        if args.action == "count":
+            print(await store.count())
+        elif args.action == "list":
+            for info in await store.list_messages(limit=args.limit):
+                delivered = "delivered" if info.delivered_at else "undelivered"
+                print(
+                    f"{info.message_id}\t{info.received_at.isoformat()}\t{info.peer}\t"
+                    f"{info.sending_application}|{info.sending_facility}\t{info.control_id}\t"
+                    f"{info.size} bytes\t{delivered}"
+                )
+        elif args.action == "export":
+            if len(args.ids) != 1:
+                print("mllp-trio: store export takes exactly one message id", file=sys.stderr)
+                return 2
+            sys.stdout.buffer.write(await store.export_message(args.ids[0]))
+            sys.stdout.buffer.flush()
+        else:
+            count = await store.requeue_dead(args.ids or None)
+            print(f"requeued {count} dead letter(s)")
+    return 0
+
+
 # --- certs -----------------------------------------------------------------------------
 
 
@@ -351,13 +489,15 @@ def _certs(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     """Run ``mllp-trio``."""
     args = build_parser().parse_args(argv)
-    _setup_logging(args.log_level if args.command != "certs" else "INFO")
+    _setup_logging(getattr(args, "log_level", "INFO"))
     try:
         if args.command == "listen":
             trio.run(_listen, args)
             code = 0
         elif args.command == "send":
             code = trio.run(_send, args)
+        elif args.command == "store":
+            code = trio.run(_store, args)
         else:
             code = _certs(args)
     except mllp_trio.MLLPError as exc:

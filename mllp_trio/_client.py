@@ -183,9 +183,11 @@ class MLLPClient:
         framing = config.framing.framing
         await stream.send_event(Message(data), timeout=config.write_timeout)
         try:
-            with trio.fail_after(config.ack_timeout):
-                if framing == "mllp2":
+            # Release 2: the commit ACK and then the reply each get ack_timeout.
+            if framing == "mllp2":
+                with trio.fail_after(config.ack_timeout):
                     await self._await_commit(stream)
+            with trio.fail_after(config.ack_timeout):
                 return await self._await_reply(stream)
         except trio.TooSlowError:
             raise _Lost(f"no reply from {self.host}:{self.port} in time") from MLLPTimeoutError(

@@ -14,6 +14,7 @@ import trio
 
 from ._app import Handler, InboundMessage, Outcome, respond
 from ._config import ServerConfig
+from ._durable import Delivery, DurableProcessor
 from ._errors import MLLPError, MLLPTimeoutError, RemoteProtocolError
 from ._events import (
     BadBlock,
@@ -25,6 +26,7 @@ from ._events import (
     Message,
 )
 from ._identity import ClientIdentity, PeerInfo
+from ._store import MessageStore
 from ._stream import MLLPStream
 from ._tls import ClientNotAllowed, ServerTLS, identity_from_ssl
 from ._tlsstream import TLSStreamFactory, trio_ssl_stream
@@ -96,8 +98,14 @@ class MLLPServer:
         tls_stream: How TLS connections are wrapped: the default runs
             ``trio.SSLStream``; pass ``ssl_socket_stream`` for the faster
             stream over a non-blocking ``ssl.SSLSocket``.
-        processor: Replaces the whole per-message pipeline (for the durable
-            listener); by default the HL7 layer answers.
+        store: A journal (e.g. from :func:`open_sqlite_store`): every message
+            is committed before it is acknowledged, duplicates get the stored
+            answer. ``None`` (default) keeps nothing.
+        delivery: With a store: ``"before_ack"`` (default) runs the handler
+            before answering; ``"after_commit"`` answers AA once committed and
+            hands messages to the handler from the journal afterwards.
+        processor: Replaces the whole per-message pipeline; by default the
+            HL7 layer answers (through the journal when ``store`` is given).
     """
 
     def __init__(
@@ -107,12 +115,19 @@ class MLLPServer:
         ssl_context: ssl.SSLContext | ServerTLS | None = None,
         config: ServerConfig | None = None,
         tls_stream: TLSStreamFactory = trio_ssl_stream,
+        store: MessageStore | None = None,
+        delivery: Delivery = "before_ack",
         processor: Processor | None = None,
     ) -> None:
         self.config = config if config is not None else ServerConfig()
         self._handler: Handler = handler if handler is not None else _accept_all
         self._tls = ssl_context
         self._tls_stream = tls_stream
+        self.durable: DurableProcessor | None = None
+        if processor is None and store is not None:
+            processor = self.durable = DurableProcessor(
+                store, self._handler, config=self.config.hl7, delivery=delivery
+            )
         self._process: Processor = processor if processor is not None else self._respond
         self.stats = ServerStats()
         self.listeners: list[trio.SocketListener] = []
@@ -152,17 +167,33 @@ class MLLPServer:
     ) -> None:
         """Serve connections from ``listeners`` until :meth:`shutdown` or cancellation."""
         self.listeners = list(listeners)
-        async with trio.open_nursery() as nursery:
-            connections = handler_nursery if handler_nursery is not None else nursery
-            with trio.CancelScope() as accepting:
+        try:
+            if self.durable is not None:
+                # Messages journaled just before a crash reach the handler first.
+                recovered = await self.durable.recover()
+                if recovered:
+                    log.info(
+                        "delivered %d journaled message(s) left from before the start", recovered
+                    )
+            async with trio.open_nursery() as nursery:
+                connections = handler_nursery if handler_nursery is not None else nursery
+                # Accepting runs in its own nursery so that shutdown can stop
+                # it (and wait for it) before the listeners are closed.
+                async with trio.open_nursery() as accepting:
+                    if self.durable is not None and self.durable.delivery == "after_commit":
+                        accepting.start_soon(self.durable.run_delivery)
+                    for listener in self.listeners:
+                        accepting.start_soon(self._accept_loop, listener, connections)
+                    task_status.started(self.listeners)
+                    await self._shutdown.wait()
+                    accepting.cancel_scope.cancel()
                 for listener in self.listeners:
-                    nursery.start_soon(self._accept_loop, listener, connections)
-                task_status.started(self.listeners)
-                await self._shutdown.wait()
-                accepting.cancel()
+                    await listener.aclose()
+                await self._drain()
+        finally:
+            # Cancelled rather than shut down: the sockets must be released all the same.
             for listener in self.listeners:
-                await listener.aclose()
-            await self._drain()
+                await trio.aclose_forcefully(listener)
 
     def shutdown(self) -> None:
         """Stop gracefully: stop accepting, finish in-flight messages, then close.
@@ -305,9 +336,9 @@ class MLLPServer:
             return None
         try:
             if isinstance(tls, ServerTLS):
-                identity = tls.authorize(wrapped.ssl_object)
+                identity = tls.authorize(wrapped)
             else:
-                identity = identity_from_ssl(wrapped.ssl_object)
+                identity = identity_from_ssl(wrapped)
         except ClientNotAllowed as exc:
             self.stats.refused_clients += 1
             log.warning("TLS client %s refused: %s", address, exc.reason)
@@ -382,15 +413,20 @@ class MLLPServer:
         await stream.send_event(CommitAck(), timeout=config.write_timeout)
         if outcome.reply is None:
             return
-        sent = await stream.send_event(Message(outcome.reply), timeout=config.write_timeout)
-        for _ in range(config.retries + 1):
+        reply = Message(outcome.reply)
+        await stream.send_event(reply, timeout=config.write_timeout)
+        for attempt in range(config.retries + 1):
             event = await stream.receive_event(
                 idle_timeout=config.read_timeout, read_timeout=config.read_timeout
             )
             if isinstance(event, CommitAck):
                 return
             if isinstance(event, CommitNak):
-                await stream.send_bytes(sent, timeout=config.write_timeout)
+                if attempt == config.retries:
+                    break  # resent ``retries`` times already
+                # Through the state machine, not as raw bytes: the resend must
+                # again expect a commit ACK/NAK, or the next one is refused.
+                await stream.send_event(reply, timeout=config.write_timeout)
                 continue
             if isinstance(event, EndOfStream):
                 raise trio.ClosedResourceError("peer closed before committing our reply")
@@ -415,6 +451,9 @@ def _peer_address(stream: trio.abc.Stream) -> tuple[str, str]:
 def _tls_reason(exc: BaseException) -> str:
     # trio wraps ssl.SSLError in BrokenResourceError: show the TLS reason.
     cause = exc.__cause__ if exc.__cause__ is not None else exc
+    if isinstance(cause, ssl.SSLCertVerificationError) and cause.verify_message:
+        # The reason alone reads the same for a revoked and an unknown certificate.
+        return f"{cause.reason}: {cause.verify_message}"
     if isinstance(cause, ssl.SSLError):
         return cause.reason or str(cause)
     return f"{type(cause).__name__}: {cause}" if str(cause) else type(cause).__name__
@@ -428,6 +467,7 @@ async def serve_mllp(
     ssl_context: ssl.SSLContext | ServerTLS | None = None,
     config: ServerConfig | None = None,
     handler_nursery: trio.Nursery | None = None,
+    store: MessageStore | None = None,
     task_status: trio.TaskStatus[list[trio.SocketListener]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Listen for HL7 messages on ``port`` until cancelled; never returns.
@@ -444,7 +484,9 @@ async def serve_mllp(
         ssl_context: ``None`` for plain TCP, an ``ssl.SSLContext`` or a :class:`ServerTLS`.
         config: Limits, timeouts, framing, HL7 rules.
         handler_nursery: Nursery to run connections in (default: an internal one).
+        store: A journal: commit every message before acknowledging it
+            (see :class:`MLLPServer`); ``None`` keeps nothing.
         task_status: Receives the list of listeners once listening.
     """
-    server = MLLPServer(handler, ssl_context=ssl_context, config=config)
+    server = MLLPServer(handler, ssl_context=ssl_context, config=config, store=store)
     await server.serve(port, host=host, handler_nursery=handler_nursery, task_status=task_status)

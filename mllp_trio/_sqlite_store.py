@@ -613,16 +613,25 @@ class SQLiteStore:
         window = self._config.duplicate_window
         return await self._call(lambda conn: _commit_inbound(conn, record, ack, window), write=True)
 
-    async def save_ack(self, message_id: int, ack: bytes) -> None:
+    async def save_ack(self, message_id: int, ack: bytes, *, delivered: bool = False) -> None:
         """Save (or replace) the acknowledgement of a journal entry.
+
+        Args:
+            message_id: The journal id.
+            ack: The acknowledgement bytes, answered again to duplicates.
+            delivered: Also mark the entry delivered, in the same transaction.
 
         Raises:
             StoreError: With kind ``NOT_FOUND`` for an unknown id, or a storage fault.
         """
+        if delivered:
+            now = datetime.now(UTC).timestamp()
+            sql = "UPDATE inbound SET ack = ?, delivered_at = coalesce(delivered_at, ?) WHERE id = ?"
+            params: tuple[object, ...] = (ack, now, message_id)
+        else:
+            sql, params = "UPDATE inbound SET ack = ? WHERE id = ?", (ack, message_id)
         await self._call(
-            lambda conn: _update_one(
-                conn, "UPDATE inbound SET ack = ? WHERE id = ?", (ack, message_id), "journal entry"
-            ),
+            lambda conn: _update_one(conn, sql, params, "journal entry"),
             write=True,
         )
 

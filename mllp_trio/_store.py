@@ -250,8 +250,11 @@ class MessageStore(Protocol):
         """Journal a received message, or recognise it as a duplicate."""
         ...
 
-    async def save_ack(self, message_id: int, ack: bytes) -> None:
-        """Save (or replace) the acknowledgement sent for a journal entry."""
+    async def save_ack(self, message_id: int, ack: bytes, *, delivered: bool = False) -> None:
+        """Save (or replace) the acknowledgement sent for a journal entry.
+
+        With ``delivered=True`` also mark it delivered, in the same transaction.
+        """
         ...
 
     async def fetch_undelivered(

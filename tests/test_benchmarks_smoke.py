@@ -68,7 +68,9 @@ def test_every_framing_contender_present(run: tuple[Path, str]) -> None:
     rows = {(r["operation"], r["size"], r["chunk"], r["contender"]): r for r in framing["results"]}
     for contender in contenders():
         for size in SIZES:
-            cells = [("decode", size, chunk) for chunk in CHUNK_SIZES]
+            cells: list[tuple[str, str, int | None]] = [
+                ("decode", size, chunk) for chunk in CHUNK_SIZES
+            ]
             if contender.encode is not None:
                 cells.append(("encode", size, None))
             for cell in cells:

@@ -41,16 +41,10 @@ from mllp_trio._tls import (
 from .tls_helpers import (
     MemorySSLStream,
     TLSMaterial,
-    make_tls_material,
     tls_handshake,
     write_crl,
     write_leaf,
 )
-
-
-@pytest.fixture
-def tls(tmp_path: Path) -> TLSMaterial:
-    return make_tls_material(tmp_path / "tls")
 
 
 def der_of(leaf: trustme.LeafCert) -> bytes:

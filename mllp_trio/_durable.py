@@ -1,0 +1,247 @@
+"""Store before acknowledging: the durable per-message pipeline and journal delivery."""
+
+from __future__ import annotations
+
+import logging
+from typing import Literal
+
+import attrs
+import trio
+
+from ._app import (
+    Disposition,
+    Handler,
+    HL7Config,
+    HL7Error,
+    HL7Refusal,
+    InboundMessage,
+    Outcome,
+    Verdict,
+    _peek_code,
+    acknowledge,
+    check_rules,
+    incoming_ack,
+    prepare_message,
+    refuse,
+    refuse_unreadable,
+    run_handler,
+)
+from ._identity import PeerInfo
+from ._msh import MSHError, read_msh
+from ._store import InboundRecord, MessageStore, StoreError
+
+__all__ = ["Delivery", "DurableProcessor"]
+
+log = logging.getLogger("mllp_trio.durable")
+
+#: ``"before_ack"``: the handler runs before the acknowledgement, which
+#: reflects it. ``"after_commit"``: acknowledge once committed, hand the
+#: message to the handler from the journal afterwards.
+Delivery = Literal["before_ack", "after_commit"]
+
+_STORE_FAILED_TEXT = "message could not be stored; send it again"
+_INTERNAL = 207  # table 0357: application internal error, a passing failure
+
+
+def _field_text(value: bytes) -> str:
+    return value.decode("latin-1")
+
+
+@attrs.define
+class _Waker:
+    event: trio.Event = attrs.field(factory=trio.Event)
+
+    def wake(self) -> None:
+        self.event.set()
+
+    async def wait(self, timeout: float) -> None:
+        with trio.move_on_after(timeout):
+            await self.event.wait()
+        self.event = trio.Event()
+
+
+class DurableProcessor:
+    """The listener's per-message pipeline with a journal: nothing acknowledged is lost.
+
+    Every message that passes the HL7 rules is committed to ``store`` before
+    any positive acknowledgement (AA/CA, or a release 2 commit ACK) leaves.
+    If the commit fails the answer is AE/CE 207 (release 2: commit NAK).
+    A message whose (MSH-3, MSH-4, MSH-10) is already journaled is answered
+    with the stored acknowledgement and not handed to the handler again.
+
+    Args:
+        store: The journal.
+        handler: The application's handler.
+        config: HL7 rules.
+        delivery: ``"before_ack"`` (default): commit, run the handler, answer
+            as it decided, save the answer. ``"after_commit"``: commit with an
+            AA already built, answer at once, and run the handler from the
+            journal in :meth:`run_delivery` (at least once, resuming after a
+            restart).
+        retry_interval: Seconds before journal delivery retries a message
+            whose handler failed (after_commit mode), and between polls.
+    """
+
+    def __init__(
+        self,
+        store: MessageStore,
+        handler: Handler,
+        *,
+        config: HL7Config | None = None,
+        delivery: Delivery = "before_ack",
+        retry_interval: float = 5.0,
+    ) -> None:
+        self.store = store
+        self.handler = handler
+        self.config = config if config is not None else HL7Config()
+        self.delivery: Delivery = delivery
+        self.retry_interval = retry_interval
+        self._waker = _Waker()
+
+    async def __call__(self, raw: bytes, peer: PeerInfo) -> Outcome:
+        """Process one inbound message; the listener sends what the outcome says."""
+        config = self.config
+        try:
+            header = read_msh(raw)
+        except MSHError as exc:
+            return refuse_unreadable(exc, size=len(raw), config=config)
+        if header.is_ack:
+            return incoming_ack(raw, header, peer=peer, config=config)
+        try:
+            check_rules(header, config)
+            message = prepare_message(raw, header, peer=peer, config=config)
+        except HL7Refusal as exc:
+            return refuse(header, exc, config=config)
+        if self.delivery == "after_commit":
+            return await self._commit_then_ack(message, peer)
+        return await self._commit_handle_ack(message, peer)
+
+    def _record(self, message: InboundMessage, peer: PeerInfo) -> InboundRecord:
+        header = message.header
+        identity = peer.identity
+        return InboundRecord(
+            data=message.raw,
+            peer=peer.address,
+            tls_identity=None if identity is None else identity.subject,
+            control_id=header.control_id,
+            sending_application=_field_text(header.sending_application),
+            sending_facility=_field_text(header.sending_facility),
+        )
+
+    async def _commit_then_ack(self, message: InboundMessage, peer: PeerInfo) -> Outcome:
+        outcome = acknowledge(message, Verdict(disposition=Disposition.ACCEPT))
+        try:
+            result = await self.store.commit_inbound(self._record(message, peer), ack=outcome.reply)
+        except StoreError as exc:
+            return self._store_failed(message, exc)
+        if result.duplicate:
+            return self._duplicate(message, result.ack, outcome)
+        self._waker.wake()
+        return outcome
+
+    async def _commit_handle_ack(self, message: InboundMessage, peer: PeerInfo) -> Outcome:
+        try:
+            result = await self.store.commit_inbound(self._record(message, peer))
+        except StoreError as exc:
+            return self._store_failed(message, exc)
+        if result.duplicate and (result.ack is not None or result.delivered):
+            fresh = acknowledge(message, Verdict(disposition=Disposition.ACCEPT))
+            return self._duplicate(message, result.ack, fresh)
+        # New, or journaled earlier without a final answer (its handler failed
+        # or the process died): run the handler now.
+        verdict = await run_handler(self.handler, message, config=self.config)
+        outcome = acknowledge(message, verdict)
+        if _is_final(verdict):
+            answer = outcome.reply if outcome.reply is not None else b""
+            try:
+                await self.store.save_ack(result.message_id, answer, delivered=True)
+            except StoreError as exc:
+                # The message is journaled and handled; only its answer for
+                # duplicates is missing, so the reply still goes out.
+                log.error("could not save the answer to control id %r: %s", message.control_id, exc)
+        return outcome
+
+    def _duplicate(self, message: InboundMessage, stored: bytes | None, fresh: Outcome) -> Outcome:
+        log.info(
+            "duplicate of control id %r from %s answered without delivery",
+            message.control_id,
+            message.peer.address,
+        )
+        if not stored:
+            return fresh
+        code = _peek_code(stored)
+        return attrs.evolve(
+            fresh,
+            reply=stored,
+            code=code or fresh.code,
+            accepted=code not in ("AE", "AR", "CE", "CR"),
+        )
+
+    def _store_failed(self, message: InboundMessage, exc: StoreError) -> Outcome:
+        log.error("control id %r not stored (%s); answering AE/CE 207", message.control_id, exc)
+        # A refusal, not a handler verdict: in enhanced mode ``acknowledge``
+        # would answer CA ("safely stored"), which is exactly what failed.
+        # ``refuse`` gives AE, or CE in enhanced mode, never a positive code.
+        return refuse(message.header, HL7Error(_STORE_FAILED_TEXT, code=207), config=self.config)
+
+    def wake(self) -> None:
+        """Tell :meth:`run_delivery` that new messages are waiting."""
+        self._waker.wake()
+
+    async def recover(self) -> int:
+        """Hand every journaled but undelivered message to the handler once.
+
+        Used at start-up: a message committed just before a crash, whose
+        handler never finished, is delivered now. Returns how many were
+        delivered.
+        """
+        delivered = 0
+        after = 0
+        while True:
+            batch = await self.store.fetch_undelivered(100, after_id=after)
+            if not batch:
+                return delivered
+            for stored in batch:
+                after = stored.message_id
+                if await self._deliver(stored.message_id, stored.data, stored.info.peer):
+                    delivered += 1
+
+    async def run_delivery(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Deliver journaled messages to the handler for ever (after_commit mode).
+
+        At least once: a message whose handler fails is retried after
+        ``retry_interval``; a restart resumes with what was not delivered.
+        """
+        task_status.started()
+        while True:
+            try:
+                await self.recover()
+            except StoreError as exc:
+                # A passing storage fault must not take the listener down with
+                # this task: the messages stay journaled, try again later.
+                log.error("journal delivery paused for %.1f s: %s", self.retry_interval, exc)
+            await self._waker.wait(self.retry_interval)
+
+    async def _deliver(self, message_id: int, raw: bytes, address: str) -> bool:
+        peer = PeerInfo(address=address)
+        try:
+            header = read_msh(raw)
+            message = prepare_message(raw, header, peer=peer, config=self.config)
+        except (MSHError, HL7Refusal) as exc:
+            log.error("journal entry %d is no longer readable: %s", message_id, exc)
+            await self.store.mark_delivered(message_id)
+            return False
+        verdict = await run_handler(self.handler, message, config=self.config)
+        if not _is_final(verdict):
+            return False
+        await self.store.mark_delivered(message_id)
+        return True
+
+
+def _is_final(verdict: Verdict) -> bool:
+    """Whether the handler's answer stands (not a passing internal failure)."""
+    return verdict.disposition != Disposition.ERROR or (
+        verdict.error is not None and verdict.error.code != _INTERNAL
+    )
