@@ -6,7 +6,7 @@ dozen MSH fields. :func:`read_msh` finds the first segment of the raw bytes,
 takes the separators from it, splits it once, and keeps every field as the
 raw bytes it arrived as (ready to be echoed into an ACK); only the fields that
 are interpreted (control id, message type, version...) are unescaped and
-turned into text.
+turned into text, and most of those only when first asked for.
 
 Working on bytes is sound because the MSH delimiters are ASCII in every
 supported character set. One caveat: in the multibyte sets (``BIG-5``, ``GB
@@ -18,10 +18,9 @@ to MSH-10 must carry ASCII only for the byte-level reader to split them right
 
 from __future__ import annotations
 
+import functools
 import re
-from typing import Final
-
-import attrs
+from typing import Any, Final
 
 from ._errors import MLLPError
 
@@ -34,6 +33,9 @@ CODE_DATA_TYPE = 102
 
 _DEFAULT_ENCODING: Final = b"^~\\&"
 _HEX: Final = re.compile(rb"[0-9A-Fa-f]*")
+# The per-separator caches below are keyed by bytes a sender chooses:
+# bounded so that a stream of distinct values cannot grow them forever.
+_CACHE_LIMIT: Final = 512
 
 
 class MSHError(MLLPError):
@@ -59,14 +61,76 @@ class MSHError(MLLPError):
         return self.header is not None
 
 
-@attrs.frozen(kw_only=True, repr=False)
+class _Dialect:
+    # The separators of one (MSH-1, MSH-2) pair and the work that depends on
+    # them alone, shared by every message that uses the pair: senders keep
+    # their separators, so this is computed once per sender, not per message.
+    __slots__ = ("cs", "enc", "esc", "esc_s", "fs", "problem", "rs", "specials", "ss", "types")
+
+    def __init__(self, fs: bytes, enc: bytes) -> None:
+        problem = not (1 <= len(enc) <= 5 and _DELIMITERS.issuperset(enc))
+        problem = problem or len(set(enc + fs)) != len(enc) + 1
+        if problem:
+            enc = _DEFAULT_ENCODING
+        self.fs, self.enc, self.problem = fs, enc, problem
+        self.cs, self.rs, self.esc, self.ss = enc[0:1], enc[1:2], enc[2:3], enc[3:4]
+        self.esc_s = self.esc.decode("latin-1")
+        # Characters escape_text changes: a text without any is returned as is.
+        chars = "\r\n" + (fs + self.cs + self.rs + self.esc + self.ss).decode("latin-1")
+        self.specials = re.compile("[" + re.escape(chars) + "]")
+        # MSH-9 raw -> (MSH-9.1, MSH-9.2, MSH-9.3) as text.
+        self.types: dict[bytes, tuple[str, str, str]] = {}
+
+    def unescape(self, value: bytes) -> bytes:
+        if not self.esc or self.esc not in value:
+            return value
+        return unescape(
+            value,
+            escape=self.esc,
+            field=self.fs,
+            component=self.cs,
+            repetition=self.rs,
+            subcomponent=self.ss,
+        )
+
+    def message_type(self, msh9: bytes) -> tuple[str, str, str]:
+        found = self.types.get(msh9)
+        if found is None:
+            parts = [*msh9.split(self.cs), b"", b"", b""]
+            found = (
+                _text(self.unescape(parts[0])).strip(),
+                _text(self.unescape(parts[1])).strip(),
+                _text(self.unescape(parts[2])).strip(),
+            )
+            if len(self.types) >= _CACHE_LIMIT:
+                self.types.clear()
+            self.types[msh9] = found
+        return found
+
+
+_dialects: dict[bytes, _Dialect] = {}
+
+
+def _dialect(fs: bytes, enc: bytes) -> _Dialect:
+    key = fs + enc  # unambiguous: MSH-1 is one byte
+    found = _dialects.get(key)
+    if found is None:
+        found = _Dialect(fs, enc)
+        if len(_dialects) >= _CACHE_LIMIT:
+            _dialects.clear()
+        _dialects[key] = found
+    return found
+
+
 class MSHInfo:
     r"""The MSH fields the transport needs, read from raw bytes.
 
-    Raw fields are the bytes as received (escape sequences and components
-    intact) in the message's own character set; text fields are unescaped
-    (interpreted) and decoded as Latin-1, which is lossless for any byte and
-    equals ASCII for the ASCII values these fields carry in practice.
+    Made by :func:`read_msh`; every attribute is read-only. Raw fields are
+    the bytes as received (escape sequences and components intact) in the
+    message's own character set; text fields are unescaped (interpreted)
+    and decoded as Latin-1, which is lossless for any byte and equals ASCII
+    for the ASCII values these fields carry in practice. Text fields not
+    needed to validate the header are computed when read.
 
     Attributes:
         field_separator: MSH-1, one byte.
@@ -98,57 +162,164 @@ class MSHInfo:
             ``b"\n"``, ``b"\r\n"``, or ``b""`` when MSH is the only content.
     """
 
-    field_separator: bytes
-    encoding_characters: bytes
-    component_separator: bytes
-    repetition_separator: bytes
-    escape_character: bytes
-    subcomponent_separator: bytes
-    sending_application: bytes
-    sending_facility: bytes
-    receiving_application: bytes
-    receiving_facility: bytes
-    date_time: bytes
-    message_type_raw: bytes
-    message_code: str
-    trigger_event: str
-    message_structure: str
-    control_id_raw: bytes
-    control_id: str
-    processing_id_raw: bytes
-    processing_id: str
-    version_id_raw: bytes
-    version_id: str
-    accept_ack_type: str
-    application_ack_type: str
-    charset_raw: bytes
-    charset: str
-    segment_terminator: bytes
+    # Read-only properties over five slots: building the header is the
+    # per-message cost, so it stores the split fields and little else.
+    __slots__ = ("_cid", "_d", "_f", "_term", "_type")
+
+    def __init__(
+        self,
+        dialect: _Dialect,
+        fields: list[bytes],
+        control_id: str,
+        message_type: tuple[str, str, str],
+        terminator: bytes,
+    ) -> None:
+        self._d = dialect
+        self._f = fields  # MSH-n is fields[n - 1], at least 18 of them
+        self._cid = control_id
+        self._type = message_type
+        self._term = terminator
+
+    @property
+    def field_separator(self) -> bytes:
+        return self._d.fs
+
+    @property
+    def encoding_characters(self) -> bytes:
+        return self._d.enc
+
+    @property
+    def component_separator(self) -> bytes:
+        return self._d.cs
+
+    @property
+    def repetition_separator(self) -> bytes:
+        return self._d.rs
+
+    @property
+    def escape_character(self) -> bytes:
+        return self._d.esc
+
+    @property
+    def subcomponent_separator(self) -> bytes:
+        return self._d.ss
+
+    @property
+    def sending_application(self) -> bytes:
+        return self._f[2]
+
+    @property
+    def sending_facility(self) -> bytes:
+        return self._f[3]
+
+    @property
+    def receiving_application(self) -> bytes:
+        return self._f[4]
+
+    @property
+    def receiving_facility(self) -> bytes:
+        return self._f[5]
+
+    @property
+    def date_time(self) -> bytes:
+        return self._f[6]
+
+    @property
+    def message_type_raw(self) -> bytes:
+        return self._f[8]
+
+    @property
+    def message_code(self) -> str:
+        return self._type[0]
+
+    @property
+    def trigger_event(self) -> str:
+        return self._type[1]
+
+    @property
+    def message_structure(self) -> str:
+        return self._type[2]
+
+    @property
+    def control_id_raw(self) -> bytes:
+        return self._f[9]
+
+    @property
+    def control_id(self) -> str:
+        return self._cid
+
+    @property
+    def processing_id_raw(self) -> bytes:
+        return self._f[10]
+
+    @property
+    def processing_id(self) -> str:
+        return _text(self._f[10].split(self._d.cs, 1)[0]).strip()
+
+    @property
+    def version_id_raw(self) -> bytes:
+        return self._f[11]
+
+    @property
+    def version_id(self) -> str:
+        return _text(self._f[11].split(self._d.cs, 1)[0]).strip()
+
+    @property
+    def accept_ack_type(self) -> str:
+        return _text(self._f[14]).strip().upper()
+
+    @property
+    def application_ack_type(self) -> str:
+        return _text(self._f[15]).strip().upper()
+
+    @property
+    def charset_raw(self) -> bytes:
+        return self._f[17]
+
+    @property
+    def charset(self) -> str:
+        return _text(self._f[17])
+
+    @property
+    def segment_terminator(self) -> bytes:
+        return self._term
 
     @property
     def message_type(self) -> str:
         """``"CODE^EVENT"`` (just ``"CODE"`` when MSH-9.2 is empty)."""
-        if self.trigger_event:
-            return f"{self.message_code}^{self.trigger_event}"
-        return self.message_code
+        code, event, _ = self._type
+        return f"{code}^{event}" if event else code
 
     @property
     def is_ack(self) -> bool:
         """Whether this is an acknowledgement (MSH-9.1 ``ACK``): never acknowledged."""
-        return self.message_code == "ACK"
+        return self._type[0] == "ACK"
 
     @property
     def enhanced_mode(self) -> bool:
         """Whether MSH-15 or MSH-16 asks for enhanced acknowledgement mode."""
+        fields = self._f
+        # Empty fields (the usual case) need no decoding.
+        if not (fields[14] or fields[15]):
+            return False
         return bool(self.accept_ack_type or self.application_ack_type)
 
     @property
     def version(self) -> tuple[int, ...] | None:
         """MSH-12.1 as a tuple of ints, e.g. ``(2, 5, 1)``; ``None`` if not numeric."""
-        try:
-            return tuple(int(p) for p in self.version_id.split("."))
-        except ValueError:
-            return None
+        return _version_tuple(self.version_id)
+
+    def _key(self) -> tuple[Any, ...]:
+        # Equality over the public fields, as the attrs class before it had.
+        return tuple(getattr(self, name) for name in _FIELDS)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, MSHInfo):
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
 
     def __repr__(self) -> str:
         # MSH-3..6 may name people (ordering providers as applications...);
@@ -157,6 +328,44 @@ class MSHInfo:
             f"MSHInfo(message_type={self.message_type!r}, control_id={self.control_id!r}, "
             f"version_id={self.version_id!r})"
         )
+
+
+_FIELDS: Final = (
+    "field_separator",
+    "encoding_characters",
+    "component_separator",
+    "repetition_separator",
+    "escape_character",
+    "subcomponent_separator",
+    "sending_application",
+    "sending_facility",
+    "receiving_application",
+    "receiving_facility",
+    "date_time",
+    "message_type_raw",
+    "message_code",
+    "trigger_event",
+    "message_structure",
+    "control_id_raw",
+    "control_id",
+    "processing_id_raw",
+    "processing_id",
+    "version_id_raw",
+    "version_id",
+    "accept_ack_type",
+    "application_ack_type",
+    "charset_raw",
+    "charset",
+    "segment_terminator",
+)
+
+
+@functools.lru_cache(maxsize=64)
+def _version_tuple(version_id: str) -> tuple[int, ...] | None:
+    try:
+        return tuple(int(p) for p in version_id.split("."))
+    except ValueError:
+        return None
 
 
 def unescape(
@@ -208,14 +417,12 @@ def escape_text(text: str, info: MSHInfo) -> str:
     Returns:
         The escaped text.
     """
+    dialect = info._d
+    if dialect.specials.search(text) is None:
+        return text
     text = text.replace("\r\n", " ").replace("\r", " ").replace("\n", " ")
-    esc = info.escape_character.decode("latin-1")
-    pairs = [
-        (info.field_separator, "F"),
-        (info.component_separator, "S"),
-        (info.repetition_separator, "R"),
-        (info.subcomponent_separator, "T"),
-    ]
+    esc = dialect.esc_s
+    pairs = [(dialect.fs, "F"), (dialect.cs, "S"), (dialect.rs, "R"), (dialect.ss, "T")]
     if esc:
         text = text.replace(esc, f"{esc}E{esc}")
     for sep, letter in pairs:
@@ -232,6 +439,8 @@ def _text(value: bytes) -> str:
 # Printable ASCII punctuation only: letters, digits, space and controls
 # would make the message ambiguous.
 _DELIMITERS: Final = frozenset(b for b in range(0x21, 0x7F) if not chr(b).isalnum())
+# Empty fields that bring a short MSH up to MSH-18, by number of fields present.
+_PADDING: Final = [[b""] * (18 - n) for n in range(19)]
 
 
 def read_msh(raw: bytes) -> MSHInfo:
@@ -257,64 +466,26 @@ def read_msh(raw: bytes) -> MSHInfo:
         end, term = cr, (b"\r\n" if raw[cr + 1 : cr + 2] == b"\n" else b"\r")
     else:
         end, term = len(raw), b""
-    segment = raw[:end]
-    if segment[:3] != b"MSH":
+    if not raw.startswith(b"MSH", 0, end):
         raise MSHError("the first segment is not MSH", code=CODE_SEGMENT_SEQUENCE)
-    if len(segment) < 4 or segment[3] not in _DELIMITERS:
+    if end < 4 or raw[3] not in _DELIMITERS:
         raise MSHError("MSH-1 (field separator) is missing or invalid", code=CODE_DATA_TYPE)
-    fs = segment[3:4]
-    parts = segment.split(fs)
+    fs = raw[3:4]
+    parts = raw[:end].split(fs)
     # parts[0] is "MSH" and parts[1] is MSH-2, so MSH-n is parts[n - 1].
-    if len(parts) < 10:
+    count = len(parts)
+    if count < 10:
         raise MSHError(
-            f"MSH is truncated: {len(parts) + 1} of at least 12 fields", code=CODE_SEGMENT_SEQUENCE
+            f"MSH is truncated: {count + 1} of at least 12 fields", code=CODE_SEGMENT_SEQUENCE
         )
-    parts.extend([b""] * (18 - len(parts)))
-
-    enc = parts[1]
-    enc_problem = not (1 <= len(enc) <= 5 and _DELIMITERS.issuperset(enc))
-    enc_problem = enc_problem or len(set(enc + fs)) != len(enc) + 1
-    if enc_problem:
-        enc = _DEFAULT_ENCODING
-    cs, rs, esc, ss = enc[0:1], enc[1:2], enc[2:3], enc[3:4]
-
-    def unesc(value: bytes) -> bytes:
-        return unescape(value, escape=esc, field=fs, component=cs, repetition=rs, subcomponent=ss)
-
-    msh9 = parts[8]
-    type_parts = [*msh9.split(cs), b"", b"", b""]
-    msh11, msh12, msh18 = parts[10], parts[11], parts[17]
-    header = MSHInfo(
-        field_separator=fs,
-        encoding_characters=enc,
-        component_separator=cs,
-        repetition_separator=rs,
-        escape_character=esc,
-        subcomponent_separator=ss,
-        sending_application=parts[2],
-        sending_facility=parts[3],
-        receiving_application=parts[4],
-        receiving_facility=parts[5],
-        date_time=parts[6],
-        message_type_raw=msh9,
-        message_code=_text(unesc(type_parts[0])).strip(),
-        trigger_event=_text(unesc(type_parts[1])).strip(),
-        message_structure=_text(unesc(type_parts[2])).strip(),
-        control_id_raw=parts[9],
-        control_id=_text(unesc(parts[9])),
-        processing_id_raw=msh11,
-        processing_id=_text(msh11.split(cs, 1)[0]).strip(),
-        version_id_raw=msh12,
-        version_id=_text(msh12.split(cs, 1)[0]).strip(),
-        accept_ack_type=_text(parts[14]).strip().upper(),
-        application_ack_type=_text(parts[15]).strip().upper(),
-        charset_raw=msh18,
-        charset=_text(msh18),
-        segment_terminator=term,
-    )
-    if not header.control_id:
+    if count < 18:
+        parts += _PADDING[count]
+    dialect = _dialect(fs, parts[1])
+    control_id = _text(dialect.unescape(parts[9]))
+    if not control_id:
         raise MSHError("MSH-10 (message control id) is empty", code=CODE_REQUIRED_FIELD_MISSING)
-    if enc_problem:
+    header = MSHInfo(dialect, parts, control_id, dialect.message_type(parts[8]), term)
+    if dialect.problem:
         raise MSHError("MSH-2 (encoding characters) is invalid", code=CODE_DATA_TYPE, header=header)
     if not header.message_code:
         raise MSHError(

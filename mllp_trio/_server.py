@@ -80,6 +80,12 @@ class ServerStats:
 class _Connection:
     scope: trio.CancelScope
     idle: bool = True
+    stream: MLLPStream | None = None
+
+    @property
+    def between_messages(self) -> bool:
+        # Waiting for a message, and none of it has arrived yet.
+        return self.idle and (self.stream is None or not self.stream.connection.buffered)
 
 
 class MLLPServer:
@@ -207,7 +213,7 @@ class MLLPServer:
     async def _drain(self) -> None:
         self._draining = True
         for conn in list(self._connections):
-            if conn.idle:
+            if conn.between_messages:
                 conn.scope.cancel()
         with trio.move_on_after(self.config.shutdown_grace):
             await self._all_closed.wait()
@@ -356,6 +362,7 @@ class MLLPServer:
         framing = config.framing.framing
         last_reply: bytes | None = None  # HLLP: resent when the peer NAKs it
         resends = 0
+        conn.stream = stream
         while not self._draining:
             conn.idle = True
             event = await stream.receive_event(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import socket
 import struct
@@ -20,7 +21,7 @@ from mllp_trio._errors import ConnectionClosedError, DeliveryFailed
 from mllp_trio._events import CommitAck, CommitNak, EndOfStream, HLLPNak, Message, NakReason
 from mllp_trio._hllp import HLLPConnection
 from mllp_trio._mllp import MLLPConnection
-from mllp_trio._server import MLLPServer
+from mllp_trio._server import MLLPServer, serve_mllp
 from mllp_trio._stream import MLLPStream
 
 from .conftest import StartServer, assert_no_content, log_text
@@ -167,6 +168,21 @@ async def test_many_messages_over_memory_streams(framing: Framing, nursery: trio
     await trio.testing.wait_all_tasks_blocked()
     assert server.stats.messages == 10
     assert server.stats.active == 0
+
+
+async def test_serve_mllp_reports_its_listeners(nursery: trio.Nursery) -> None:
+    seen: list[str] = []
+
+    async def handler(message: InboundMessage) -> None:
+        seen.append(message.control_id)
+
+    listeners = await nursery.start(
+        functools.partial(serve_mllp, handler, 0, host="127.0.0.1", config=server_config("hllp"))
+    )
+    port = listeners[0].socket.getsockname()[1]
+    async with open_mllp_connection("127.0.0.1", port, config=client_config("hllp")) as client:
+        assert (await client.send(hl7("SM1"))).code == AckCode.AA
+    assert seen == ["SM1"]
 
 
 async def test_many_connections_at_once(start_server: StartServer) -> None:
@@ -549,6 +565,32 @@ async def test_shutdown_finishes_in_flight_messages_and_closes_idle_ones(
     assert server.stats.active == 0
     for peer in (busy, idle):
         await peer.stream.aclose()
+
+
+async def test_shutdown_lets_a_half_received_message_finish(
+    nursery: trio.Nursery, autojump_clock: object
+) -> None:
+    server = MLLPServer(config=ServerConfig(shutdown_grace=30))
+    stopped = trio.Event()
+
+    async def serve(task_status: trio.TaskStatus[list[trio.SocketListener]]) -> None:
+        await server.serve(0, host="127.0.0.1", task_status=task_status)
+        stopped.set()
+
+    listeners = await nursery.start(serve)
+    peer = await tcp_peer(listeners[0].socket.getsockname()[1])
+    wire = frame(hl7("HALF"))
+    await peer.stream.transport.send_all(wire[:50])
+    await trio.sleep(1)  # the server has the first half
+    server.shutdown()
+    await trio.sleep(1)
+    await peer.stream.transport.send_all(wire[50:])
+    reply = await peer.receive()
+    assert isinstance(reply, Message)
+    assert parse_reply(reply.data, "HALF").code == AckCode.AA
+    assert isinstance(await peer.receive(), EndOfStream)
+    await stopped.wait()
+    await peer.stream.aclose()
 
 
 async def test_shutdown_cancels_a_stuck_handler_after_the_grace_period(
