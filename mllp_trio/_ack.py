@@ -125,22 +125,32 @@ def hl7_timestamp(now: datetime | None = None) -> str:
     if now is not None:
         moment = now if now.tzinfo is not None else now.astimezone()
         return moment.strftime("%Y%m%d%H%M%S%z")
+    return _current_stamp()[1]
+
+
+def _current_stamp() -> tuple[int, str, bytes]:
+    # strftime costs more than the rest of an ACK: format once per second,
+    # and keep the bytes for build_ack.
     global _stamp_cache
     second = int(time.time())
     if _stamp_cache[0] != second:
-        # strftime costs more than the rest of an ACK: format once per second.
         local = time.localtime(second)
         offset, sign = abs(local.tm_gmtoff), "-" if local.tm_gmtoff < 0 else "+"
         zone = f"{sign}{offset // 3600:02d}{offset % 3600 // 60:02d}"
-        _stamp_cache = (second, time.strftime("%Y%m%d%H%M%S", local) + zone)
-    return _stamp_cache[1]
+        stamp = time.strftime("%Y%m%d%H%M%S", local) + zone
+        _stamp_cache = (second, stamp, stamp.encode("ascii"))
+    return _stamp_cache
 
 
-_stamp_cache: tuple[int, str] = (-1, "")
+_stamp_cache: tuple[int, str, bytes] = (-1, "", b"")
 
 
 _B36: Final = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 _COUNTER_WIDTH: Final = 6
+_COUNTER_LIMIT: Final = 36**_COUNTER_WIDTH
+# Every two-digit base 36 string, so that the counter is formatted with
+# three lookups instead of a loop of divisions.
+_PAIRS: Final = [a + b for a in _B36 for b in _B36]
 
 
 def _base36(value: int, width: int) -> str:
@@ -166,10 +176,11 @@ class _IdSource:
 
     def next(self) -> str:
         n = next(self._counter)
-        if n >= 36**_COUNTER_WIDTH:
+        if n >= _COUNTER_LIMIT:
             self._reseed()
             n = next(self._counter)
-        return self._prefix + _base36(n, _COUNTER_WIDTH)
+        pairs = _PAIRS
+        return self._prefix + pairs[n // 1679616] + pairs[n // 1296 % 1296] + pairs[n % 1296]
 
 
 _ids = _IdSource()
@@ -211,6 +222,18 @@ def _error_segment(header: MSHInfo, error: ErrorInfo, modern: bool, codec: str) 
     return fs.join([b"ERR", cs.join([*loc_parts, coded])])
 
 
+# MSA-1 as bytes, by code. Keyed by the members: callers mostly pass
+# members, found by identity; plain strings match them too.
+_MSA1: Final[dict[str, bytes]] = {c: c.value.encode("ascii") for c in AckCode}
+# Codecs that write ASCII letters and digits as ASCII, so that a plain
+# alphanumeric control id needs neither escaping nor encoding work.
+_ASCII_SUPERSETS: Final = frozenset(
+    {"ascii", "latin_1", "utf_8", "cp1252", "gb18030", "euc_kr", "big5", "iso2022_jp"}
+    | {"iso2022_jp_1"}
+    | {f"iso8859_{n}" for n in (*range(2, 10), 15)}
+)
+
+
 def build_ack(
     header: MSHInfo,
     code: str,
@@ -233,39 +256,56 @@ def build_ack(
 
     Returns:
         The ACK, segments terminated by CR.
+
+    Raises:
+        ValueError: ``code`` is not one of :class:`AckCode`.
     """
+    # AckCode() raises the ValueError for a code outside table 0008.
+    msa1 = _MSA1.get(code) or AckCode(code).value.encode("ascii")
     fs, cs = header.field_separator, header.component_separator
+    # The raw fields, MSH-n at index n - 1 (read_msh pads them to MSH-18):
+    # one list instead of a dozen property reads.
+    f = header._f
     version = header.version
     modern = version is not None and version >= (2, 5)
-    type_parts = header.message_type_raw.split(cs)
+    type_parts = f[8].split(cs, 2)
     trigger = type_parts[1] if len(type_parts) > 1 else b""
-    msh9 = b"ACK" + cs + trigger + (cs + b"ACK" if modern else b"")
+    msh9 = b"ACK" + cs + trigger + cs + b"ACK" if modern else b"ACK" + cs + trigger
     ack_id = control_id if control_id is not None else new_control_id()
-    msh = [
-        b"MSH",
-        header.encoding_characters,
-        header.receiving_application,
-        header.receiving_facility,
-        header.sending_application,
-        header.sending_facility,
-        hl7_timestamp(now).encode("ascii"),
-        b"",
-        msh9,
-        escape_text(ack_id, header).encode(codec, "replace"),
-        header.processing_id_raw,
-        header.version_id_raw,
-    ]
-    if header.charset_raw:
-        msh += [b"", b"", b"", b"", b"", header.charset_raw]
-    msa = [b"MSA", AckCode(code).value.encode("ascii"), header.control_id_raw]
-    segments = [fs.join(msh)]
-    if error is not None:
-        if not modern:
-            text = error.text or TABLE_0357[error.code]
-            msa.append(escape_text(text, header).encode(codec, "replace"))
-        segments += [fs.join(msa), _error_segment(header, error, modern, codec)]
+    if ack_id.isalnum() and ack_id.isascii() and codec in _ASCII_SUPERSETS:
+        ack_id_bytes = ack_id.encode("ascii")
     else:
-        segments.append(fs.join(msa))
+        ack_id_bytes = escape_text(ack_id, header).encode(codec, "replace")
+    if now is None:
+        stamp = _stamp_cache[2] if _stamp_cache[0] == int(time.time()) else _current_stamp()[2]
+    else:
+        stamp = hl7_timestamp(now).encode("ascii")
+    # MSH-3/4 and MSH-5/6 swapped, MSH-11 and MSH-12 echoed.
+    msh = fs.join(
+        (
+            b"MSH",
+            header.encoding_characters,
+            f[4],
+            f[5],
+            f[2],
+            f[3],
+            stamp,
+            b"",
+            msh9,
+            ack_id_bytes,
+            f[10],
+            f[11],
+        )
+    )
+    if f[17]:
+        msh += fs * 6 + f[17]  # MSH-13 to MSH-17 empty, then MSH-18 echoed
+    if error is None:
+        return b"%s\rMSA%s%s%s%s\r" % (msh, fs, msa1, fs, f[9])
+    msa = [b"MSA", msa1, f[9]]
+    if not modern:
+        text = error.text or TABLE_0357[error.code]
+        msa.append(escape_text(text, header).encode(codec, "replace"))
+    segments = [msh, fs.join(msa), _error_segment(header, error, modern, codec)]
     return b"\r".join(segments) + b"\r"
 
 

@@ -348,7 +348,7 @@ def check_rules(header: MSHInfo, config: HL7Config) -> None:
     """
     if config.message_types is not None:
         code, event = header.message_code.upper(), header.trigger_event.upper()
-        pats = [p.split("^") for p in config.message_types]
+        pats = _split_patterns(config.message_types)
         if not any(pc in (code, "*") and pe in (event, "*") for pc, pe in pats):
             known = any(pc in (code, "*") for pc, _ in pats)
             raise HL7Reject(
@@ -365,21 +365,40 @@ def check_rules(header: MSHInfo, config: HL7Config) -> None:
     version = header.version_id
     if not version:
         raise HL7Reject("MSH-12 (version id) is empty", code=101, location=("MSH", 1, 12))
-    supported = (
-        _VERSION_2X.fullmatch(version) is not None
-        if config.versions is None
-        else version in config.versions
-    )
+    supported = _is_2x(version) if config.versions is None else version in config.versions
     if not supported:
         raise HL7Reject(f"version {version!r} is not accepted", code=203, location=("MSH", 1, 12))
 
 
+@functools.lru_cache(maxsize=16)
+def _split_patterns(patterns: tuple[str, ...]) -> tuple[tuple[str, ...], ...]:
+    # Split once per configuration, not once per message.
+    return tuple(tuple(p.split("^")) for p in patterns)
+
+
+@functools.lru_cache(maxsize=256)
+def _is_2x(version: str) -> bool:
+    return _VERSION_2X.fullmatch(version) is not None
+
+
 def _charset(header: MSHInfo, config: HL7Config) -> Charset:
+    msh18 = header.charset_raw
+    # Long values (padding, repeated extensions) bypass the cache: keys stay small.
+    resolve = _charset_of if len(msh18) <= 64 else _charset_of.__wrapped__
+    return resolve(
+        msh18, header.repetition_separator, config.default_charset, config.charset_override
+    )
+
+
+# Keyed by the raw bytes, so that the usual message (MSH-18 seen before)
+# costs one lookup; errors are not cached and are raised anew each time.
+@functools.lru_cache(maxsize=256)
+def _charset_of(msh18: bytes, rep_sep: bytes, default: str, override: str | None) -> Charset:
     return resolve_charset(
-        header.charset,
-        repetition_separator=header.repetition_separator.decode("latin-1"),
-        default=config.default_charset,
-        override=config.charset_override,
+        msh18.decode("latin-1"),
+        repetition_separator=rep_sep.decode("latin-1"),
+        default=default,
+        override=override,
     )
 
 
@@ -441,6 +460,9 @@ class Verdict:
 
 
 _INTERNAL_ERROR: Final = ErrorInfo(code=207)
+# Verdicts are frozen: the common ones are shared.
+_ACCEPTED: Final = Verdict(disposition=Disposition.ACCEPT)
+_INTERNAL_FAILURE: Final = Verdict(disposition=Disposition.ERROR, error=_INTERNAL_ERROR)
 
 
 def _log_exception(exc: Exception, control_id: str, config: HL7Config) -> None:
@@ -479,9 +501,9 @@ async def run_handler(handler: Handler, message: InboundMessage, *, config: HL7C
         return Verdict(disposition=kind, error=exc.error)
     except Exception as exc:
         _log_exception(exc, message.control_id, config)
-        return Verdict(disposition=Disposition.ERROR, error=_INTERNAL_ERROR)
+        return _INTERNAL_FAILURE
     if result is None:
-        return Verdict(disposition=Disposition.ACCEPT)
+        return _ACCEPTED
     if isinstance(result, bytes | bytearray | memoryview):
         return Verdict(disposition=Disposition.ACCEPT, reply=bytes(result))
     logger.error(
@@ -489,7 +511,7 @@ async def run_handler(handler: Handler, message: InboundMessage, *, config: HL7C
         type(result).__qualname__,
         message.control_id,
     )
-    return Verdict(disposition=Disposition.ERROR, error=_INTERNAL_ERROR)
+    return _INTERNAL_FAILURE
 
 
 # --- Outcomes -------------------------------------------------------------------------
@@ -655,6 +677,15 @@ def incoming_ack(raw: bytes, header: MSHInfo, *, peer: PeerInfo, config: HL7Conf
     )
 
 
+_NEGATIVE_CODES: Final = frozenset({"AE", "AR", "CE", "CR"})
+# Enum members as module constants: reading them off the class costs a
+# metaclass lookup each time, on the hot path.
+_ACCEPT: Final = Disposition.ACCEPT
+_ERROR: Final = Disposition.ERROR
+_AA: Final = AckCode.AA
+_AE: Final = AckCode.AE
+_AR: Final = AckCode.AR
+_CA: Final = AckCode.CA
 _MSA_CODE: Final = re.compile(rb"(?:^|[\r\n])MSA[^A-Za-z0-9\r\n]([A-Z]{2})(?![A-Za-z0-9])")
 
 
@@ -686,48 +717,50 @@ def acknowledge(
     """
     header = message.header
     codec = message.charset.codec
-    if verdict.reply is not None:
-        app_code = _peek_code(verdict.reply)
-        app_ack: bytes | None = verdict.reply
+    error = verdict.error
+    app_ack = verdict.reply
+    if app_ack is not None:
+        app_code: str = _peek_code(app_ack)
     else:
-        app_code = {
-            Disposition.ACCEPT: AckCode.AA,
-            Disposition.ERROR: AckCode.AE,
-            Disposition.REJECT: AckCode.AR,
-        }[verdict.disposition]
-        app_ack = None
-    success = app_code not in ("AE", "AR", "CE", "CR")
-
-    def build() -> bytes:
-        return build_ack(
-            header, app_code, error=verdict.error, codec=codec, now=now, control_id=new_id()
-        )
-
+        disposition = verdict.disposition
+        if disposition is _ACCEPT:
+            app_code = _AA
+        elif disposition is _ERROR:
+            app_code = _AE
+        else:
+            app_code = _AR
+    success = app_code not in _NEGATIVE_CODES
     if not header.enhanced_mode:
+        if app_ack is None:
+            app_ack = build_ack(
+                header, app_code, error=error, codec=codec, now=now, control_id=new_id()
+            )
         return Outcome(
-            reply=app_ack if app_ack is not None else build(),
+            reply=app_ack,
             accepted=success,
             code=app_code,
             control_id=header.control_id,
-            error=verdict.error,
+            error=error,
             header=header,
             message=message,
         )
     reply = None
     if _wanted(header.accept_ack_type, success=True):
-        reply = build_ack(header, AckCode.CA, codec=codec, now=now, control_id=new_id())
+        reply = build_ack(header, _CA, codec=codec, now=now, control_id=new_id())
     if not _wanted(header.application_ack_type, success=success):
         app_ack = None
     elif app_ack is None:
-        app_ack = build()
+        app_ack = build_ack(
+            header, app_code, error=error, codec=codec, now=now, control_id=new_id()
+        )
     return Outcome(
         reply=reply,
         accepted=True,
-        code=AckCode.CA,
+        code=_CA,
         control_id=header.control_id,
         application_ack=app_ack,
         application_code=app_code,
-        error=verdict.error,
+        error=error,
         header=header,
         message=message,
     )

@@ -157,6 +157,10 @@ def codec_for(name: str) -> str:
     )
 
 
+#: Longest MSH-18 value kept in the cache (the longest real one is ~20 characters).
+_MAX_CACHED = 64
+
+
 @functools.lru_cache(maxsize=256)
 def _resolve_field(field: str, rep_sep: str, default: str) -> Charset:
     reps = [r.strip() for r in field.split(rep_sep)] if rep_sep else [field.strip()]
@@ -194,6 +198,10 @@ def resolve_charset(
     """
     if override is not None:
         return Charset(override, codec_for(override))
+    if len(msh18) > _MAX_CACHED:
+        # A padded or repeated value can still be valid: resolve it without
+        # letting it into the cache.
+        return _resolve_field.__wrapped__(msh18, repetition_separator, default)
     return _resolve_field(msh18, repetition_separator, default)
 
 

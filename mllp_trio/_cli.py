@@ -290,16 +290,18 @@ async def _serve_until_signal(
 ) -> None:
     host = args.host or DEFAULT_HOST
     port = DEFAULT_PORT if args.port is None else args.port
-    async with trio.open_nursery() as nursery:
-        listeners = await nursery.start(partial(server.serve, port, host=host))
-        where = ", ".join(_sockname(listener) for listener in listeners)
-        mode = (
-            "plaintext"
-            if tls is None
-            else ("mutual TLS" if tls.config.require_client_cert else "TLS")
-        )
-        print(f"listening on {where} ({args.framing}, {mode}); Ctrl-C stops", flush=True)
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
+    # The signal handlers go in before "listening on" is printed: a supervisor
+    # that signals as soon as it reads that line must not kill the process.
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
+        async with trio.open_nursery() as nursery:
+            listeners = await nursery.start(partial(server.serve, port, host=host))
+            where = ", ".join(_sockname(listener) for listener in listeners)
+            mode = (
+                "plaintext"
+                if tls is None
+                else ("mutual TLS" if tls.config.require_client_cert else "TLS")
+            )
+            print(f"listening on {where} ({args.framing}, {mode}); Ctrl-C stops", flush=True)
             async for signum in signals:
                 if signum == signal.SIGHUP:
                     try:
@@ -486,18 +488,52 @@ def _certs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run(command: Any, args: argparse.Namespace) -> Any:
+    """``trio.run(command, args)``, with a lone error out of a nursery unwrapped.
+
+    The listener runs in nurseries, so "address already in use" arrives in
+    an exception group; ``main`` reports it like any other error.
+    """
+    try:
+        return trio.run(command, args)
+    except BaseExceptionGroup as group:
+        error: BaseException = group
+        while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+            error = error.exceptions[0]
+        if isinstance(error, BaseExceptionGroup):
+            raise
+        raise error from None
+
+
+def _describe(exc: BaseException) -> str:
+    # trio wraps ssl.SSLError without repeating its text: show both.
+    text = str(exc) or type(exc).__name__
+    cause = exc.__cause__
+    if cause is not None and str(cause) and str(cause) not in text:
+        text = f"{text}: {cause}"
+    return text
+
+
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     """Run ``mllp-trio``."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # argparse matches "send HOST:PORT" and an empty FILE list at once, so a
+    # file named after an option ("send H:P --plaintext a.hl7") would be
+    # refused: collect such leftovers as files.
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if args.command != "send" or any(item.startswith("-") for item in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.files = [*args.files, *map(Path, extra)]
     _setup_logging(getattr(args, "log_level", "INFO"))
     try:
         if args.command == "listen":
-            trio.run(_listen, args)
+            _run(_listen, args)
             code = 0
         elif args.command == "send":
-            code = trio.run(_send, args)
+            code = _run(_send, args)
         elif args.command == "store":
-            code = trio.run(_store, args)
+            code = _run(_store, args)
         else:
             code = _certs(args)
     except mllp_trio.MLLPError as exc:
@@ -505,6 +541,10 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         code = 1
     except OSError as exc:
         print(f"mllp-trio: {exc}", file=sys.stderr)
+        code = 1
+    except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+        # A failed TLS handshake while connecting: report it, not a traceback.
+        print(f"mllp-trio: connection failed: {_describe(exc)}", file=sys.stderr)
         code = 1
     except KeyboardInterrupt:
         code = 130

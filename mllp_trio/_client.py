@@ -20,8 +20,9 @@ from ._errors import (
 )
 from ._events import BadBlock, CommitAck, CommitNak, EndOfStream, HLLPNak, InvalidFrame, Message
 from ._msh import read_msh
-from ._stream import MLLPStream
-from ._tlsstream import TLSStreamFactory, trio_ssl_stream
+from ._stream import MLLPStream, _Lock
+from ._tcpstream import LeanTCPStream
+from ._tlsstream import TLSStreamFactory, ssl_socket_stream
 
 __all__ = ["MLLPClient", "open_mllp_connection"]
 
@@ -62,7 +63,7 @@ class MLLPClient:
         ssl_context: ssl.SSLContext | None = None,
         server_hostname: str | None = None,
         config: ClientConfig | None = None,
-        tls_stream: TLSStreamFactory = trio_ssl_stream,
+        tls_stream: TLSStreamFactory = ssl_socket_stream,
     ) -> None:
         self.host = host
         self.port = port
@@ -71,7 +72,7 @@ class MLLPClient:
         self._server_hostname = server_hostname if server_hostname is not None else host
         self._tls_stream = tls_stream
         self._stream: MLLPStream | None = None
-        self._lock = trio.Lock()
+        self._lock = _Lock()
 
     async def connect(self) -> None:
         """Open the connection (and finish the TLS handshake) if it is not open.
@@ -106,6 +107,8 @@ class MLLPClient:
                 await trio.aclose_forcefully(tls)
                 raise
             transport = tls
+        elif config.lean_tcp:
+            transport = LeanTCPStream(tcp)
         self._stream = MLLPStream(
             transport, config.framing.new_connection(), receive_size=config.receive_size
         )
@@ -180,19 +183,22 @@ class MLLPClient:
 
     async def _exchange(self, stream: MLLPStream, data: bytes) -> bytes:
         config = self.config
-        framing = config.framing.framing
-        await stream.send_event(Message(data), timeout=config.write_timeout)
-        try:
-            # Release 2: the commit ACK and then the reply each get ack_timeout.
-            if framing == "mllp2":
-                with trio.fail_after(config.ack_timeout):
-                    await self._await_commit(stream)
-            with trio.fail_after(config.ack_timeout):
-                return await self._await_reply(stream)
-        except trio.TooSlowError:
-            raise _Lost(f"no reply from {self.host}:{self.port} in time") from MLLPTimeoutError(
-                f"no reply from {self.host}:{self.port} within {config.ack_timeout} s"
-            )
+        # One cancel scope for the whole exchange, its deadline moved per
+        # phase: the write gets write_timeout; under release 2 the commit
+        # ACK and then the reply each get ack_timeout.
+        phase = "writing the message"
+        with trio.CancelScope(deadline=trio.current_time() + config.write_timeout) as timer:
+            await stream.send_event(Message(data))
+            if config.framing.framing == "mllp2":
+                phase = "waiting for the commit acknowledgement"
+                timer.deadline = trio.current_time() + config.ack_timeout
+                await self._await_commit(stream)
+            phase = "waiting for the reply"
+            timer.deadline = trio.current_time() + config.ack_timeout
+            return await self._await_reply(stream)
+        raise _Lost(f"no reply from {self.host}:{self.port} in time") from MLLPTimeoutError(
+            f"{self.host}:{self.port}: timed out {phase}"
+        )
 
     async def _await_commit(self, stream: MLLPStream) -> None:
         event = await stream.receive_event()
@@ -208,13 +214,13 @@ class MLLPClient:
             event = await stream.receive_event()
             if isinstance(event, Message):
                 if self.config.framing.framing == "mllp2":
-                    await stream.send_event(CommitAck(), timeout=self.config.write_timeout)
+                    await stream.send_event(CommitAck())
                 return event.data
             if isinstance(event, HLLPNak):
                 raise _Refused(f"NAK block, reason {event.reason.value}")
             if isinstance(event, BadBlock):
                 # Our copy of their reply was damaged: ask for it again.
-                await stream.send_event(event.nak, timeout=self.config.write_timeout)
+                await stream.send_event(event.nak)
             elif isinstance(event, InvalidFrame):
                 log.warning("invalid frame from %s:%s: %s", self.host, self.port, event.reason)
             elif isinstance(event, EndOfStream):
@@ -231,6 +237,8 @@ def _normalise(message: bytes | str) -> bytes:
             default="UNICODE UTF-8",
         )
         return text.encode(charset.codec)
+    if 0x0A not in message:  # the usual case, found at memchr speed
+        return message
     return message.replace(b"\r\n", b"\r").replace(b"\n", b"\r")
 
 
@@ -242,7 +250,7 @@ async def open_mllp_connection(
     ssl_context: ssl.SSLContext | None = None,
     server_hostname: str | None = None,
     config: ClientConfig | None = None,
-    tls_stream: TLSStreamFactory = trio_ssl_stream,
+    tls_stream: TLSStreamFactory = ssl_socket_stream,
 ) -> AsyncIterator[MLLPClient]:
     """Connect to an HL7 listener; close the connection on exit.
 

@@ -87,6 +87,9 @@ class ServerConfig:
         retries: Times a reply is resent when the peer NAKs it (HLLP NAK
             block, release 2 commit NAK) before the connection is closed (2).
         receive_size: Bytes asked of the transport per read (64 KiB).
+        lean_tcp: Drive plain TCP sockets directly (:class:`LeanTCPStream`:
+            no scheduler round trip when the socket is ready) instead of
+            through ``trio.SocketStream`` (True).
     """
 
     framing: FramingConfig = attrs.field(factory=FramingConfig)
@@ -100,6 +103,15 @@ class ServerConfig:
     shutdown_grace: float = attrs.field(default=10.0, validator=_positive)
     retries: int = attrs.field(default=2, validator=attrs.validators.ge(0))
     receive_size: int = attrs.field(default=65536, validator=_positive)
+    lean_tcp: bool = True
+
+    @property
+    def shortest_timeout(self) -> float:
+        """The shortest of the connection timeouts (the watchdog's polling bound)."""
+        timeouts = [self.handshake_timeout, self.read_timeout, self.write_timeout]
+        if self.idle_timeout is not None:
+            timeouts.append(self.idle_timeout)
+        return min(timeouts)
 
 
 @attrs.frozen(kw_only=True)
@@ -118,6 +130,8 @@ class ClientConfig:
             Mirth). A timeout resends on a new connection: the old one is
             out of step.
         receive_size: Bytes asked of the transport per read (64 KiB).
+        lean_tcp: Drive plain TCP sockets directly instead of through
+            ``trio.SocketStream`` (True).
     """
 
     framing: FramingConfig = attrs.field(factory=FramingConfig)
@@ -127,3 +141,4 @@ class ClientConfig:
     write_timeout: float = attrs.field(default=30.0, validator=_positive)
     retries: int = attrs.field(default=2, validator=attrs.validators.ge(0))
     receive_size: int = attrs.field(default=65536, validator=_positive)
+    lean_tcp: bool = True

@@ -95,6 +95,8 @@ class FrameReader:
         self._max = max_size
         self._skip_oversize = oversize == "skip"
         self._wrap = wrap  # turns frame content into the caller's event
+        self._prefix = bytes((self._sb,))
+        self._suffix = bytes((self._eb, self._cr))
 
         self._buf = bytearray()
         self._pos = 0  # first byte not yet consumed
@@ -346,4 +348,4 @@ class FrameReader:
 
     def frame(self, data: bytes) -> bytes:
         """Wrap content in start byte, end byte and trailer."""
-        return b"".join((bytes((self._sb,)), data, bytes((self._eb, self._cr))))
+        return b"".join((self._prefix, data, self._suffix))

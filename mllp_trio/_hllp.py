@@ -16,6 +16,7 @@ from ._events import (
     Message,
     NakReason,
     NeedData,
+    trusted_message,
 )
 from ._framing import FrameReader, FramingStats, Oversize
 
@@ -195,7 +196,7 @@ class HLLPConnection:
             if int(check) != expected:
                 return BadBlock(NakReason.CHECKSUM, f"checksum {int(check)}, computed {expected}")
         if kind == 0x44:  # D
-            return Message._trusted(data)
+            return trusted_message(data)
         if len(data) != 1:
             return BadBlock(NakReason.OTHER, "NAK block must carry exactly one reason byte")
         try:

@@ -14,6 +14,7 @@ from ._events import (
     InvalidFrame,
     Message,
     NeedData,
+    trusted_message,
 )
 from ._framing import DEFAULT_MAX_MESSAGE_SIZE, FrameReader, FramingStats, Item
 
@@ -77,7 +78,7 @@ class MLLPConnection:
             max_size=max_message_size,
             # Release 1 frames become Message events while being split out;
             # release 2 needs the state machine, so it converts one by one.
-            wrap=bytes if mllp2 else Message._trusted,
+            wrap=bytes if mllp2 else trusted_message,
         )
         self._mllp2 = mllp2
         self._events: deque[Any] = deque()  # release 1: ready events
@@ -168,7 +169,7 @@ class MLLPConnection:
                 "was expected"
             )
         self._owed_commits += 1
-        return Message._trusted(data)
+        return trusted_message(data)
 
     def send(self, event: Message | CommitAck | CommitNak) -> bytes:
         """Return the bytes that put ``event`` on the wire.

@@ -18,9 +18,8 @@ to MSH-10 must carry ASCII only for the byte-level reader to split them right
 
 from __future__ import annotations
 
-import functools
 import re
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from ._errors import MLLPError
 
@@ -33,9 +32,22 @@ CODE_DATA_TYPE = 102
 
 _DEFAULT_ENCODING: Final = b"^~\\&"
 _HEX: Final = re.compile(rb"[0-9A-Fa-f]*")
-# The per-separator caches below are keyed by bytes a sender chooses:
-# bounded so that a stream of distinct values cannot grow them forever.
-_CACHE_LIMIT: Final = 512
+# The caches below are keyed by bytes a sender chooses: bounded in count
+# and in key size, so that a stream of distinct or huge values cannot grow
+# them without limit (real senders repeat a handful of short values).
+_MAX_KEY: Final = 64
+_MAX_DIALECTS: Final = 32
+_MAX_ENTRIES: Final = 256
+
+_V = TypeVar("_V")
+
+
+def _remember(cache: dict[bytes, _V], key: bytes, value: _V, limit: int = _MAX_ENTRIES) -> _V:
+    if len(key) <= _MAX_KEY:
+        if len(cache) >= limit:
+            cache.clear()
+        cache[key] = value
+    return value
 
 
 class MSHError(MLLPError):
@@ -65,7 +77,19 @@ class _Dialect:
     # The separators of one (MSH-1, MSH-2) pair and the work that depends on
     # them alone, shared by every message that uses the pair: senders keep
     # their separators, so this is computed once per sender, not per message.
-    __slots__ = ("cs", "enc", "esc", "esc_s", "fs", "problem", "rs", "specials", "ss", "types")
+    __slots__ = (
+        "cs",
+        "enc",
+        "esc",
+        "esc_s",
+        "fs",
+        "problem",
+        "rs",
+        "specials",
+        "ss",
+        "types",
+        "versions",
+    )
 
     def __init__(self, fs: bytes, enc: bytes) -> None:
         problem = not (1 <= len(enc) <= 5 and _DELIMITERS.issuperset(enc))
@@ -80,6 +104,8 @@ class _Dialect:
         self.specials = re.compile("[" + re.escape(chars) + "]")
         # MSH-9 raw -> (MSH-9.1, MSH-9.2, MSH-9.3) as text.
         self.types: dict[bytes, tuple[str, str, str]] = {}
+        # MSH-12 raw -> (MSH-12.1 as text, as a tuple of ints or None).
+        self.versions: dict[bytes, tuple[str, tuple[int, ...] | None]] = {}
 
     def unescape(self, value: bytes) -> bytes:
         if not self.esc or self.esc not in value:
@@ -97,14 +123,22 @@ class _Dialect:
         found = self.types.get(msh9)
         if found is None:
             parts = [*msh9.split(self.cs), b"", b"", b""]
-            found = (
-                _text(self.unescape(parts[0])).strip(),
-                _text(self.unescape(parts[1])).strip(),
-                _text(self.unescape(parts[2])).strip(),
+            found = _remember(
+                self.types,
+                msh9,
+                (
+                    _text(self.unescape(parts[0])).strip(),
+                    _text(self.unescape(parts[1])).strip(),
+                    _text(self.unescape(parts[2])).strip(),
+                ),
             )
-            if len(self.types) >= _CACHE_LIMIT:
-                self.types.clear()
-            self.types[msh9] = found
+        return found
+
+    def version(self, msh12: bytes) -> tuple[str, tuple[int, ...] | None]:
+        found = self.versions.get(msh12)
+        if found is None:
+            text = _text(msh12.split(self.cs, 1)[0]).strip()
+            found = _remember(self.versions, msh12, (text, _version_tuple(text)))
         return found
 
 
@@ -112,14 +146,10 @@ _dialects: dict[bytes, _Dialect] = {}
 
 
 def _dialect(fs: bytes, enc: bytes) -> _Dialect:
-    key = fs + enc  # unambiguous: MSH-1 is one byte
-    found = _dialects.get(key)
-    if found is None:
-        found = _Dialect(fs, enc)
-        if len(_dialects) >= _CACHE_LIMIT:
-            _dialects.clear()
-        _dialects[key] = found
-    return found
+    # Keyed by MSH-1 + MSH-2, unambiguous since MSH-1 is one byte.
+    return _dialects.get(fs + enc) or _remember(
+        _dialects, fs + enc, _Dialect(fs, enc), _MAX_DIALECTS
+    )
 
 
 class MSHInfo:
@@ -262,15 +292,15 @@ class MSHInfo:
 
     @property
     def version_id(self) -> str:
-        return _text(self._f[11].split(self._d.cs, 1)[0]).strip()
+        return self._d.version(self._f[11])[0]
 
     @property
     def accept_ack_type(self) -> str:
-        return _text(self._f[14]).strip().upper()
+        return _ack_type(self._f[14])
 
     @property
     def application_ack_type(self) -> str:
-        return _text(self._f[15]).strip().upper()
+        return _ack_type(self._f[15])
 
     @property
     def charset_raw(self) -> bytes:
@@ -307,7 +337,7 @@ class MSHInfo:
     @property
     def version(self) -> tuple[int, ...] | None:
         """MSH-12.1 as a tuple of ints, e.g. ``(2, 5, 1)``; ``None`` if not numeric."""
-        return _version_tuple(self.version_id)
+        return self._d.version(self._f[11])[1]
 
     def _key(self) -> tuple[Any, ...]:
         # Equality over the public fields, as the attrs class before it had.
@@ -360,7 +390,17 @@ _FIELDS: Final = (
 )
 
 
-@functools.lru_cache(maxsize=64)
+_ack_types: dict[bytes, str] = {}
+
+
+def _ack_type(raw: bytes) -> str:
+    # MSH-15/16 hold a handful of values (table 0155): decode each once.
+    found = _ack_types.get(raw)
+    if found is None:
+        found = _remember(_ack_types, raw, _text(raw).strip().upper())
+    return found
+
+
 def _version_tuple(version_id: str) -> tuple[int, ...] | None:
     try:
         return tuple(int(p) for p in version_id.split("."))
@@ -480,11 +520,17 @@ def read_msh(raw: bytes) -> MSHInfo:
         )
     if count < 18:
         parts += _PADDING[count]
-    dialect = _dialect(fs, parts[1])
-    control_id = _text(dialect.unescape(parts[9]))
+    dialect = _dialects.get(fs + parts[1]) or _dialect(fs, parts[1])
+    control_id_raw = parts[9]
+    esc = dialect.esc
+    if esc and esc in control_id_raw:
+        control_id_raw = dialect.unescape(control_id_raw)
+    control_id = control_id_raw.decode("latin-1")
     if not control_id:
         raise MSHError("MSH-10 (message control id) is empty", code=CODE_REQUIRED_FIELD_MISSING)
-    header = MSHInfo(dialect, parts, control_id, dialect.message_type(parts[8]), term)
+    msh9 = parts[8]
+    message_type = dialect.types.get(msh9) or dialect.message_type(msh9)
+    header = MSHInfo(dialect, parts, control_id, message_type, term)
     if dialect.problem:
         raise MSHError("MSH-2 (encoding characters) is invalid", code=CODE_DATA_TYPE, header=header)
     if not header.message_code:

@@ -16,7 +16,7 @@ from ._config import ClientConfig
 from ._errors import MLLPError
 from ._msh import MSHError, read_msh
 from ._store import MessageStore, OutboundMessage, backoff_delay
-from ._tlsstream import TLSStreamFactory, trio_ssl_stream
+from ._tlsstream import TLSStreamFactory, ssl_socket_stream
 
 __all__ = ["QueueConfig", "QueuedSender", "SendReport"]
 
@@ -91,7 +91,7 @@ class QueuedSender:
         server_hostname: str | None = None,
         client_config: ClientConfig | None = None,
         config: QueueConfig | None = None,
-        tls_stream: TLSStreamFactory = trio_ssl_stream,
+        tls_stream: TLSStreamFactory = ssl_socket_stream,
     ) -> None:
         self.store = store
         self.destination = f"{host}:{port}"

@@ -27,9 +27,10 @@ from ._events import (
 )
 from ._identity import ClientIdentity, PeerInfo
 from ._store import MessageStore
-from ._stream import MLLPStream
+from ._stream import MLLPStream, Watchdog
+from ._tcpstream import LeanTCPStream
 from ._tls import ClientNotAllowed, ServerTLS, identity_from_ssl
-from ._tlsstream import TLSStreamFactory, trio_ssl_stream
+from ._tlsstream import TLSStreamFactory, ssl_socket_stream
 
 __all__ = ["MLLPServer", "ServerStats", "serve_mllp"]
 
@@ -37,6 +38,8 @@ log = logging.getLogger("mllp_trio.server")
 
 #: Accept errors that mean "out of resources for now": wait and retry,
 #: as trio.serve_listeners does.
+_HANDSHAKE = "TLS handshake timed out"
+
 _ACCEPT_CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
 
 #: Processes one inbound message; the default is the HL7 layer's ``respond``.
@@ -79,8 +82,10 @@ class ServerStats:
 @attrs.define(eq=False)
 class _Connection:
     scope: trio.CancelScope
+    transport: trio.abc.Stream  # what to close at the end (TLS or lean wrapper)
     idle: bool = True
     stream: MLLPStream | None = None
+    identity: ClientIdentity | None = None
 
     @property
     def between_messages(self) -> bool:
@@ -101,9 +106,10 @@ class MLLPServer:
         ssl_context: ``None`` for plain TCP; an ``ssl.SSLContext``; or a
             :class:`ServerTLS`, which adds the client allow list and reloading.
         config: Limits, timeouts, framing and HL7 rules.
-        tls_stream: How TLS connections are wrapped: the default runs
-            ``trio.SSLStream``; pass ``ssl_socket_stream`` for the faster
-            stream over a non-blocking ``ssl.SSLSocket``.
+        tls_stream: How TLS connections are wrapped: the default,
+            :func:`ssl_socket_stream`, drives a non-blocking ``ssl.SSLSocket``
+            (TLS records handled in C); :func:`trio_ssl_stream` uses
+            ``trio.SSLStream``.
         store: A journal (e.g. from :func:`open_sqlite_store`): every message
             is committed before it is acknowledged, duplicates get the stored
             answer. ``None`` (default) keeps nothing.
@@ -120,7 +126,7 @@ class MLLPServer:
         *,
         ssl_context: ssl.SSLContext | ServerTLS | None = None,
         config: ServerConfig | None = None,
-        tls_stream: TLSStreamFactory = trio_ssl_stream,
+        tls_stream: TLSStreamFactory = ssl_socket_stream,
         store: MessageStore | None = None,
         delivery: Delivery = "before_ack",
         processor: Processor | None = None,
@@ -274,44 +280,31 @@ class MLLPServer:
         await self._run_connection(stream, address, address)
 
     async def _run_connection(self, stream: trio.abc.Stream, host: str, address: str) -> None:
-        conn = _Connection(trio.CancelScope())
+        conn = _Connection(trio.CancelScope(), transport=stream)
         self._connections.add(conn)
-        transport: trio.abc.Stream = stream
+        config = self.config
+        # One task per connection keeps every deadline (handshake, idle,
+        # read, write): cheaper than a cancel scope per read and write.
+        watchdog = Watchdog(conn.scope, poll=config.shortest_timeout)
         try:
             with conn.scope:
-                if self._draining:
-                    return
-                identity = None
-                if self._tls is not None:
-                    handshake = await self._handshake(stream, address)
-                    if handshake is None:
-                        return
-                    transport, identity = handshake
-                peer = PeerInfo(address=address, identity=identity)
-                await self._serve_messages(
-                    MLLPStream(
-                        transport,
-                        self.config.framing.new_connection(),
-                        receive_size=self.config.receive_size,
-                    ),
-                    peer,
-                    conn,
-                )
-        except RemoteProtocolError as exc:
-            self.stats.protocol_errors += 1
-            log.warning("closing connection from %s: protocol error: %s", address, exc)
-        except MLLPTimeoutError as exc:
-            self.stats.timeouts += 1
-            log.info("closing connection from %s: %s", address, exc)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-            log.info("connection from %s lost: %s", address, type(exc).__name__)
-        except MLLPError as exc:
-            log.warning("closing connection from %s: %s", address, exc)
-        except Exception:
-            # One bad connection never takes the listener down.
-            log.exception("unexpected error on connection from %s; connection closed", address)
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(watchdog.run)
+                    try:
+                        await self._serve_connection(stream, address, conn, watchdog)
+                    except Exception as exc:
+                        self._connection_failed(exc, address)
+                    finally:
+                        nursery.cancel_scope.cancel()
+            if watchdog.expired is not None:
+                if watchdog.expired == _HANDSHAKE:
+                    self.stats.handshake_failures += 1
+                    log.warning("TLS handshake with %s timed out", address)
+                else:
+                    self.stats.timeouts += 1
+                    log.info("closing connection from %s: %s", address, watchdog.expired)
         finally:
-            await trio.aclose_forcefully(transport)
+            await trio.aclose_forcefully(conn.transport)
             self._connections.discard(conn)
             self._per_peer[host] -= 1
             if not self._per_peer[host]:
@@ -320,37 +313,78 @@ class MLLPServer:
             if not self._connections:
                 self._all_closed.set()
 
-    async def _handshake(
-        self, stream: trio.abc.Stream, address: str
-    ) -> tuple[trio.abc.Stream, ClientIdentity | None] | None:
+    async def _serve_connection(
+        self, stream: trio.abc.Stream, address: str, conn: _Connection, watchdog: Watchdog
+    ) -> None:
+        """Run one connection; ``conn.transport`` is what to close afterwards."""
+        if self._draining:
+            return
+        identity = None
+        if self._tls is not None:
+            watchdog.arm(self.config.handshake_timeout, _HANDSHAKE)
+            accepted = await self._handshake(stream, address, conn)
+            watchdog.disarm()
+            if not accepted:
+                return
+            identity = conn.identity
+        elif self.config.lean_tcp and isinstance(stream, trio.SocketStream):
+            conn.transport = LeanTCPStream(stream)
+        transport = conn.transport
+        peer = PeerInfo(address=address, identity=identity)
+        mstream = MLLPStream(
+            transport,
+            self.config.framing.new_connection(),
+            receive_size=self.config.receive_size,
+            watchdog=watchdog,
+        )
+        try:
+            await self._serve_messages(mstream, peer, conn)
+        finally:
+            conn.stream = None
+
+    def _connection_failed(self, exc: Exception, address: str) -> None:
+        if isinstance(exc, RemoteProtocolError):
+            self.stats.protocol_errors += 1
+            log.warning("closing connection from %s: protocol error: %s", address, exc)
+        elif isinstance(exc, MLLPTimeoutError):
+            self.stats.timeouts += 1
+            log.info("closing connection from %s: %s", address, exc)
+        elif isinstance(exc, trio.BrokenResourceError | trio.ClosedResourceError | OSError):
+            log.info("connection from %s lost: %s", address, type(exc).__name__)
+        elif isinstance(exc, MLLPError):
+            log.warning("closing connection from %s: %s", address, exc)
+        else:
+            # One bad connection never takes the listener down.
+            log.error(
+                "unexpected error on connection from %s; connection closed",
+                address,
+                exc_info=exc,
+            )
+
+    async def _handshake(self, stream: trio.abc.Stream, address: str, conn: _Connection) -> bool:
+        """Run the TLS handshake and the allow list; False when the client is refused."""
         assert self._tls is not None
         tls = self._tls
         context = tls.context if isinstance(tls, ServerTLS) else tls
         wrapped = await self._tls_stream(stream, context)
+        conn.transport = wrapped
         try:
-            with trio.fail_after(self.config.handshake_timeout):
-                await wrapped.do_handshake()
-        except trio.TooSlowError:
-            self.stats.handshake_failures += 1
-            log.warning("TLS handshake with %s timed out", address)
-            await trio.aclose_forcefully(wrapped)
-            return None
+            # Bounded by the connection's watchdog (handshake_timeout).
+            await wrapped.do_handshake()
         except (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError) as exc:
             self.stats.handshake_failures += 1
             log.warning("TLS handshake with %s failed: %s", address, _tls_reason(exc))
-            await trio.aclose_forcefully(wrapped)
-            return None
+            return False
         try:
             if isinstance(tls, ServerTLS):
-                identity = tls.authorize(wrapped)
+                conn.identity = tls.authorize(wrapped)
             else:
-                identity = identity_from_ssl(wrapped)
+                conn.identity = identity_from_ssl(wrapped)
         except ClientNotAllowed as exc:
             self.stats.refused_clients += 1
             log.warning("TLS client %s refused: %s", address, exc.reason)
-            await trio.aclose_forcefully(wrapped)
-            return None
-        return wrapped, identity
+            return False
+        return True
 
     # --- messages -----------------------------------------------------------------
 

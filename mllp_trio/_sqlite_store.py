@@ -626,7 +626,10 @@ class SQLiteStore:
         """
         if delivered:
             now = datetime.now(UTC).timestamp()
-            sql = "UPDATE inbound SET ack = ?, delivered_at = coalesce(delivered_at, ?) WHERE id = ?"
+            sql = (
+                "UPDATE inbound SET ack = ?, delivered_at = coalesce(delivered_at, ?)"
+                " WHERE id = ?"
+            )
             params: tuple[object, ...] = (ack, now, message_id)
         else:
             sql, params = "UPDATE inbound SET ack = ? WHERE id = ?", (ack, message_id)

@@ -20,9 +20,81 @@ from ._events import (
 from ._hllp import HLLPConnection
 from ._mllp import MLLPConnection
 
-__all__ = ["MLLPStream"]
+__all__ = ["MLLPStream", "Watchdog"]
 
 StreamEvent = Message | CommitAck | CommitNak | HLLPNak | BadBlock | InvalidFrame | EndOfStream
+
+
+class Watchdog:
+    """Deadlines for one connection, kept by one sleeping task.
+
+    A cancel scope per read or write costs several microseconds; a
+    connection answering thousands of messages a second instead moves one
+    number (:meth:`arm`), and this task cancels ``scope`` when the number is
+    passed. Run :meth:`run` in the connection's nursery.
+
+    Args:
+        scope: Cancelled when a deadline passes.
+        poll: Longest sleep between looks at the deadline; must not exceed
+            the shortest timeout armed, so no deadline is noticed late.
+    """
+
+    def __init__(self, scope: trio.CancelScope, *, poll: float) -> None:
+        self.scope = scope
+        self.poll = poll
+        self.deadline = math.inf
+        self.what = ""
+        #: What timed out, once the watchdog fired.
+        self.expired: str | None = None
+
+    def arm(self, timeout: float | None, what: str) -> None:
+        """Start a deadline ``timeout`` seconds from now (``None``: none)."""
+        self.deadline = math.inf if timeout is None else trio.current_time() + timeout
+        self.what = what
+
+    def arm_at(self, deadline: float, what: str) -> None:
+        """Start an absolute deadline."""
+        self.deadline = deadline
+        self.what = what
+
+    def disarm(self) -> None:
+        """No deadline until the next :meth:`arm`."""
+        self.deadline = math.inf
+
+    async def run(self) -> None:
+        """Sleep until a deadline passes, then cancel ``scope``."""
+        while True:
+            now = trio.current_time()
+            if now >= self.deadline:
+                self.expired = self.what
+                self.scope.cancel()
+                return
+            await trio.sleep_until(min(self.deadline, now + self.poll))
+
+
+class _Lock:
+    """A FIFO lock that costs nothing when nobody else holds it.
+
+    ``trio.Lock`` yields to the scheduler on every acquisition; on the usual
+    uncontended path this one only checks for cancellation.
+    """
+
+    def __init__(self) -> None:
+        self._held = False
+        self._lot = trio.lowlevel.ParkingLot()
+
+    async def __aenter__(self) -> None:
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if self._held:
+            await self._lot.park()  # ownership is handed over by __aexit__
+        else:
+            self._held = True
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._lot:
+            self._lot.unpark()
+        else:
+            self._held = False
 
 
 class MLLPStream:
@@ -37,6 +109,10 @@ class MLLPStream:
         connection: The sans-IO state machine (:class:`MLLPConnection` or
             :class:`HLLPConnection`); the stream owns it from now on.
         receive_size: Bytes asked of the transport per read.
+        watchdog: Enforce the timeouts with this :class:`Watchdog` (the
+            listener's way: no cancel scope per operation) instead of a
+            cancel scope per call. A timeout then cancels the watchdog's
+            scope rather than raising :class:`MLLPTimeoutError` here.
     """
 
     def __init__(
@@ -45,11 +121,13 @@ class MLLPStream:
         connection: MLLPConnection | HLLPConnection,
         *,
         receive_size: int = 65536,
+        watchdog: Watchdog | None = None,
     ) -> None:
         self.transport = transport
         self.connection = connection
+        self.watchdog = watchdog
         self._receive_size = receive_size
-        self._send_lock = trio.StrictFIFOLock()
+        self._send_lock = _Lock()
         self._receiving = False
         self._broken: str | None = None
 
@@ -111,7 +189,12 @@ class MLLPStream:
             else:
                 frame_deadline = math.inf
                 deadline = math.inf if idle_timeout is None else trio.current_time() + idle_timeout
-            if deadline == math.inf:
+            if self.watchdog is not None:
+                what = "frame to complete" if connection.buffered else "next message"
+                self.watchdog.arm_at(deadline, f"timed out waiting for the {what}")
+                data = await self.transport.receive_some(self._receive_size)
+                self.watchdog.disarm()
+            elif deadline == math.inf:
                 data = await self.transport.receive_some(self._receive_size)
             else:
                 with trio.move_on_at(deadline):
@@ -149,6 +232,11 @@ class MLLPStream:
 
     async def _write(self, data: bytes, timeout: float | None) -> None:
         try:
+            if self.watchdog is not None:
+                self.watchdog.arm(timeout, f"timed out writing {len(data)} bytes")
+                await self.transport.send_all(data)
+                self.watchdog.disarm()
+                return
             if timeout is None:
                 await self.transport.send_all(data)
                 return

@@ -117,7 +117,9 @@ class LeanTCPStream(trio.abc.HalfCloseableStream):
                 try:
                     await trio.lowlevel.wait_writable(self.socket)
                 except BaseException:
-                    self._broken = self._broken or "an interrupted send left part of the data unsent"
+                    self._broken = (
+                        self._broken or "an interrupted send left part of the data unsent"
+                    )
                     raise
                 self._check()
                 self._unyielded = 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -536,9 +537,12 @@ async def test_cli_listen_without_store_says_so(tmp_path: Path) -> None:
         assert b"--no-store" in output
         assert b"without being stored" in output
         assert b"journal:" not in output
+        # The signal handlers are in place once "listening on" is printed.
+        process.send_signal(signal.SIGTERM)
+        with trio.fail_after(20):
+            assert await process.wait() == 0
         assert not (tmp_path / "mllp-data").exists()
     finally:
-        # SIGKILL, not SIGTERM: the listener prints "listening on" before it
-        # installs its signal handlers, so an early SIGTERM kills it anyway.
-        process.kill()
-        await process.wait()
+        if process.returncode is None:
+            process.kill()
+            await process.wait()

@@ -254,3 +254,129 @@ def test_msh_info_is_frozen() -> None:
     assert isinstance(h, MSHInfo)
     with pytest.raises(AttributeError):
         h.control_id = "other"  # type: ignore[misc]
+
+
+# --- the lazily computed, cached header -------------------------------------------
+
+_ATTRIBUTES = [
+    "field_separator",
+    "encoding_characters",
+    "component_separator",
+    "repetition_separator",
+    "escape_character",
+    "subcomponent_separator",
+    "sending_application",
+    "sending_facility",
+    "receiving_application",
+    "receiving_facility",
+    "date_time",
+    "message_type_raw",
+    "message_code",
+    "trigger_event",
+    "message_structure",
+    "control_id_raw",
+    "control_id",
+    "processing_id_raw",
+    "processing_id",
+    "version_id_raw",
+    "version_id",
+    "accept_ack_type",
+    "application_ack_type",
+    "charset_raw",
+    "charset",
+    "segment_terminator",
+]
+
+
+@pytest.mark.parametrize("name", _ATTRIBUTES)
+def test_every_attribute_is_read_only(name: str) -> None:
+    h = read_msh(ADT_A01_V251)
+    before = getattr(h, name)
+    with pytest.raises(AttributeError):
+        setattr(h, name, before)
+    with pytest.raises(AttributeError):
+        h.extra = 1  # type: ignore[attr-defined]
+    assert getattr(h, name) == before
+
+
+def test_headers_compare_by_value() -> None:
+    a, b = read_msh(make_message()), read_msh(make_message())
+    assert a == b
+    assert hash(a) == hash(b)
+    assert a != read_msh(make_message(control_id="OTHER"))
+    assert a != read_msh(make_message(terminator="\n"))
+    assert a != "MSH"
+
+
+def test_blank_ack_types_are_not_enhanced_mode() -> None:
+    h = read_msh(b"MSH|^~\\&|A|B|C|D|1||ADT^A01|X|P|2.5||| | \t|\r")
+    assert (h.accept_ack_type, h.application_ack_type) == ("", "")
+    assert not h.enhanced_mode
+    assert read_msh(b"MSH|^~\\&|A|B|C|D|1||ADT^A01|X|P|2.5||||er\r").enhanced_mode
+
+
+def test_fields_of_one_sender_read_right_message_after_message() -> None:
+    # Same separators throughout, so the per-separator caches are shared.
+    for version, event, ack in [("2.3", "A01", "AL"), ("2.5.1", "A08", ""), ("V9", "A01", "NE")]:
+        h = read_msh(make_message(version=version, message_type=f"ADT^{event}", accept_ack=ack))
+        assert (h.version_id, h.trigger_event, h.accept_ack_type) == (version, event, ack)
+    assert read_msh(make_message(version="2.3")).version == (2, 3)
+    assert read_msh(make_message(version="V9")).version is None
+
+
+def test_caches_stay_bounded_and_correct() -> None:
+    from mllp_trio import _msh
+
+    for n in range(2000):
+        raw = f"MSH|^~\\&|A|B|C|D|1||Z{n:04d}^E{n}|X{n}|P|2.{n}|||T{n % 300}\r".encode()
+        h = read_msh(raw)
+        assert (h.message_code, h.trigger_event, h.version_id) == (f"Z{n:04d}", f"E{n}", f"2.{n}")
+        assert h.accept_ack_type == f"T{n % 300}"
+    for n in range(2, 102):  # distinct invalid MSH-2 values
+        with pytest.raises(MSHError):
+            read_msh(f"MSH|{'^' * n}~|A|B|C|D|1||ADT^A01|X|P|2.5\r".encode())
+    # A huge value is read right but never kept.
+    huge = read_msh(b"MSH|^~\\&|A|B|C|D|1||ADT^" + b"E" * 10_000 + b"|X|P|2.5\r")
+    assert huge.trigger_event == "E" * 10_000
+    assert len(_msh._dialects) <= _msh._MAX_DIALECTS
+    for dialect in _msh._dialects.values():
+        assert len(dialect.types) <= _msh._MAX_ENTRIES
+        assert len(dialect.versions) <= _msh._MAX_ENTRIES
+        assert all(len(key) <= _msh._MAX_KEY for key in dialect.types)
+    assert len(_msh._ack_types) <= _msh._MAX_ENTRIES
+
+
+def _escape_reference(text: str, info: MSHInfo) -> str:
+    # The plain replace chain, without escape_text's shortcut for clean texts.
+    text = text.replace("\r\n", " ").replace("\r", " ").replace("\n", " ")
+    esc = info.escape_character.decode("latin-1")
+    if esc:
+        text = text.replace(esc, f"{esc}E{esc}")
+    for sep, letter in [
+        (info.field_separator, "F"),
+        (info.component_separator, "S"),
+        (info.repetition_separator, "R"),
+        (info.subcomponent_separator, "T"),
+    ]:
+        if sep:
+            text = text.replace(sep.decode("latin-1"), f"{esc}{letter}{esc}" if esc else " ")
+    return text
+
+
+@given(
+    seps=_separators(),
+    short=st.booleans(),
+    text=st.text(alphabet=string.printable + "éü\x85", max_size=30),
+)
+def test_escape_text_matches_the_replace_chain(seps: tuple[str, str], short: bool, text: str) -> None:
+    fs, enc = seps
+    enc = enc[:2] if short else enc  # also without escape character
+    info = read_msh(f"MSH{fs}{enc}{fs}A{fs}B{fs}C{fs}D{fs}1{fs}{fs}ADT{fs}X{fs}P{fs}2.5".encode())
+    assert escape_text(text, info) == _escape_reference(text, info)
+
+
+def test_escape_text_returns_clean_text_unchanged() -> None:
+    info = read_msh(ADT_A01_V251)
+    text = "Bed 3, ward 7 (east)"
+    assert escape_text(text, info) is text
+    assert escape_text("a\\b", info) == "a\\E\\b"
