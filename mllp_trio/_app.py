@@ -118,7 +118,9 @@ class HL7Reject(HL7Refusal):
 
 
 def _pattern(value: str) -> tuple[str, str]:
-    code, _, event = value.strip().upper().partition("^")
+    # MSH-9.3 (the message structure) plays no part in routing: drop it.
+    code, _, rest = value.strip().upper().partition("^")
+    event = rest.partition("^")[0]
     if not code:
         raise ValueError(f"invalid message type pattern {value!r}")
     return code, event or "*"

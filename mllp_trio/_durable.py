@@ -60,6 +60,15 @@ class _Waker:
         self.event = trio.Event()
 
 
+@attrs.define(eq=False)
+class _InHand:
+    """A journal entry whose handler is running now, and its final answer once known."""
+
+    done: trio.Event = attrs.field(factory=trio.Event)
+    final: bool = False
+    reply: bytes | None = attrs.field(default=None, repr=False)
+
+
 class DurableProcessor:
     """The listener's per-message pipeline with a journal: nothing acknowledged is lost.
 
@@ -97,6 +106,8 @@ class DurableProcessor:
         self.delivery: Delivery = delivery
         self.retry_interval = retry_interval
         self._waker = _Waker()
+        # Journal id -> the handler run in progress for it (before_ack mode).
+        self._in_hand: dict[int, _InHand] = {}
 
     async def __call__(self, raw: bytes, peer: PeerInfo) -> Outcome:
         """Process one inbound message; the listener sends what the outcome says."""
@@ -144,21 +155,39 @@ class DurableProcessor:
             result = await self.store.commit_inbound(self._record(message, peer))
         except StoreError as exc:
             return self._store_failed(message, exc)
-        if result.duplicate and (result.ack is not None or result.delivered):
-            fresh = acknowledge(message, Verdict(disposition=Disposition.ACCEPT))
-            return self._duplicate(message, result.ack, fresh)
+        if result.duplicate:
+            running = self._in_hand.get(result.message_id)
+            if running is not None:
+                # A resend (after an ACK timeout, say) while the original's
+                # handler still runs: answer what the original is answered.
+                await running.done.wait()
+                if running.final:
+                    fresh = acknowledge(message, Verdict(disposition=Disposition.ACCEPT))
+                    return self._duplicate(message, running.reply, fresh)
+            elif result.ack is not None or result.delivered:
+                fresh = acknowledge(message, Verdict(disposition=Disposition.ACCEPT))
+                return self._duplicate(message, result.ack, fresh)
         # New, or journaled earlier without a final answer (its handler failed
         # or the process died): run the handler now.
-        verdict = await run_handler(self.handler, message, config=self.config)
-        outcome = acknowledge(message, verdict)
-        if _is_final(verdict):
-            answer = outcome.reply if outcome.reply is not None else b""
-            try:
-                await self.store.save_ack(result.message_id, answer, delivered=True)
-            except StoreError as exc:
-                # The message is journaled and handled; only its answer for
-                # duplicates is missing, so the reply still goes out.
-                log.error("could not save the answer to control id %r: %s", message.control_id, exc)
+        in_hand = self._in_hand[result.message_id] = _InHand()
+        try:
+            verdict = await run_handler(self.handler, message, config=self.config)
+            outcome = acknowledge(message, verdict)
+            if _is_final(verdict):
+                answer = outcome.reply if outcome.reply is not None else b""
+                in_hand.final, in_hand.reply = True, answer
+                try:
+                    await self.store.save_ack(result.message_id, answer, delivered=True)
+                except StoreError as exc:
+                    # The message is journaled and handled; only its answer
+                    # for later duplicates is missing, so the reply still goes out.
+                    log.error(
+                        "could not save the answer to control id %r: %s", message.control_id, exc
+                    )
+        finally:
+            if self._in_hand.get(result.message_id) is in_hand:
+                del self._in_hand[result.message_id]
+            in_hand.done.set()
         return outcome
 
     def _duplicate(self, message: InboundMessage, stored: bytes | None, fresh: Outcome) -> Outcome:

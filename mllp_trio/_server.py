@@ -118,6 +118,12 @@ class MLLPServer:
             hands messages to the handler from the journal afterwards.
         processor: Replaces the whole per-message pipeline; by default the
             HL7 layer answers (through the journal when ``store`` is given).
+        on_application_ack: Enhanced acknowledgement mode: called with the
+            :class:`Outcome` whenever MSH-16 asks for an application
+            acknowledgement (``outcome.application_ack``), after the accept
+            acknowledgement went out; it travels on a separate connection to
+            the sender's own listener, e.g. through a :class:`QueuedSender`.
+            Without it, application acknowledgements are not sent.
     """
 
     def __init__(
@@ -130,6 +136,7 @@ class MLLPServer:
         store: MessageStore | None = None,
         delivery: Delivery = "before_ack",
         processor: Processor | None = None,
+        on_application_ack: Callable[[Outcome], Awaitable[None]] | None = None,
     ) -> None:
         self.config = config if config is not None else ServerConfig()
         self._handler: Handler = handler if handler is not None else _accept_all
@@ -141,6 +148,7 @@ class MLLPServer:
                 store, self._handler, config=self.config.hl7, delivery=delivery
             )
         self._process: Processor = processor if processor is not None else self._respond
+        self._on_application_ack = on_application_ack
         self.stats = ServerStats()
         self.listeners: list[trio.SocketListener] = []
         self._per_peer: Counter[str] = Counter()
@@ -409,12 +417,15 @@ class MLLPServer:
                 if outcome.accepted:
                     self.stats.accepted_messages += 1
                 resends = 0
+                last_reply = None  # a NAK now could only be about an older reply
                 if framing == "mllp2":
                     await self._reply_release2(stream, outcome)
                 elif outcome.reply is not None:
                     last_reply = await stream.send_event(
                         Message(outcome.reply), timeout=config.write_timeout
                     )
+                if outcome.application_ack is not None and self._on_application_ack is not None:
+                    await self._on_application_ack(outcome)
             elif isinstance(event, EndOfStream):
                 return
             elif isinstance(event, InvalidFrame):

@@ -627,8 +627,7 @@ class SQLiteStore:
         if delivered:
             now = datetime.now(UTC).timestamp()
             sql = (
-                "UPDATE inbound SET ack = ?, delivered_at = coalesce(delivered_at, ?)"
-                " WHERE id = ?"
+                "UPDATE inbound SET ack = ?, delivered_at = coalesce(delivered_at, ?) WHERE id = ?"
             )
             params: tuple[object, ...] = (ack, now, message_id)
         else:

@@ -5,6 +5,8 @@ from datetime import datetime, timedelta, timezone
 
 import hl7
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from mllp_trio._ack import (
     TABLE_0357,
@@ -17,6 +19,7 @@ from mllp_trio._ack import (
     ErrorInfo,
     InvalidReply,
     NegativeAcknowledgement,
+    _base36,
     _IdSource,
     build_ack,
     hl7_timestamp,
@@ -307,3 +310,36 @@ def test_parse_reply_unknown_charset_falls_back() -> None:
     )
     reply = parse_reply(raw, "MSG00001", raise_on_negative=False)
     assert reply.errors[0].message == "Müller"
+
+
+# --- fast paths ------------------------------------------------------------------
+
+
+@given(n=st.integers(min_value=0, max_value=36**6 - 1))
+def test_control_id_counter_is_base36(n: int) -> None:
+    source = _IdSource()
+    prefix = source.next()[:14]
+    source._counter = iter([n])
+    assert source.next() == prefix + _base36(n, 6)
+
+
+def test_control_id_with_delimiters_is_escaped() -> None:
+    ack = build_ack(V25, "AA", now=NOW, control_id="K|1^2")
+    assert b"|ACK^A01^ACK|K\\F\\1\\S\\2|P|2.5\r" in ack
+    latin = build_ack(V25, "AA", codec="latin_1", now=NOW, control_id="\u00c41")
+    assert b"|ACK^A01^ACK|\xc41|P|2.5\r" in latin
+
+
+def test_code_as_member_or_text_builds_the_same_ack() -> None:
+    for code in AckCode:
+        by_text = build_ack(V251, code.value, now=NOW, control_id="K")
+        assert build_ack(V251, code, now=NOW, control_id="K") == by_text
+        assert by_text.endswith(f"MSA|{code.value}|MSG00001\r".encode())
+
+
+def test_current_time_stamp_in_built_ack() -> None:
+    before = hl7_timestamp()
+    msh7 = build_ack(V25, "AA", control_id="K").split(b"|")[6].decode()
+    after = hl7_timestamp()
+    assert msh7 in (before, after)
+    assert re.fullmatch(r"\d{14}[+-]\d{4}", msh7)

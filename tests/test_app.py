@@ -596,3 +596,48 @@ def test_config_converts_and_defaults() -> None:
     assert HL7Config().default_charset == "UNICODE UTF-8"
     with pytest.raises(TypeError):
         HL7Config("ORU")  # type: ignore[call-arg]
+
+
+def test_check_rules_with_several_configurations() -> None:
+    # Patterns are split once per configuration: each one must keep its own.
+    adt, oru = HL7Config(message_types=("ADT^A01",)), HL7Config(message_types=("ORU",))
+    a01, r01 = read_msh(make_message()), read_msh(make_message(message_type="ORU^R01"))
+    for _ in range(2):
+        check_rules(a01, adt)
+        check_rules(r01, oru)
+        with pytest.raises(HL7Reject) as info:
+            check_rules(r01, adt)
+        assert info.value.error.code == 200
+        with pytest.raises(HL7Reject):
+            check_rules(a01, oru)
+
+
+async def test_padded_msh18_is_read_but_not_cached() -> None:
+    from mllp_trio import _app
+
+    before = _app._charset_of.cache_info().currsize
+    padded = "UNICODE UTF-8" + " " * 200
+    outcome = await run(make_message(charset=padded, patient_name="M\u00fcller^X", codec="utf_8"))
+    assert outcome.code == "AA"
+    assert outcome.message is not None
+    assert outcome.message.charset.codec == "utf_8"
+    assert "M\u00fcller" in outcome.message.text
+    assert _app._charset_of.cache_info().currsize == before
+
+
+async def test_shared_verdicts_and_ids_across_messages() -> None:
+    # The accept verdict is shared between messages; ACKs still differ by id.
+    first = await respond(make_message(), peer=PEER, handler=ok, config=CONFIG, now=NOW)
+    second = await respond(make_message(), peer=PEER, handler=ok, config=CONFIG, now=NOW)
+    assert first.reply is not None
+    assert second.reply is not None
+    id1, id2 = first.reply.split(b"|")[9], second.reply.split(b"|")[9]
+    assert id1 != id2
+    assert len(id1) == len(id2) == 20
+    assert first.reply.replace(id1, b"") == second.reply.replace(id2, b"")
+
+
+def test_message_type_pattern_with_structure_is_accepted() -> None:
+    from mllp_trio._app import HL7Config as _Config
+
+    assert _Config(message_types="ADT^A01^ADT_A01").message_types == ("ADT^A01",)

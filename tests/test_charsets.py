@@ -184,3 +184,13 @@ def test_config_rejects_unknown_charsets() -> None:
 def test_msh18_read_from_bytes_in_multibyte_message() -> None:
     raw = make_message(charset="GB 18030-2000", patient_name="张伟", codec="gb18030")
     assert read_msh(raw).charset == "GB 18030-2000"
+
+
+def test_long_msh18_resolves_without_entering_the_cache() -> None:
+    from mllp_trio import _charsets
+
+    before = _charsets._resolve_field.cache_info().currsize
+    repeated = "ISO IR6" + "~ISO IR87" * 50
+    assert resolve_charset(repeated, default="ASCII").codec == "iso2022_jp"
+    assert resolve_charset("UTF-8" + " " * 100, default="ASCII").codec == "utf_8"
+    assert _charsets._resolve_field.cache_info().currsize == before

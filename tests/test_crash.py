@@ -148,7 +148,7 @@ async def test_sigkilled_listener_loses_nothing_and_stores_nothing_twice(tmp_pat
                 finally:
                     await queue.aclose()
 
-            with trio.fail_after(120):
+            with trio.move_on_after(120) as deadline:
                 async with trio.open_nursery() as nursery:
                     for queue in senders:
                         nursery.start_soon(deliver, queue)
@@ -162,6 +162,15 @@ async def test_sigkilled_listener_loses_nothing_and_stores_nothing_twice(tmp_pat
                         await trio.sleep(rng.uniform(0, 0.2))
                         await listener.start()
             sent_stats = [await s.outbound_stats() for s in stores]
+            if deadline.cancelled_caught:
+                heads = [
+                    await s.fetch_next(q.destination) for s, q in zip(stores, senders, strict=True)
+                ]
+                pytest.fail(
+                    f"stuck after {kills} kills: {sent_stats}; last errors "
+                    f"{[h.last_error if h else None for h in heads]}; "
+                    f"listener log tail: {listener.log_text()[-1500:]}"
+                )
         # The final stop is a crash too; the journal must be readable as is.
         await listener.kill()
     finally:

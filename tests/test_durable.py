@@ -241,6 +241,36 @@ async def test_duplicate_gets_the_identical_stored_ack(
         assert store.stats.records_committed == 1
 
 
+async def test_duplicate_while_the_original_is_being_handled(
+    start_server: StartServer, tmp_path: Path
+) -> None:
+    # A resend after an ACK timeout can arrive while the original's handler
+    # still runs: it must wait for that answer, not run the handler again.
+    gate = trio.Event()
+    handler = Recorder(gate=gate)
+    replies: list[bytes] = []
+
+    async def send_one() -> None:
+        replies.append(await send(port, hl7("P1")))
+
+    async with open_sqlite_store(tmp_path) as store:
+        port = await start_server(MLLPServer(handler, store=store))
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(send_one)
+            with trio.fail_after(10):
+                while store.stats.records_committed < 1:
+                    await trio.sleep(0.01)
+            nursery.start_soon(send_one)
+            with trio.fail_after(10):
+                while store.stats.duplicates < 1:
+                    await trio.sleep(0.01)
+            gate.set()
+        assert len(replies) == 2
+        assert replies[0] == replies[1]
+        assert code_of(replies[0], "P1") == "AA"
+        assert handler.control_ids == ["P1"]
+
+
 async def test_duplicate_of_a_final_error_gets_the_same_error(
     start_server: StartServer, tmp_path: Path
 ) -> None:

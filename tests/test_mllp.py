@@ -75,7 +75,9 @@ def test_junk_between_frames_strict_is_protocol_error(junk: bytes) -> None:
 # Row 2: EB not followed by CR.
 @pytest.mark.parametrize("make", [lenient, strict])
 @pytest.mark.parametrize("bad_trailer", [b"\n", b"x"])
-def test_end_byte_without_cr_rejects_the_frame(make: type[MLLPConnection], bad_trailer: bytes) -> None:
+def test_end_byte_without_cr_rejects_the_frame(
+    make: type[MLLPConnection], bad_trailer: bytes
+) -> None:
     data = SB + MSG_A + EB + bad_trailer + frame(MSG_B)
     assert drive_all_ways(make, data) == [
         ("invalid", "end-of-block byte not followed by the trailer byte"),

@@ -368,7 +368,9 @@ def _escape_reference(text: str, info: MSHInfo) -> str:
     short=st.booleans(),
     text=st.text(alphabet=string.printable + "éü\x85", max_size=30),
 )
-def test_escape_text_matches_the_replace_chain(seps: tuple[str, str], short: bool, text: str) -> None:
+def test_escape_text_matches_the_replace_chain(
+    seps: tuple[str, str], short: bool, text: str
+) -> None:
     fs, enc = seps
     enc = enc[:2] if short else enc  # also without escape character
     info = read_msh(f"MSH{fs}{enc}{fs}A{fs}B{fs}C{fs}D{fs}1{fs}{fs}ADT{fs}X{fs}P{fs}2.5".encode())
