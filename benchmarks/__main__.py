@@ -30,7 +30,7 @@ MODES: dict[str, tuple[FramingSettings, WireSettings]] = {
         FramingSettings(
             sample_seconds=0.5, rounds=7, max_stream_bytes=64 << 20, linearity_messages=400
         ),
-        WireSettings(duration=2.0, rounds=5, connections=(1, 8, 64), request_timeout=15.0),
+        WireSettings(duration=2.0, rounds=5, connections=(1, 8, 16, 64), request_timeout=15.0),
     ),
 }
 

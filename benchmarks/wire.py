@@ -82,6 +82,14 @@ WIRE_CONTENDERS = (
         needs_mllp_trio=True,
     ),
     WireContender(
+        key="mllp_trio-durable",
+        label="mllp_trio listener with the SQLite journal (store before ACK) + client",
+        server="mllp_trio-durable",
+        client="mllp_trio",
+        securities=("plain",),
+        needs_mllp_trio=True,
+    ),
+    WireContender(
         key="python-hl7-raw",
         label="python-hl7 asyncio server (split ACK) + client",
         server="python-hl7-raw",

@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import signal
 import ssl
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from functools import partial
@@ -25,7 +27,14 @@ from .messages import build_ack, message_pool
 __all__ = ["SERVER_KINDS", "client_context", "main", "server_context"]
 
 HOST = "127.0.0.1"
-SERVER_KINDS = ("mllp_trio", "mllp_trio-fixed", "python-hl7-raw", "python-hl7-parse", "hl7apy")
+SERVER_KINDS = (
+    "mllp_trio",
+    "mllp_trio-fixed",
+    "mllp_trio-durable",
+    "python-hl7-raw",
+    "python-hl7-parse",
+    "hl7apy",
+)
 CLIENT_KINDS = ("mllp_trio", "python-hl7", "python-hl7-per-message")
 #: A request that takes longer than this counts as an error.
 REQUEST_TIMEOUT = 15.0
@@ -62,7 +71,9 @@ def _announce(port: int) -> None:
 # ------------------------------------------------------------------- servers
 
 
-def _serve_mllp_trio(fixed: bool, ssl_context: ssl.SSLContext | None) -> None:
+def _serve_mllp_trio(
+    fixed: bool, ssl_context: ssl.SSLContext | None, *, durable: bool = False
+) -> None:
     import trio
 
     import mllp_trio
@@ -82,9 +93,30 @@ def _serve_mllp_trio(fixed: bool, ssl_context: ssl.SSLContext | None) -> None:
         if ssl_context is not None:
             options["ssl_context"] = ssl_context
         handler = prebuilt if fixed else full
-        async with trio.open_nursery() as nursery:
-            listeners = await nursery.start(partial(api.serve_mllp, handler, 0, **options))
-            _announce(listeners[0].socket.getsockname()[1])
+        if not durable:
+            async with trio.open_nursery() as nursery:
+                listeners = await nursery.start(partial(api.serve_mllp, handler, 0, **options))
+                _announce(listeners[0].socket.getsockname()[1])
+            return
+        # A fresh journal per server process: every message is committed
+        # (WAL, synchronous=FULL, group commit) before its ACK.
+        # SIGTERM (how the harness stops servers) ends it cleanly, so the
+        # temporary journal is removed.
+        with (
+            tempfile.TemporaryDirectory(prefix="mllp-bench-store-") as directory,
+            trio.open_signal_receiver(signal.SIGTERM) as signals,
+        ):
+            async with (
+                api.open_sqlite_store(Path(directory) / "journal") as store,
+                trio.open_nursery() as nursery,
+            ):
+                listeners = await nursery.start(
+                    partial(api.serve_mllp, handler, 0, store=store, **options)
+                )
+                _announce(listeners[0].socket.getsockname()[1])
+                async for _ in signals:
+                    nursery.cancel_scope.cancel()
+                    break
 
     trio.run(main)
 
@@ -92,8 +124,8 @@ def _serve_mllp_trio(fixed: bool, ssl_context: ssl.SSLContext | None) -> None:
 def run_server(kind: str, security: str, certdir: Path) -> None:
     """Serve with the given implementation until the process is killed."""
     context = server_context(security, certdir)
-    if kind in ("mllp_trio", "mllp_trio-fixed"):
-        _serve_mllp_trio(kind == "mllp_trio-fixed", context)
+    if kind in ("mllp_trio", "mllp_trio-fixed", "mllp_trio-durable"):
+        _serve_mllp_trio(kind == "mllp_trio-fixed", context, durable=kind == "mllp_trio-durable")
     elif kind in ("python-hl7-raw", "python-hl7-parse"):
         peers.run_hl7_server(kind.rsplit("-", 1)[1], HOST, context, _announce)
     elif kind == "hl7apy":

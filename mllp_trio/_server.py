@@ -188,8 +188,9 @@ class MLLPServer:
         """Serve connections from ``listeners`` until :meth:`shutdown` or cancellation."""
         self.listeners = list(listeners)
         try:
-            if self.durable is not None:
-                # Messages journaled just before a crash reach the handler first.
+            if self.durable is not None and self.durable.delivery == "before_ack":
+                # Messages journaled just before a crash reach the handler first
+                # (after_commit: the delivery task does it while serving).
                 recovered = await self.durable.recover()
                 if recovered:
                     log.info(
