@@ -1,4 +1,4 @@
-"""Smoke test of the benchmark harness: the tiny mode runs and writes well-formed reports.
+"""Smoke test of the benchmark harness: the quick mode runs and writes well-formed reports.
 
 Never asserts on speed: only that every contender was run (or is marked
 unavailable for a reason) and that the JSON, Markdown and PNG are well formed.
@@ -29,7 +29,7 @@ PEERS_AND_FLOOR = {"python-hl7", "hl7apy", "floor"}
 def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     out = tmp_path_factory.mktemp("bench")
     done = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--tiny", "--out", str(out)],
+        [sys.executable, "-m", "benchmarks", "--quick", "--out", str(out)],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -52,7 +52,7 @@ def _check_summary(summary: dict[str, float]) -> None:
 
 def test_json_has_environment_and_targets(run: tuple[Path, str]) -> None:
     data = _load(run[0])
-    assert data["mode"] == "tiny"
+    assert data["mode"] == "quick"
     env = data["environment"]
     assert env["python"] == sys.version.split()[0]
     assert isinstance(env["cpu_count"], int)
