@@ -54,6 +54,7 @@ __all__ = [
     "Router",
     "Verdict",
     "acknowledge",
+    "admit",
     "check_rules",
     "incoming_ack",
     "prepare_message",
@@ -790,6 +791,26 @@ async def respond(
         now: MSH-7 of the ACKs, for tests; the current time when ``None``.
         new_id: Source of the ACKs' MSH-10, for tests.
     """
+    admitted = admit(raw, peer=peer, config=config, now=now, new_id=new_id)
+    if isinstance(admitted, Outcome):
+        return admitted
+    verdict = await run_handler(handler, admitted, config=config)
+    return acknowledge(admitted, verdict, now=now, new_id=new_id)
+
+
+def admit(
+    raw: bytes,
+    *,
+    peer: PeerInfo,
+    config: HL7Config,
+    now: datetime | None = None,
+    new_id: Callable[[], str] = new_control_id,
+) -> InboundMessage | Outcome:
+    """The stages before the handler: read MSH, skip ACKs, check the rules, decode.
+
+    Returns the message to hand to the handler, or the :class:`Outcome`
+    that already answers it (unreadable, an ACK, refused by the rules).
+    """
     try:
         header = read_msh(raw)
     except MSHError as exc:
@@ -798,8 +819,6 @@ async def respond(
         return incoming_ack(raw, header, peer=peer, config=config)
     try:
         check_rules(header, config)
-        message = prepare_message(raw, header, peer=peer, config=config)
+        return prepare_message(raw, header, peer=peer, config=config)
     except HL7Refusal as exc:
         return refuse(header, exc, config=config, now=now, new_id=new_id)
-    verdict = await run_handler(handler, message, config=config)
-    return acknowledge(message, verdict, now=now, new_id=new_id)

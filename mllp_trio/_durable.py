@@ -19,11 +19,9 @@ from ._app import (
     Verdict,
     _peek_code,
     acknowledge,
-    check_rules,
-    incoming_ack,
+    admit,
     prepare_message,
     refuse,
-    refuse_unreadable,
     run_handler,
 )
 from ._identity import PeerInfo
@@ -111,18 +109,9 @@ class DurableProcessor:
 
     async def __call__(self, raw: bytes, peer: PeerInfo) -> Outcome:
         """Process one inbound message; the listener sends what the outcome says."""
-        config = self.config
-        try:
-            header = read_msh(raw)
-        except MSHError as exc:
-            return refuse_unreadable(exc, size=len(raw), config=config)
-        if header.is_ack:
-            return incoming_ack(raw, header, peer=peer, config=config)
-        try:
-            check_rules(header, config)
-            message = prepare_message(raw, header, peer=peer, config=config)
-        except HL7Refusal as exc:
-            return refuse(header, exc, config=config)
+        message = admit(raw, peer=peer, config=self.config)
+        if isinstance(message, Outcome):
+            return message
         if self.delivery == "after_commit":
             return await self._commit_then_ack(message, peer)
         return await self._commit_handle_ack(message, peer)
