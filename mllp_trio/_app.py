@@ -57,6 +57,7 @@ __all__ = [
     "admit",
     "check_rules",
     "incoming_ack",
+    "normalise_segments",
     "prepare_message",
     "refuse",
     "refuse_unreadable",
@@ -191,9 +192,14 @@ class HL7Config:
 # --- The message handed to the application ------------------------------------------
 
 
-def _normalise_terminators(raw: bytes) -> bytes:
-    # Safe on bytes in every supported charset: 0x0A and 0x0D never occur
-    # inside a multibyte character of UTF-8, GB 18030, Big5, EUC-KR or ISO 2022.
+def normalise_segments(raw: bytes) -> bytes:
+    """Turn LF and CRLF segment terminators into CR (HL7's own).
+
+    Safe on bytes in every supported charset: 0x0A and 0x0D never occur
+    inside a multibyte character of UTF-8, GB 18030, Big5, EUC-KR or ISO 2022.
+    """
+    if 0x0A not in raw:  # the usual case, found at memchr speed
+        return raw
     return raw.replace(b"\r\n", b"\r").replace(b"\n", b"\r")
 
 
@@ -226,7 +232,7 @@ class InboundMessage:
         """
         if self._decoded is not None:
             return self._decoded
-        return decode_text(_normalise_terminators(self.raw), self.charset)
+        return decode_text(normalise_segments(self.raw), self.charset)
 
     @functools.cached_property
     def parsed(self) -> hl7.Message:
@@ -421,7 +427,7 @@ def prepare_message(
                 f"segments must be terminated by CR alone; LF found at offset {offset}",
                 code=100,
             )
-        raw_text = _normalise_terminators(raw)
+        raw_text = normalise_segments(raw)
     else:
         raw_text = raw
     try:

@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 import trio
 
 from ._ack import AckReply, parse_reply
+from ._app import normalise_segments
 from ._charsets import resolve_charset
 from ._config import ClientConfig
 from ._errors import (
@@ -34,7 +35,14 @@ class _Refused(Exception):
 
 
 class _Lost(Exception):
-    """The exchange timed out or the connection ended (resend on a new connection)."""
+    """The exchange timed out or the connection ended (resend on a new connection).
+
+    Carries the error to raise if no attempt is left.
+    """
+
+    def __init__(self, error: MLLPError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 class MLLPClient:
@@ -171,14 +179,14 @@ class MLLPClient:
                     log.info("message NAKed by %s:%s; resending", self.host, self.port)
                 except (_Lost, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                     await self._close_stream()
+                    error = (
+                        exc.error
+                        if isinstance(exc, _Lost)
+                        else self._closed(str(exc) or type(exc).__name__)
+                    )
                     if attempt == attempts:
-                        cause = exc.__cause__
-                        if isinstance(cause, MLLPError):
-                            raise cause from None
-                        raise ConnectionClosedError(
-                            f"{self.host}:{self.port}: {exc or type(exc).__name__}"
-                        ) from None
-                    log.info("%s; resending on a new connection", exc or type(exc).__name__)
+                        raise error from None
+                    log.info("%s; resending on a new connection", error)
             raise AssertionError("unreachable")
 
     async def _exchange(self, stream: MLLPStream, data: bytes) -> bytes:
@@ -196,18 +204,21 @@ class MLLPClient:
             phase = "waiting for the reply"
             timer.deadline = trio.current_time() + config.ack_timeout
             return await self._await_reply(stream)
-        raise _Lost(f"no reply from {self.host}:{self.port} in time") from MLLPTimeoutError(
-            f"{self.host}:{self.port}: timed out {phase}"
-        )
+        raise _Lost(MLLPTimeoutError(f"{self.host}:{self.port}: timed out {phase}"))
+
+    def _closed(self, what: str) -> ConnectionClosedError:
+        return ConnectionClosedError(f"{self.host}:{self.port}: {what}")
 
     async def _await_commit(self, stream: MLLPStream) -> None:
         event = await stream.receive_event()
         if isinstance(event, CommitNak):
             raise _Refused("commit NAK")
         if isinstance(event, EndOfStream):
-            raise _Lost("connection closed before the commit acknowledgement")
+            raise _Lost(self._closed("connection closed before the commit acknowledgement"))
         if not isinstance(event, CommitAck):
-            raise _Lost(f"expected a commit acknowledgement, got {type(event).__name__}")
+            raise _Lost(
+                self._closed(f"expected a commit acknowledgement, got {type(event).__name__}")
+            )
 
     async def _await_reply(self, stream: MLLPStream) -> bytes:
         while True:
@@ -224,7 +235,7 @@ class MLLPClient:
             elif isinstance(event, InvalidFrame):
                 log.warning("invalid frame from %s:%s: %s", self.host, self.port, event.reason)
             elif isinstance(event, EndOfStream):
-                raise _Lost(f"{self.host}:{self.port} closed the connection before replying")
+                raise _Lost(self._closed("connection closed before the reply"))
 
 
 def _normalise(message: bytes | str) -> bytes:
@@ -237,9 +248,7 @@ def _normalise(message: bytes | str) -> bytes:
             default="UNICODE UTF-8",
         )
         return text.encode(charset.codec)
-    if 0x0A not in message:  # the usual case, found at memchr speed
-        return message
-    return message.replace(b"\r\n", b"\r").replace(b"\n", b"\r")
+    return normalise_segments(message)
 
 
 @asynccontextmanager

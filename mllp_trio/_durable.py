@@ -27,6 +27,7 @@ from ._app import (
 from ._identity import PeerInfo
 from ._msh import MSHError, read_msh
 from ._store import InboundRecord, MessageStore, StoreError
+from ._waker import Waker
 
 __all__ = ["Delivery", "DurableProcessor"]
 
@@ -43,19 +44,6 @@ _INTERNAL = 207  # table 0357: application internal error, a passing failure
 
 def _field_text(value: bytes) -> str:
     return value.decode("latin-1")
-
-
-@attrs.define
-class _Waker:
-    event: trio.Event = attrs.field(factory=trio.Event)
-
-    def wake(self) -> None:
-        self.event.set()
-
-    async def wait(self, timeout: float) -> None:
-        with trio.move_on_after(timeout):
-            await self.event.wait()
-        self.event = trio.Event()
 
 
 @attrs.define(eq=False)
@@ -103,7 +91,7 @@ class DurableProcessor:
         self.config = config if config is not None else HL7Config()
         self.delivery: Delivery = delivery
         self.retry_interval = retry_interval
-        self._waker = _Waker()
+        self._waker = Waker()
         # Journal id -> the handler run in progress for it (before_ack mode).
         self._in_hand: dict[int, _InHand] = {}
 
@@ -240,7 +228,7 @@ class DurableProcessor:
                 # A passing storage fault must not take the listener down with
                 # this task: the messages stay journaled, try again later.
                 log.error("journal delivery paused for %.1f s: %s", self.retry_interval, exc)
-            await self._waker.wait(self.retry_interval)
+            await self._waker.sleep(self.retry_interval)
 
     async def _deliver(self, message_id: int, raw: bytes, address: str) -> bool:
         peer = PeerInfo(address=address)

@@ -10,13 +10,15 @@ from datetime import UTC, datetime, timedelta
 import attrs
 import trio
 
-from ._ack import AckReply, InvalidReply
+from ._ack import AckReply
+from ._app import normalise_segments
 from ._client import MLLPClient
 from ._config import ClientConfig
 from ._errors import MLLPError
 from ._msh import MSHError, read_msh
 from ._store import MessageStore, OutboundMessage, backoff_delay
 from ._tlsstream import TLSStreamFactory, ssl_socket_stream
+from ._waker import Waker
 
 __all__ = ["QueueConfig", "QueuedSender", "SendReport"]
 
@@ -104,7 +106,7 @@ class QueuedSender:
             config=client_config,
             tls_stream=tls_stream,
         )
-        self._wakeup = trio.Event()
+        self._waker = Waker()
         self._rng = random.Random()
         # Queue id -> Trio time of its next attempt. Waits within one process
         # follow the Trio clock (a wall-clock jump neither stalls nor rushes
@@ -121,10 +123,10 @@ class QueuedSender:
             StoreError: It was not committed.
             MSHError: It is not an HL7 message.
         """
-        data = message.replace(b"\r\n", b"\r").replace(b"\n", b"\r")
+        data = normalise_segments(message)
         read_msh(data)  # refuse what the peer could never acknowledge
         message_id = await self.store.enqueue(self.destination, data)
-        self._wakeup.set()
+        self._waker.wake()
         return message_id
 
     async def aclose(self) -> None:
@@ -138,11 +140,11 @@ class QueuedSender:
             while True:
                 head = await self.store.fetch_next(self.destination)
                 if head is None:
-                    await self._sleep(self.config.poll_interval)
+                    await self._waker.sleep(self.config.poll_interval)
                     continue
                 delay = self._delay(head)
                 if delay > 0:
-                    await self._sleep(delay)
+                    await self._waker.sleep(delay)
                     continue
                 await self._attempt(head, SendReport())
         finally:
@@ -171,11 +173,6 @@ class QueuedSender:
         if at is not None:
             return at - trio.current_time()
         return (head.next_attempt_at - datetime.now(UTC)).total_seconds()
-
-    async def _sleep(self, seconds: float) -> None:
-        with trio.move_on_after(seconds):
-            await self._wakeup.wait()
-        self._wakeup = trio.Event()
 
     async def _attempt(self, head: OutboundMessage, report: SendReport) -> None:
         control_id = _control_id(head.data)
@@ -223,5 +220,5 @@ class QueuedSender:
 def _control_id(data: bytes) -> str:
     try:
         return read_msh(data).control_id
-    except (MSHError, InvalidReply):
+    except MSHError:
         return "?"

@@ -271,10 +271,8 @@ class MLLPServer:
                 log.warning("connection from %s refused: connection limit reached", address)
                 await trio.aclose_forcefully(stream)
                 continue
-            self._per_peer[host] += 1
-            self.stats.accepted += 1
-            self.stats.active += 1
-            self._all_closed = trio.Event() if self._all_closed.is_set() else self._all_closed
+            # Counted before the task starts, so the next accept sees it.
+            self._count_open(host)
             nursery.start_soon(self._run_connection, stream, host, address)
 
     async def handle_stream(self, stream: trio.abc.Stream, address: str = "memory") -> None:
@@ -282,11 +280,16 @@ class MLLPServer:
 
         The connection limits do not apply; TLS does, if configured.
         """
+        self._count_open(address)
+        await self._run_connection(stream, address, address)
+
+    def _count_open(self, host: str) -> None:
+        # Undone in _run_connection's ``finally``.
+        self._per_peer[host] += 1
         self.stats.accepted += 1
         self.stats.active += 1
-        self._per_peer[address] += 1
-        self._all_closed = trio.Event() if self._all_closed.is_set() else self._all_closed
-        await self._run_connection(stream, address, address)
+        if self._all_closed.is_set():
+            self._all_closed = trio.Event()
 
     async def _run_connection(self, stream: trio.abc.Stream, host: str, address: str) -> None:
         conn = _Connection(trio.CancelScope(), transport=stream)

@@ -22,6 +22,10 @@ from ._mllp import MLLPConnection
 
 __all__ = ["MLLPStream", "Watchdog"]
 
+_WAIT_FRAME = "timed out waiting for the frame to complete"
+_WAIT_MESSAGE = "timed out waiting for the next message"
+_WAIT_WRITE = "timed out writing to the peer"
+
 StreamEvent = Message | CommitAck | CommitNak | HLLPNak | BadBlock | InvalidFrame | EndOfStream
 
 
@@ -190,8 +194,10 @@ class MLLPStream:
                 frame_deadline = math.inf
                 deadline = math.inf if idle_timeout is None else trio.current_time() + idle_timeout
             if self.watchdog is not None:
-                what = "frame to complete" if connection.buffered else "next message"
-                self.watchdog.arm_at(deadline, f"timed out waiting for the {what}")
+                # Constant texts: nothing is formatted per message on the hot path.
+                self.watchdog.arm_at(
+                    deadline, _WAIT_FRAME if connection.buffered else _WAIT_MESSAGE
+                )
                 data = await self.transport.receive_some(self._receive_size)
                 self.watchdog.disarm()
             elif deadline == math.inf:
@@ -233,7 +239,7 @@ class MLLPStream:
     async def _write(self, data: bytes, timeout: float | None) -> None:
         try:
             if self.watchdog is not None:
-                self.watchdog.arm(timeout, f"timed out writing {len(data)} bytes")
+                self.watchdog.arm(timeout, _WAIT_WRITE)
                 await self.transport.send_all(data)
                 self.watchdog.disarm()
                 return

@@ -10,22 +10,7 @@ import trio
 
 from ._sslsocket import SSLSocketStream
 
-__all__ = ["TLSStream", "TLSStreamFactory", "ssl_socket_stream", "trio_ssl_stream"]
-
-
-class TLSStream(Protocol):
-    """What the listener and client need of a TLS stream."""
-
-    async def do_handshake(self) -> None: ...
-
-    @property
-    def ssl_object(self) -> Any: ...
-
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None: ...
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray: ...
-
-    async def aclose(self) -> None: ...
+__all__ = ["TLSStreamFactory", "ssl_socket_stream", "trio_ssl_stream"]
 
 
 class TLSStreamFactory(Protocol):

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import functools
 import signal
-import sqlite3
 import subprocess
 import sys
-import threading
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -40,6 +38,7 @@ from mllp_trio._stream import MLLPStream
 
 from .conftest import StartServer
 from .hl7_samples import make_message
+from .store_helpers import Blocker
 
 #: Appears in every test message; must never be printed by the store commands.
 SECRET = "SECRETSURNAME^JANE"
@@ -310,26 +309,6 @@ async def test_duplicate_after_a_passing_handler_failure_is_handled_again(
 
 
 # -- group commit ---------------------------------------------------------------------
-
-
-class Blocker:
-    """Holds the store's writer thread inside a transaction until released.
-
-    While it is held, every commit queues up, so the first wave of messages
-    is known to share one transaction: the assertion needs no timing luck.
-    """
-
-    def __init__(self) -> None:
-        self.started = threading.Event()
-        self.release = threading.Event()
-
-    def op(self, _conn: sqlite3.Connection) -> None:
-        self.started.set()
-        self.release.wait()
-
-    async def hold(self, store: SQLiteStore, nursery: trio.Nursery) -> None:
-        nursery.start_soon(lambda: store._call(self.op, write=True))
-        await trio.to_thread.run_sync(self.started.wait)
 
 
 async def test_group_commit_over_many_connections(

@@ -8,7 +8,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,7 +21,6 @@ from hypothesis import strategies as st
 from mllp_trio._errors import MLLPError
 from mllp_trio._sqlite_store import (
     DB_FILENAME,
-    SQLiteStore,
     SQLiteStoreConfig,
     open_sqlite_store,
 )
@@ -34,6 +32,8 @@ from mllp_trio._store import (
     StoreErrorKind,
     backoff_delay,
 )
+
+from .store_helpers import Blocker
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
@@ -56,26 +56,6 @@ def rec(
         sending_application=app,
         sending_facility=facility,
     )
-
-
-class Blocker:
-    """Holds the writer thread inside a transaction until released.
-
-    While it is held, every request queues up, so the next batch is known:
-    this makes the group-commit tests deterministic without timing.
-    """
-
-    def __init__(self) -> None:
-        self.started = threading.Event()
-        self.release = threading.Event()
-
-    def op(self, _conn: sqlite3.Connection) -> None:
-        self.started.set()
-        self.release.wait()
-
-    async def hold(self, store: SQLiteStore, nursery: trio.Nursery) -> None:
-        nursery.start_soon(lambda: store._call(self.op, write=True))
-        await trio.to_thread.run_sync(self.started.wait)
 
 
 # -- journal basics -------------------------------------------------------------
@@ -570,6 +550,7 @@ _CHILD = """
 import sys, trio
 from mllp_trio._sqlite_store import open_sqlite_store
 from mllp_trio._store import InboundRecord
+
 
 async def main():
     async with open_sqlite_store(sys.argv[1]) as store:
