@@ -522,6 +522,19 @@ async def test_max_connections_per_peer(start_server: StartServer) -> None:
 # ---------------------------------------------------------------- graceful shutdown
 
 
+async def serve_until_stopped(nursery: trio.Nursery, server: MLLPServer) -> tuple[int, trio.Event]:
+    """Start ``server`` on a free port; the event is set when ``serve`` returns."""
+    stopped = trio.Event()
+
+    async def serve(task_status: trio.TaskStatus[list[trio.SocketListener]]) -> None:
+        await server.serve(0, host="127.0.0.1", task_status=task_status)
+        stopped.set()
+
+    listeners = await nursery.start(serve)
+    port: int = listeners[0].socket.getsockname()[1]
+    return port, stopped
+
+
 async def test_shutdown_finishes_in_flight_messages_and_closes_idle_ones(
     nursery: trio.Nursery, caplog: pytest.LogCaptureFixture, autojump_clock: object
 ) -> None:
@@ -535,14 +548,7 @@ async def test_shutdown_finishes_in_flight_messages_and_closes_idle_ones(
             events.append("handler done")
 
     server = MLLPServer(handler, config=ServerConfig(shutdown_grace=30))
-    stopped = trio.Event()
-
-    async def serve(task_status: trio.TaskStatus[list[trio.SocketListener]]) -> None:
-        await server.serve(0, host="127.0.0.1", task_status=task_status)
-        stopped.set()
-
-    listeners = await nursery.start(serve)
-    port = listeners[0].socket.getsockname()[1]
+    port, stopped = await serve_until_stopped(nursery, server)
     busy, idle = await tcp_peer(port), await tcp_peer(port)
     assert parse_reply(await idle.exchange(hl7("IDLE")), "IDLE").code == AckCode.AA
     replies: list[bytes] = []
@@ -571,14 +577,8 @@ async def test_shutdown_lets_a_half_received_message_finish(
     nursery: trio.Nursery, autojump_clock: object
 ) -> None:
     server = MLLPServer(config=ServerConfig(shutdown_grace=30))
-    stopped = trio.Event()
-
-    async def serve(task_status: trio.TaskStatus[list[trio.SocketListener]]) -> None:
-        await server.serve(0, host="127.0.0.1", task_status=task_status)
-        stopped.set()
-
-    listeners = await nursery.start(serve)
-    peer = await tcp_peer(listeners[0].socket.getsockname()[1])
+    port, stopped = await serve_until_stopped(nursery, server)
+    peer = await tcp_peer(port)
     wire = frame(hl7("HALF"))
     await peer.stream.transport.send_all(wire[:50])
     await trio.sleep(1)  # the server has the first half
@@ -608,14 +608,8 @@ async def test_shutdown_cancels_a_stuck_handler_after_the_grace_period(
             raise
 
     server = MLLPServer(handler, config=ServerConfig(shutdown_grace=10))
-    stopped = trio.Event()
-
-    async def serve(task_status: trio.TaskStatus[list[trio.SocketListener]]) -> None:
-        await server.serve(0, host="127.0.0.1", task_status=task_status)
-        stopped.set()
-
-    listeners = await nursery.start(serve)
-    peer = await tcp_peer(listeners[0].socket.getsockname()[1])
+    port, stopped = await serve_until_stopped(nursery, server)
+    peer = await tcp_peer(port)
     await peer.send(hl7("STUCK"))
     await started.wait()
     start = trio.current_time()
