@@ -25,8 +25,10 @@ from collections.abc import Callable
 import trio
 
 import mllp_trio
-from mllp_trio._ack import build_ack
-from mllp_trio._app import (
+from mllp_trio._hl7._ack import build_ack
+from mllp_trio._hl7._msh import read_msh
+from mllp_trio._hl7._peer import PeerInfo
+from mllp_trio._hl7._pipeline import (
     Disposition,
     HL7Config,
     InboundMessage,
@@ -35,8 +37,6 @@ from mllp_trio._app import (
     prepare_message,
     respond,
 )
-from mllp_trio._identity import PeerInfo
-from mllp_trio._msh import read_msh
 
 MESSAGE = (
     b"MSH|^~\\&|SENDAPP|SENDFAC|RECVAPP|RECVFAC|20240101120000||ADT^A01^ADT_A01|MSG00001|P|2.5\r"

@@ -32,7 +32,7 @@ CONTENDERS = ("SSLSocketStream", "trio.SSLStream")
 def serve(kind: str, certs: Path, reply_size: int) -> None:
     import trio
 
-    from mllp_trio._sslsocket import SSLSocketStream
+    from mllp_trio._io._sslsocket import SSLSocketStream
 
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.load_cert_chain(certs / "server.pem")

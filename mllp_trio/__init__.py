@@ -6,7 +6,17 @@ that commits every message before it is acknowledged. Everything public is
 imported from here; the underscore modules are private.
 """
 
-from ._ack import (
+from mllp_trio._client import MLLPClient, open_mllp_connection
+from mllp_trio._config import ClientConfig, FramingConfig, ServerConfig
+from mllp_trio._errors import (
+    ConnectionClosedError,
+    DeliveryFailed,
+    LocalProtocolError,
+    MLLPError,
+    MLLPTimeoutError,
+    RemoteProtocolError,
+)
+from mllp_trio._hl7._ack import (
     AckErrorDetail,
     AckReply,
     ApplicationError,
@@ -20,7 +30,10 @@ from ._ack import (
     build_ack,
     parse_reply,
 )
-from ._app import (
+from mllp_trio._hl7._charsets import CharsetError
+from mllp_trio._hl7._msh import MSHError, MSHInfo, read_msh
+from mllp_trio._hl7._peer import ClientIdentity, PeerInfo
+from mllp_trio._hl7._pipeline import (
     Handler,
     HL7Config,
     HL7Error,
@@ -30,20 +43,24 @@ from ._app import (
     Outcome,
     Router,
 )
-from ._charsets import CharsetError
-from ._client import MLLPClient, open_mllp_connection
-from ._config import ClientConfig, FramingConfig, ServerConfig
-from ._devcerts import DevCertPaths, DevCertsExist, ensure_dev_certs, write_dev_certs
-from ._durable import Delivery, DurableProcessor
-from ._errors import (
-    ConnectionClosedError,
-    DeliveryFailed,
-    LocalProtocolError,
-    MLLPError,
-    MLLPTimeoutError,
-    RemoteProtocolError,
+from mllp_trio._io._sslsocket import SSLSocketStream
+from mllp_trio._io._stream import MLLPStream
+from mllp_trio._io._tlsstream import TLSStreamFactory, ssl_socket_stream, trio_ssl_stream
+from mllp_trio._server import MLLPServer, ServerStats, serve_mllp
+from mllp_trio._tls._context import (
+    AllowList,
+    ClientNotAllowed,
+    ClientTLSConfig,
+    ServerTLS,
+    ServerTLSConfig,
+    TLSConfigError,
+    client_ssl_context,
+    identity_from_ssl,
+    server_ssl_context,
 )
-from ._events import (
+from mllp_trio._tls._devcerts import DevCertPaths, DevCertsExist, ensure_dev_certs, write_dev_certs
+from mllp_trio._version import __version__
+from mllp_trio.proto._events import (
     NEED_DATA,
     BadBlock,
     CommitAck,
@@ -54,16 +71,10 @@ from ._events import (
     Message,
     NakReason,
 )
-from ._framing import DEFAULT_MAX_MESSAGE_SIZE, FramingStats
-from ._hllp import HLLPConnection, oracle_checksum, sum_checksum, xor_checksum
-from ._identity import ClientIdentity, PeerInfo
-from ._mllp import MLLPConnection
-from ._msh import MSHError, MSHInfo, read_msh
-from ._sender import QueueConfig, QueuedSender, SendReport
-from ._server import MLLPServer, ServerStats, serve_mllp
-from ._sqlite_store import SQLiteStore, SQLiteStoreConfig, open_sqlite_store
-from ._sslsocket import SSLSocketStream
-from ._store import (
+from mllp_trio.proto._framing import DEFAULT_MAX_MESSAGE_SIZE, FramingStats
+from mllp_trio.proto._hllp import HLLPConnection, oracle_checksum, sum_checksum, xor_checksum
+from mllp_trio.proto._mllp import MLLPConnection
+from mllp_trio.store._base import (
     CommitResult,
     InboundRecord,
     MessageInfo,
@@ -76,20 +87,9 @@ from ._store import (
     StoreStats,
     backoff_delay,
 )
-from ._stream import MLLPStream
-from ._tls import (
-    AllowList,
-    ClientNotAllowed,
-    ClientTLSConfig,
-    ServerTLS,
-    ServerTLSConfig,
-    TLSConfigError,
-    client_ssl_context,
-    identity_from_ssl,
-    server_ssl_context,
-)
-from ._tlsstream import TLSStreamFactory, ssl_socket_stream, trio_ssl_stream
-from ._version import __version__
+from mllp_trio.store._journal import Delivery, DurableProcessor
+from mllp_trio.store._queue import QueueConfig, QueuedSender, SendReport
+from mllp_trio.store._sqlite import SQLiteStore, SQLiteStoreConfig, open_sqlite_store
 
 __all__ = [
     "DEFAULT_MAX_MESSAGE_SIZE",

@@ -1,5 +1,5 @@
 """``python -m mllp_trio``: the same as the ``mllp-trio`` command."""
 
-from ._cli import main
+from mllp_trio._cli import main
 
 main()

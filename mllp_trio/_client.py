@@ -9,21 +9,29 @@ from contextlib import asynccontextmanager
 
 import trio
 
-from ._ack import AckReply, parse_reply
-from ._app import normalise_segments
-from ._charsets import resolve_charset
-from ._config import ClientConfig
-from ._errors import (
+from mllp_trio._config import ClientConfig
+from mllp_trio._errors import (
     ConnectionClosedError,
     DeliveryFailed,
     MLLPError,
     MLLPTimeoutError,
 )
-from ._events import BadBlock, CommitAck, CommitNak, EndOfStream, HLLPNak, InvalidFrame, Message
-from ._msh import read_msh
-from ._stream import MLLPStream, _Lock
-from ._tcpstream import LeanTCPStream
-from ._tlsstream import TLSStreamFactory, ssl_socket_stream
+from mllp_trio._hl7._ack import AckReply, parse_reply
+from mllp_trio._hl7._charsets import resolve_charset
+from mllp_trio._hl7._msh import read_msh
+from mllp_trio._hl7._pipeline import normalise_segments
+from mllp_trio._io._stream import MLLPStream, _Lock
+from mllp_trio._io._tcpstream import LeanTCPStream
+from mllp_trio._io._tlsstream import TLSStreamFactory, ssl_socket_stream
+from mllp_trio.proto._events import (
+    BadBlock,
+    CommitAck,
+    CommitNak,
+    EndOfStream,
+    HLLPNak,
+    InvalidFrame,
+    Message,
+)
 
 __all__ = ["MLLPClient", "open_mllp_connection"]
 

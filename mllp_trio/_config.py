@@ -6,10 +6,10 @@ from typing import Any, Literal
 
 import attrs
 
-from ._app import HL7Config
-from ._framing import DEFAULT_MAX_MESSAGE_SIZE
-from ._hllp import HLLP_MAX_DATA, HLLPConnection
-from ._mllp import MLLPConnection
+from mllp_trio._hl7._pipeline import HL7Config
+from mllp_trio.proto._framing import DEFAULT_MAX_MESSAGE_SIZE
+from mllp_trio.proto._hllp import HLLP_MAX_DATA, HLLPConnection
+from mllp_trio.proto._mllp import MLLPConnection
 
 __all__ = ["ClientConfig", "Framing", "FramingConfig", "ServerConfig"]
 

@@ -12,11 +12,15 @@ from typing import Any
 import attrs
 import trio
 
-from ._app import Handler, InboundMessage, Outcome, respond
-from ._config import ServerConfig
-from ._durable import Delivery, DurableProcessor
-from ._errors import MLLPError, MLLPTimeoutError, RemoteProtocolError
-from ._events import (
+from mllp_trio._config import ServerConfig
+from mllp_trio._errors import MLLPError, MLLPTimeoutError, RemoteProtocolError
+from mllp_trio._hl7._peer import ClientIdentity, PeerInfo
+from mllp_trio._hl7._pipeline import Handler, InboundMessage, Outcome, respond
+from mllp_trio._io._stream import MLLPStream, Watchdog
+from mllp_trio._io._tcpstream import LeanTCPStream
+from mllp_trio._io._tlsstream import TLSStreamFactory, ssl_socket_stream
+from mllp_trio._tls._context import ClientNotAllowed, ServerTLS, identity_from_ssl
+from mllp_trio.proto._events import (
     BadBlock,
     CommitAck,
     CommitNak,
@@ -25,12 +29,8 @@ from ._events import (
     InvalidFrame,
     Message,
 )
-from ._identity import ClientIdentity, PeerInfo
-from ._store import MessageStore
-from ._stream import MLLPStream, Watchdog
-from ._tcpstream import LeanTCPStream
-from ._tls import ClientNotAllowed, ServerTLS, identity_from_ssl
-from ._tlsstream import TLSStreamFactory, ssl_socket_stream
+from mllp_trio.store._base import MessageStore
+from mllp_trio.store._journal import Delivery, DurableProcessor
 
 __all__ = ["MLLPServer", "ServerStats", "serve_mllp"]
 

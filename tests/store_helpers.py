@@ -7,7 +7,7 @@ import threading
 
 import trio
 
-from mllp_trio._sqlite_store import SQLiteStore
+from mllp_trio.store._sqlite import SQLiteStore
 
 
 class Blocker:

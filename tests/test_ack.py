@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mllp_trio._ack import (
+from mllp_trio._errors import MLLPError
+from mllp_trio._hl7._ack import (
     TABLE_0357,
     AckCode,
     ApplicationError,
@@ -26,8 +27,7 @@ from mllp_trio._ack import (
     new_control_id,
     parse_reply,
 )
-from mllp_trio._errors import MLLPError
-from mllp_trio._msh import read_msh
+from mllp_trio._hl7._msh import read_msh
 
 from .hl7_samples import ADT_A01_V23, ADT_A01_V25, ADT_A01_V251, NOW, NOW_TS, make_message
 

@@ -6,8 +6,12 @@ import hl7
 import pytest
 import trio
 
-from mllp_trio._ack import ErrorInfo
-from mllp_trio._app import (
+from mllp_trio._errors import MLLPError
+from mllp_trio._hl7._ack import ErrorInfo
+from mllp_trio._hl7._charsets import Charset
+from mllp_trio._hl7._msh import read_msh
+from mllp_trio._hl7._peer import PeerInfo
+from mllp_trio._hl7._pipeline import (
     Disposition,
     HL7Config,
     HL7Error,
@@ -23,10 +27,6 @@ from mllp_trio._app import (
     respond,
     run_handler,
 )
-from mllp_trio._charsets import Charset
-from mllp_trio._errors import MLLPError
-from mllp_trio._identity import PeerInfo
-from mllp_trio._msh import read_msh
 
 from .hl7_samples import NOW, ack_msh, ids, make_message
 
@@ -188,7 +188,7 @@ async def test_enhanced_v23_application_error_uses_err1() -> None:
 
 
 def err(code: int, text: str, field: int) -> str:
-    from mllp_trio._ack import TABLE_0357
+    from mllp_trio._hl7._ack import TABLE_0357
 
     return f"ERR||MSH^1^{field}|{code}^{TABLE_0357[code]}^HL70357|E||||{text}"
 
@@ -613,7 +613,7 @@ def test_check_rules_with_several_configurations() -> None:
 
 
 async def test_padded_msh18_is_read_but_not_cached() -> None:
-    from mllp_trio import _app
+    from mllp_trio._hl7 import _pipeline as _app
 
     before = _app._charset_of.cache_info().currsize
     padded = "UNICODE UTF-8" + " " * 200
@@ -638,6 +638,6 @@ async def test_shared_verdicts_and_ids_across_messages() -> None:
 
 
 def test_message_type_pattern_with_structure_is_accepted() -> None:
-    from mllp_trio._app import HL7Config as _Config
+    from mllp_trio._hl7._pipeline import HL7Config as _Config
 
     assert _Config(message_types="ADT^A01^ADT_A01").message_types == ("ADT^A01",)

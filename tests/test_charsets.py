@@ -2,11 +2,11 @@ from __future__ import annotations
 
 import pytest
 
-from mllp_trio._ack import ApplicationError, parse_reply
-from mllp_trio._app import HL7Config, HL7Error, InboundMessage, respond
-from mllp_trio._charsets import Charset, CharsetError, codec_for, decode_text, resolve_charset
-from mllp_trio._identity import PeerInfo
-from mllp_trio._msh import read_msh
+from mllp_trio._hl7._ack import ApplicationError, parse_reply
+from mllp_trio._hl7._charsets import Charset, CharsetError, codec_for, decode_text, resolve_charset
+from mllp_trio._hl7._msh import read_msh
+from mllp_trio._hl7._peer import PeerInfo
+from mllp_trio._hl7._pipeline import HL7Config, HL7Error, InboundMessage, respond
 
 from .hl7_samples import NOW, ack_msh, ids, make_message
 
@@ -187,7 +187,7 @@ def test_msh18_read_from_bytes_in_multibyte_message() -> None:
 
 
 def test_long_msh18_resolves_without_entering_the_cache() -> None:
-    from mllp_trio import _charsets
+    from mllp_trio._hl7 import _charsets
 
     before = _charsets._resolve_field.cache_info().currsize
     repeated = "ISO IR6" + "~ISO IR87" * 50

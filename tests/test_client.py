@@ -12,14 +12,14 @@ import pytest
 import trio
 import trio.testing
 
-from mllp_trio._ack import AckCode, ApplicationError, ControlIdMismatch
 from mllp_trio._client import MLLPClient, open_mllp_connection
 from mllp_trio._config import ClientConfig, Framing, FramingConfig
 from mllp_trio._errors import ConnectionClosedError, DeliveryFailed, MLLPTimeoutError
-from mllp_trio._events import CommitAck, CommitNak, EndOfStream, HLLPNak, Message, NakReason
-from mllp_trio._hllp import HLLPConnection
-from mllp_trio._msh import read_msh
-from mllp_trio._stream import MLLPStream
+from mllp_trio._hl7._ack import AckCode, ApplicationError, ControlIdMismatch
+from mllp_trio._hl7._msh import read_msh
+from mllp_trio._io._stream import MLLPStream
+from mllp_trio.proto._events import CommitAck, CommitNak, EndOfStream, HLLPNak, Message, NakReason
+from mllp_trio.proto._hllp import HLLPConnection
 
 from .hl7_samples import make_message
 

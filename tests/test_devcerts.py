@@ -9,19 +9,19 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from mllp_trio._devcerts import (
+from mllp_trio._errors import MLLPError
+from mllp_trio._tls._context import (
+    check_allowed,
+    client_ssl_context,
+    identity_from_ssl,
+    server_ssl_context,
+)
+from mllp_trio._tls._devcerts import (
     DEV_CLIENT_NAME,
     DevCertPaths,
     DevCertsExist,
     ensure_dev_certs,
     write_dev_certs,
-)
-from mllp_trio._errors import MLLPError
-from mllp_trio._tls import (
-    check_allowed,
-    client_ssl_context,
-    identity_from_ssl,
-    server_ssl_context,
 )
 
 from .tls_helpers import tls_handshake

@@ -14,16 +14,15 @@ import pytest
 import trio
 import trio.testing
 
-from mllp_trio._ack import parse_reply
-from mllp_trio._app import HL7Error, InboundMessage
 from mllp_trio._client import open_mllp_connection
 from mllp_trio._config import ClientConfig, FramingConfig, ServerConfig
-from mllp_trio._durable import Delivery
 from mllp_trio._errors import DeliveryFailed
-from mllp_trio._events import CommitNak, Message
+from mllp_trio._hl7._ack import parse_reply
+from mllp_trio._hl7._pipeline import HL7Error, InboundMessage
+from mllp_trio._io._stream import MLLPStream
 from mllp_trio._server import MLLPServer
-from mllp_trio._sqlite_store import SQLiteStore, SQLiteStoreConfig, open_sqlite_store
-from mllp_trio._store import (
+from mllp_trio.proto._events import CommitNak, Message
+from mllp_trio.store._base import (
     CommitResult,
     InboundRecord,
     MessageInfo,
@@ -34,7 +33,8 @@ from mllp_trio._store import (
     StoreErrorKind,
     StoreStats,
 )
-from mllp_trio._stream import MLLPStream
+from mllp_trio.store._journal import Delivery
+from mllp_trio.store._sqlite import SQLiteStore, SQLiteStoreConfig, open_sqlite_store
 
 from .conftest import StartServer
 from .hl7_samples import make_message

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mllp_trio._errors import MLLPError
-from mllp_trio._msh import MSHError, MSHInfo, escape_text, read_msh, unescape
+from mllp_trio._hl7._msh import MSHError, MSHInfo, escape_text, read_msh, unescape
 
 from .hl7_samples import ADT_A01_V23, ADT_A01_V251, make_message
 
@@ -325,7 +325,7 @@ def test_fields_of_one_sender_read_right_message_after_message() -> None:
 
 
 def test_caches_stay_bounded_and_correct() -> None:
-    from mllp_trio import _msh
+    from mllp_trio._hl7 import _msh
 
     for n in range(2000):
         raw = f"MSH|^~\\&|A|B|C|D|1||Z{n:04d}^E{n}|X{n}|P|2.{n}|||T{n % 300}\r".encode()

@@ -15,13 +15,11 @@ import pytest
 import trio
 import trio.testing
 
-from mllp_trio._app import HL7Error, HL7Reject, InboundMessage
 from mllp_trio._config import ClientConfig
-from mllp_trio._msh import MSHError
-from mllp_trio._sender import QueueConfig, QueuedSender
+from mllp_trio._hl7._msh import MSHError
+from mllp_trio._hl7._pipeline import HL7Error, HL7Reject, InboundMessage
 from mllp_trio._server import MLLPServer
-from mllp_trio._sqlite_store import DB_FILENAME, open_sqlite_store
-from mllp_trio._store import (
+from mllp_trio.store._base import (
     CommitResult,
     InboundRecord,
     MessageInfo,
@@ -33,6 +31,8 @@ from mllp_trio._store import (
     StoreErrorKind,
     StoreStats,
 )
+from mllp_trio.store._queue import QueueConfig, QueuedSender
+from mllp_trio.store._sqlite import DB_FILENAME, open_sqlite_store
 
 from .conftest import StartServer
 from .hl7_samples import make_message

@@ -13,16 +13,16 @@ import pytest
 import trio
 import trio.testing
 
-from mllp_trio._ack import AckCode, ApplicationError, parse_reply
-from mllp_trio._app import HL7Error, InboundMessage
 from mllp_trio._client import open_mllp_connection
 from mllp_trio._config import ClientConfig, Framing, FramingConfig, ServerConfig
 from mllp_trio._errors import ConnectionClosedError, DeliveryFailed
-from mllp_trio._events import CommitAck, CommitNak, EndOfStream, HLLPNak, Message, NakReason
-from mllp_trio._hllp import HLLPConnection
-from mllp_trio._mllp import MLLPConnection
+from mllp_trio._hl7._ack import AckCode, ApplicationError, parse_reply
+from mllp_trio._hl7._pipeline import HL7Error, InboundMessage
+from mllp_trio._io._stream import MLLPStream
 from mllp_trio._server import MLLPServer, serve_mllp
-from mllp_trio._stream import MLLPStream
+from mllp_trio.proto._events import CommitAck, CommitNak, EndOfStream, HLLPNak, Message, NakReason
+from mllp_trio.proto._hllp import HLLPConnection
+from mllp_trio.proto._mllp import MLLPConnection
 
 from .conftest import StartServer, assert_no_content, log_text
 from .framing_helpers import CR, EB, SB, frame

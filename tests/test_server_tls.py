@@ -11,17 +11,17 @@ import trio
 import trio.testing
 import trustme
 
-from mllp_trio._ack import AckCode
-from mllp_trio._app import InboundMessage
 from mllp_trio._client import open_mllp_connection
 from mllp_trio._config import ClientConfig, Framing, FramingConfig, ServerConfig
 from mllp_trio._errors import ConnectionClosedError, MLLPError
-from mllp_trio._events import CommitAck, Message
-from mllp_trio._identity import PeerInfo
+from mllp_trio._hl7._ack import AckCode
+from mllp_trio._hl7._peer import PeerInfo
+from mllp_trio._hl7._pipeline import InboundMessage
+from mllp_trio._io._stream import MLLPStream
+from mllp_trio._io._tlsstream import TLSStreamFactory, ssl_socket_stream, trio_ssl_stream
 from mllp_trio._server import MLLPServer
-from mllp_trio._stream import MLLPStream
-from mllp_trio._tls import ServerTLS, TLSConfigError
-from mllp_trio._tlsstream import TLSStreamFactory, ssl_socket_stream, trio_ssl_stream
+from mllp_trio._tls._context import ServerTLS, TLSConfigError
+from mllp_trio.proto._events import CommitAck, Message
 
 from .conftest import StartServer, assert_no_content, log_text
 from .hl7_samples import make_message

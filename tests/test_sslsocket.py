@@ -16,7 +16,7 @@ import trustme
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mllp_trio._sslsocket import _CROSS_WAIT_POLL, SSLSocketStream
+from mllp_trio._io._sslsocket import _CROSS_WAIT_POLL, SSLSocketStream
 
 Kind = Literal["ours", "trio"]
 AnyTLS = SSLSocketStream | trio.SSLStream[trio.SocketStream]

@@ -19,18 +19,18 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mllp_trio._errors import MLLPError
-from mllp_trio._sqlite_store import (
-    DB_FILENAME,
-    SQLiteStoreConfig,
-    open_sqlite_store,
-)
-from mllp_trio._store import (
+from mllp_trio.store._base import (
     CommitResult,
     InboundRecord,
     MessageStore,
     StoreError,
     StoreErrorKind,
     backoff_delay,
+)
+from mllp_trio.store._sqlite import (
+    DB_FILENAME,
+    SQLiteStoreConfig,
+    open_sqlite_store,
 )
 
 from .store_helpers import Blocker
@@ -548,8 +548,8 @@ async def test_read_only(tmp_path: Path) -> None:
 
 _CHILD = """
 import sys, trio
-from mllp_trio._sqlite_store import open_sqlite_store
-from mllp_trio._store import InboundRecord
+from mllp_trio.store._sqlite import open_sqlite_store
+from mllp_trio.store._base import InboundRecord
 
 
 async def main():

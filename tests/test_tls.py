@@ -23,8 +23,8 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from mllp_trio._errors import MLLPError
-from mllp_trio._identity import ClientIdentity
-from mllp_trio._tls import (
+from mllp_trio._hl7._peer import ClientIdentity
+from mllp_trio._tls._context import (
     AllowList,
     ClientNotAllowed,
     ClientTLSConfig,

@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 from typing import Any, Final, TypeVar
 
-from ._errors import MLLPError
+from mllp_trio._errors import MLLPError
 
 __all__ = ["MSHError", "MSHInfo", "escape_text", "read_msh", "unescape"]
 

@@ -40,7 +40,7 @@ import functools
 
 import attrs
 
-from ._errors import MLLPError
+from mllp_trio._errors import MLLPError
 
 __all__ = [
     "Charset",

@@ -31,9 +31,9 @@ from typing import Final
 
 import attrs
 
-from ._charsets import CharsetError, resolve_charset
-from ._errors import MLLPError
-from ._msh import MSHError, MSHInfo, escape_text, read_msh
+from mllp_trio._errors import MLLPError
+from mllp_trio._hl7._charsets import CharsetError, resolve_charset
+from mllp_trio._hl7._msh import MSHError, MSHInfo, escape_text, read_msh
 
 __all__ = [
     "TABLE_0357",

@@ -6,8 +6,8 @@ import math
 
 import trio
 
-from ._errors import ConnectionClosedError, LocalProtocolError, MLLPTimeoutError
-from ._events import (
+from mllp_trio._errors import ConnectionClosedError, LocalProtocolError, MLLPTimeoutError
+from mllp_trio.proto._events import (
     NEED_DATA,
     BadBlock,
     CommitAck,
@@ -17,8 +17,8 @@ from ._events import (
     InvalidFrame,
     Message,
 )
-from ._hllp import HLLPConnection
-from ._mllp import MLLPConnection
+from mllp_trio.proto._hllp import HLLPConnection
+from mllp_trio.proto._mllp import MLLPConnection
 
 __all__ = ["MLLPStream", "Watchdog"]
 

@@ -36,7 +36,7 @@ from typing import Any, Final, TypeVar, cast
 import attrs
 import trio
 
-from ._store import (
+from mllp_trio.store._base import (
     CommitResult,
     InboundRecord,
     MessageInfo,

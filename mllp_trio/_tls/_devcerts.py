@@ -14,7 +14,7 @@ from typing import Final
 import attrs
 import trustme
 
-from ._errors import MLLPError
+from mllp_trio._errors import MLLPError
 
 __all__ = [
     "DEV_CLIENT_NAME",

@@ -8,7 +8,9 @@ from typing import Literal
 import attrs
 import trio
 
-from ._app import (
+from mllp_trio._hl7._msh import MSHError, read_msh
+from mllp_trio._hl7._peer import PeerInfo
+from mllp_trio._hl7._pipeline import (
     Disposition,
     Handler,
     HL7Config,
@@ -24,10 +26,8 @@ from ._app import (
     refuse,
     run_handler,
 )
-from ._identity import PeerInfo
-from ._msh import MSHError, read_msh
-from ._store import InboundRecord, MessageStore, StoreError
-from ._waker import Waker
+from mllp_trio._io._waker import Waker
+from mllp_trio.store._base import InboundRecord, MessageStore, StoreError
 
 __all__ = ["Delivery", "DurableProcessor"]
 

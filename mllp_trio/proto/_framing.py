@@ -7,8 +7,8 @@ from typing import Any, Final
 
 import attrs
 
-from ._errors import LocalProtocolError, RemoteProtocolError
-from ._events import InvalidFrame
+from mllp_trio._errors import LocalProtocolError, RemoteProtocolError
+from mllp_trio.proto._events import InvalidFrame
 
 __all__ = ["DEFAULT_MAX_MESSAGE_SIZE", "FrameReader", "FramingStats", "Oversize"]
 

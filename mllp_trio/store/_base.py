@@ -15,7 +15,7 @@ from typing import Protocol
 
 import attrs
 
-from ._errors import MLLPError
+from mllp_trio._errors import MLLPError
 
 __all__ = [
     "CommitResult",

@@ -10,15 +10,15 @@ from datetime import UTC, datetime, timedelta
 import attrs
 import trio
 
-from ._ack import AckReply
-from ._app import normalise_segments
-from ._client import MLLPClient
-from ._config import ClientConfig
-from ._errors import MLLPError
-from ._msh import MSHError, read_msh
-from ._store import MessageStore, OutboundMessage, backoff_delay
-from ._tlsstream import TLSStreamFactory, ssl_socket_stream
-from ._waker import Waker
+from mllp_trio._client import MLLPClient
+from mllp_trio._config import ClientConfig
+from mllp_trio._errors import MLLPError
+from mllp_trio._hl7._ack import AckReply
+from mllp_trio._hl7._msh import MSHError, read_msh
+from mllp_trio._hl7._pipeline import normalise_segments
+from mllp_trio._io._tlsstream import TLSStreamFactory, ssl_socket_stream
+from mllp_trio._io._waker import Waker
+from mllp_trio.store._base import MessageStore, OutboundMessage, backoff_delay
 
 __all__ = ["QueueConfig", "QueuedSender", "SendReport"]
 

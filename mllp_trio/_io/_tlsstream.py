@@ -8,7 +8,7 @@ from typing import Any, Protocol
 
 import trio
 
-from ._sslsocket import SSLSocketStream
+from mllp_trio._io._sslsocket import SSLSocketStream
 
 __all__ = ["TLSStreamFactory", "ssl_socket_stream", "trio_ssl_stream"]
 

@@ -6,8 +6,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, Final
 
-from ._errors import LocalProtocolError, RemoteProtocolError
-from ._events import (
+from mllp_trio._errors import LocalProtocolError, RemoteProtocolError
+from mllp_trio.proto._events import (
     NEED_DATA,
     BadBlock,
     EndOfStream,
@@ -18,7 +18,7 @@ from ._events import (
     NeedData,
     trusted_message,
 )
-from ._framing import FrameReader, FramingStats, Oversize
+from mllp_trio.proto._framing import FrameReader, FramingStats, Oversize
 
 __all__ = [
     "HLLP_MAX_DATA",

@@ -7,7 +7,7 @@ from typing import Final
 
 import attrs
 
-from ._errors import LocalProtocolError
+from mllp_trio._errors import LocalProtocolError
 
 __all__ = [
     "NEED_DATA",

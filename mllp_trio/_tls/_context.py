@@ -26,8 +26,8 @@ import attrs
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from ._errors import MLLPError
-from ._identity import ClientIdentity
+from mllp_trio._errors import MLLPError
+from mllp_trio._hl7._peer import ClientIdentity
 
 __all__ = [
     "AllowList",

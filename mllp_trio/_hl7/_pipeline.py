@@ -36,11 +36,11 @@ from typing import Any, ClassVar, Final, TypeVar
 import attrs
 import hl7
 
-from ._ack import AckCode, ErrorInfo, build_ack, new_control_id
-from ._charsets import Charset, CharsetError, codec_for, decode_text, resolve_charset
-from ._errors import MLLPError
-from ._identity import PeerInfo
-from ._msh import MSHError, MSHInfo, read_msh
+from mllp_trio._errors import MLLPError
+from mllp_trio._hl7._ack import AckCode, ErrorInfo, build_ack, new_control_id
+from mllp_trio._hl7._charsets import Charset, CharsetError, codec_for, decode_text, resolve_charset
+from mllp_trio._hl7._msh import MSHError, MSHInfo, read_msh
+from mllp_trio._hl7._peer import PeerInfo
 
 __all__ = [
     "Disposition",

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections import deque
 from typing import Any, Final
 
-from ._errors import LocalProtocolError, RemoteProtocolError
-from ._events import (
+from mllp_trio._errors import LocalProtocolError, RemoteProtocolError
+from mllp_trio.proto._events import (
     NEED_DATA,
     CommitAck,
     CommitNak,
@@ -16,7 +16,7 @@ from ._events import (
     NeedData,
     trusted_message,
 )
-from ._framing import DEFAULT_MAX_MESSAGE_SIZE, FrameReader, FramingStats, Item
+from mllp_trio.proto._framing import DEFAULT_MAX_MESSAGE_SIZE, FrameReader, FramingStats, Item
 
 __all__ = ["MLLPConnection"]
 
