@@ -10,17 +10,15 @@ import pytest
 from cryptography import x509
 
 from mllp_trio._errors import MLLPError
-from mllp_trio._tls._context import (
-    check_allowed,
-    client_ssl_context,
-    identity_from_ssl,
-    server_ssl_context,
-)
-from mllp_trio._tls._devcerts import (
+from mllp_trio._tls import (
     DEV_CLIENT_NAME,
     DevCertPaths,
     DevCertsExist,
+    check_allowed,
+    client_ssl_context,
     ensure_dev_certs,
+    identity_from_ssl,
+    server_ssl_context,
     write_dev_certs,
 )
 

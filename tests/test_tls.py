@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 from mllp_trio._errors import MLLPError
 from mllp_trio._hl7._peer import ClientIdentity
-from mllp_trio._tls._context import (
+from mllp_trio._tls import (
     AllowList,
     ClientNotAllowed,
     ClientTLSConfig,

@@ -20,7 +20,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey
 
-from mllp_trio._tls._context import ServerTLSConfig, client_ssl_context, server_ssl_context
+from mllp_trio._tls import ServerTLSConfig, client_ssl_context, server_ssl_context
 
 __all__ = [
     "Handshake",

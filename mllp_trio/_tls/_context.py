@@ -1,33 +1,38 @@
-"""TLS for MLLP: the context profile, the peer's identity, and who may connect.
+"""TLS contexts for MLLP: the hardened profile and the listener's and sender's settings.
 
 The profile follows SPEC section 6 (IHE ATNA "Authenticate Node"): TLS 1.2
 minimum, TLS 1.3 preferred, only ECDHE/DHE AEAD suites for TLS 1.2, no
 renegotiation, no compression, and mutual authentication by default on the
-server. After the handshake, :func:`identity_from_ssl` reads the verified
-client certificate and :func:`check_allowed` applies the optional allow list.
-:class:`ServerTLS` holds the current server context and swaps it on
-:meth:`ServerTLS.reload`.
+server. :func:`server_ssl_context` and :func:`client_ssl_context` build the
+contexts; :class:`ServerTLSConfig` and :class:`ClientTLSConfig` say where the
+files are. Who the peer is lives in ``_identity``, who may connect in
+``_allowlist``, and the reloadable listener state in ``_reload``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime
-import hashlib
-import ipaddress
+import importlib
 import os
 import re
 import ssl
-from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Final, Literal, Protocol, TypeAlias, overload
+from typing import TYPE_CHECKING, Any, Final, TypeAlias
 
 import attrs
 from cryptography import x509
-from cryptography.x509.oid import NameOID
 
-from mllp_trio._errors import MLLPError
-from mllp_trio._hl7._peer import ClientIdentity
+from mllp_trio._tls._allowlist import AllowList
+from mllp_trio._tls._errors import TLSConfigError
+
+if TYPE_CHECKING:
+    # Transitional re-exports, see _MOVED below.
+    from mllp_trio._tls._allowlist import ClientNotAllowed as ClientNotAllowed
+    from mllp_trio._tls._allowlist import check_allowed as check_allowed
+    from mllp_trio._tls._identity import PeerCertificateSource as PeerCertificateSource
+    from mllp_trio._tls._identity import identity_from_der as identity_from_der
+    from mllp_trio._tls._identity import identity_from_ssl as identity_from_ssl
+    from mllp_trio._tls._reload import ServerTLS as ServerTLS
 
 __all__ = [
     "AllowList",
@@ -54,35 +59,26 @@ _TLS12_CIPHERS: Final = (
 
 _PEM_BEGIN: Final = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----")
 
-
-class TLSConfigError(MLLPError):
-    """A TLS setting or file is unusable: bad path, bad PEM, wrong key, bad allow entry.
-
-    The message names the file or setting at fault and never contains key
-    material.
-    """
-
-
-class ClientNotAllowed(MLLPError):
-    """A client completed the TLS handshake but is not on the allow list.
-
-    The server logs :attr:`reason` and closes the connection before reading
-    any message.
-
-    Attributes:
-        identity: The client's verified identity, or ``None`` if it presented
-            no certificate.
-        reason: What was refused and how to admit the client, for logs. It
-            contains certificate identity, never message content.
-    """
-
-    def __init__(self, reason: str, identity: ClientIdentity | None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.identity = identity
+# Transitional: names that lived here before the module was split. Importers
+# outside mllp_trio/_tls still spell `from mllp_trio._tls._context import X`;
+# once they import from `mllp_trio._tls`, delete this table, __getattr__ and
+# the TYPE_CHECKING block above (AllowList and TLSConfigError stay: this
+# module uses them). Resolved lazily because _reload imports this module.
+_MOVED: Final = {
+    "ClientNotAllowed": "mllp_trio._tls._allowlist",
+    "check_allowed": "mllp_trio._tls._allowlist",
+    "PeerCertificateSource": "mllp_trio._tls._identity",
+    "identity_from_der": "mllp_trio._tls._identity",
+    "identity_from_ssl": "mllp_trio._tls._identity",
+    "ServerTLS": "mllp_trio._tls._reload",
+}
 
 
-# ---------------------------------------------------------------- contexts
+def __getattr__(name: str) -> Any:
+    module = _MOVED.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
 
 
 def _harden(ctx: ssl.SSLContext) -> None:
@@ -275,304 +271,6 @@ def client_ssl_context(
     return ctx
 
 
-# ---------------------------------------------------------------- identity
-
-
-class PeerCertificateSource(Protocol):
-    """What identity extraction needs from a TLS connection.
-
-    ``ssl.SSLObject``, ``ssl.SSLSocket`` and ``trio.SSLStream`` (after its
-    handshake) all provide it.
-    """
-
-    @overload
-    def getpeercert(self, binary_form: Literal[False] = False) -> Any: ...
-
-    @overload
-    def getpeercert(self, binary_form: Literal[True]) -> bytes | None: ...
-
-
-def _general_name(name: x509.GeneralName) -> str | None:
-    if isinstance(name, x509.DNSName):
-        return f"DNS:{name.value}"
-    if isinstance(name, x509.IPAddress):
-        return f"IP:{name.value}"
-    if isinstance(name, x509.UniformResourceIdentifier):
-        return f"URI:{name.value}"
-    if isinstance(name, x509.RFC822Name):
-        return f"email:{name.value}"
-    # Directory names, other names, registered IDs: no allow-list form.
-    return None
-
-
-def identity_from_der(der: bytes) -> ClientIdentity:
-    """Read the identity fields of a DER certificate.
-
-    This does not verify anything: use it only on a certificate the TLS
-    handshake has verified.
-
-    Args:
-        der: The certificate in DER form.
-
-    Returns:
-        The subject, common name, subject alternative names and SHA-256
-        fingerprint.
-
-    Raises:
-        ValueError: The bytes are not a certificate.
-    """
-    cert = x509.load_der_x509_certificate(der)
-    cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    # The last CN is the most specific one, as OpenSSL reads it.
-    common_name = str(cns[-1].value) if cns else None
-    alt_names: list[str] = []
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
-    except x509.ExtensionNotFound:
-        pass
-    else:
-        alt_names = [text for gn in san.value if (text := _general_name(gn)) is not None]
-    return ClientIdentity(
-        subject=cert.subject.rfc4514_string(),
-        common_name=common_name,
-        alt_names=tuple(alt_names),
-        fingerprint_sha256=hashlib.sha256(der).hexdigest(),
-    )
-
-
-def identity_from_ssl(obj: PeerCertificateSource) -> ClientIdentity | None:
-    """Return the verified identity of the peer of a completed TLS handshake.
-
-    Args:
-        obj: The TLS connection: an ``ssl.SSLObject``, ``ssl.SSLSocket`` or a
-            ``trio.SSLStream`` whose handshake is done.
-
-    Returns:
-        The identity, or ``None`` when the peer sent no certificate or its
-        certificate was not verified (a context with ``CERT_NONE``).
-    """
-    # getpeercert() is empty unless the certificate was verified; the binary
-    # form would be returned even for an unverified one.
-    if not obj.getpeercert():
-        return None
-    der = obj.getpeercert(binary_form=True)
-    if der is None:  # pragma: no cover - verified implies present
-        return None
-    return identity_from_der(der)
-
-
-# ---------------------------------------------------------------- allow list
-
-_Key: TypeAlias = tuple[str, object]
-_PREFIXES: Final = frozenset({"dns", "ip", "uri", "email", "cn", "sha256"})
-
-
-def _dns_key(name: str) -> _Key:
-    return ("dns", name.rstrip(".").casefold())
-
-
-def _identity_keys(identity: ClientIdentity) -> set[_Key]:
-    keys: set[_Key] = {("sha256", identity.fingerprint_sha256.lower())}
-    if identity.common_name is not None:
-        keys.add(("cn", identity.common_name.casefold()))
-    for alt in identity.alt_names:
-        kind, _, value = alt.partition(":")
-        if kind == "DNS":
-            keys.add(_dns_key(value))
-        elif kind == "IP":
-            # A malformed value matches no entry rather than failing the check.
-            with contextlib.suppress(ValueError):
-                keys.add(("ip", ipaddress.ip_address(value)))
-        elif kind == "URI":
-            keys.add(("uri", value))
-        elif kind == "email":
-            keys.add(("email", value.casefold()))
-    return keys
-
-
-def _entry_keys(entry: str) -> list[_Key]:
-    text = entry.strip()
-    if not text:
-        raise TLSConfigError("empty allow-list entry")
-    prefix, sep, value = text.partition(":")
-    kind = prefix.strip().casefold()
-    if not sep or kind not in _PREFIXES:
-        try:
-            # A bare IP address (IPv6 has colons) is the friendly reading.
-            return [("ip", ipaddress.ip_address(text))]
-        except ValueError:
-            pass
-        if sep:
-            raise TLSConfigError(
-                f"allow-list entry {entry!r}: unknown prefix {prefix!r}; "
-                "use DNS:, IP:, URI:, email:, CN:, sha256: or a bare host name"
-            )
-        # A bare name: a DNS subject alternative name or the common name.
-        return [_dns_key(text), ("cn", text.casefold())]
-    value = value.strip()
-    if not value:
-        raise TLSConfigError(f"allow-list entry {entry!r} has nothing after {prefix}:")
-    if kind == "dns":
-        return [_dns_key(value)]
-    if kind == "cn":
-        return [("cn", value.casefold())]
-    if kind == "uri":
-        return [("uri", value)]
-    if kind == "email":
-        return [("email", value.casefold())]
-    if kind == "ip":
-        try:
-            return [("ip", ipaddress.ip_address(value))]
-        except ValueError:
-            raise TLSConfigError(
-                f"allow-list entry {entry!r}: {value!r} is not an IP address"
-            ) from None
-    digest = re.sub(r"[\s:]", "", value).lower()
-    if not re.fullmatch(r"[0-9a-f]{64}", digest):
-        raise TLSConfigError(
-            f"allow-list entry {entry!r}: a sha256 fingerprint is 64 hex digits "
-            "(colons and case are ignored)"
-        )
-    return [("sha256", digest)]
-
-
-@attrs.frozen
-class AllowList:
-    """The clients admitted after the TLS handshake; empty admits every verified client.
-
-    Entry forms (prefixes are case-insensitive):
-
-    * ``DNS:name`` — a DNS subject alternative name (case-insensitive, exact:
-      wildcards in certificates are not expanded);
-    * ``IP:addr`` — an IP address subject alternative name;
-    * ``URI:uri`` — a URI subject alternative name (exact);
-    * ``email:addr`` — an e-mail subject alternative name (case-insensitive);
-    * ``CN:name`` — the subject common name (case-insensitive);
-    * ``sha256:hex`` — the certificate's SHA-256 fingerprint (colons, spaces
-      and case ignored);
-    * a bare name — a DNS subject alternative name or the common name; a bare
-      IP address is read as ``IP:``.
-
-    Build it with :meth:`parse` or :meth:`from_file`.
-
-    Attributes:
-        entries: The entries as given, for messages.
-    """
-
-    entries: tuple[str, ...] = ()
-    _keys: frozenset[_Key] = attrs.field(default=frozenset(), repr=False)
-
-    @classmethod
-    def parse(cls, entries: Iterable[str]) -> AllowList:
-        """Parse allow-list entries.
-
-        Args:
-            entries: Entries in the forms listed on the class.
-
-        Returns:
-            The allow list.
-
-        Raises:
-            TLSConfigError: An entry is empty, has an unknown prefix, or holds
-                a malformed address or fingerprint.
-        """
-        given = tuple(entries)
-        keys: set[_Key] = set()
-        for entry in given:
-            keys.update(_entry_keys(entry))
-        return cls(given, frozenset(keys))
-
-    @classmethod
-    def from_file(cls, path: StrPath) -> AllowList:
-        """Read an allow list: one entry per line, ``#`` comments and blank lines ignored.
-
-        Args:
-            path: The text file (UTF-8).
-
-        Returns:
-            The allow list.
-
-        Raises:
-            TLSConfigError: The file cannot be read or a line is not a valid entry.
-        """
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise TLSConfigError(f"cannot read allow list {os.fspath(path)!r}: {exc}") from exc
-        entries: list[str] = []
-        for lineno, raw in enumerate(text.splitlines(), start=1):
-            line = raw.split("#", 1)[0].strip()
-            if not line:
-                continue
-            try:
-                _entry_keys(line)
-            except TLSConfigError as exc:
-                raise TLSConfigError(f"{os.fspath(path)}:{lineno}: {exc}") from None
-            entries.append(line)
-        return cls.parse(entries)
-
-    def __bool__(self) -> bool:
-        return bool(self.entries)
-
-    def __len__(self) -> int:
-        return len(self.entries)
-
-    def allows(self, identity: ClientIdentity | None) -> bool:
-        """Tell whether a client is admitted.
-
-        Args:
-            identity: The verified client identity, ``None`` without a certificate.
-
-        Returns:
-            ``True`` if the list is empty or an entry matches the identity.
-        """
-        if not self.entries:
-            return True
-        if identity is None:
-            return False
-        return not self._keys.isdisjoint(_identity_keys(identity))
-
-
-def check_allowed(identity: ClientIdentity | None, allow: AllowList | Iterable[str] | None) -> None:
-    """Refuse a client that the allow list does not admit.
-
-    Args:
-        identity: The verified client identity from :func:`identity_from_ssl`.
-        allow: The allow list, or its entries; ``None`` or empty admits every
-            client that passed the handshake.
-
-    Raises:
-        ClientNotAllowed: The list is not empty and no entry matches; the
-            reason names the certificate and what entry would admit it.
-        TLSConfigError: ``allow`` holds an invalid entry.
-    """
-    if allow is None:
-        return
-    allow_list = allow if isinstance(allow, AllowList) else AllowList.parse(allow)
-    if allow_list.allows(identity):
-        return
-    if identity is None:
-        raise ClientNotAllowed(
-            f"client presented no verified certificate, but an allow list of "
-            f"{len(allow_list)} entries is configured; require client certificates "
-            "(mutual TLS) or remove the allow list",
-            None,
-        )
-    sans = ", ".join(identity.alt_names) or "none"
-    suggestions = [f"sha256:{identity.fingerprint_sha256}"]
-    if identity.common_name is not None:
-        suggestions.insert(0, f"CN:{identity.common_name}")
-    raise ClientNotAllowed(
-        f"client certificate {identity.subject!r} (subject alternative names: {sans}; "
-        f"sha256:{identity.fingerprint_sha256}) matches none of the {len(allow_list)} "
-        f"allow-list entries; to admit it add one of: {', '.join(suggestions)}",
-        identity,
-    )
-
-
-# ---------------------------------------------------------------- configuration
-
-
 def _optional_path(value: StrPath | None) -> Path | None:
     return None if value is None else Path(value)
 
@@ -678,80 +376,3 @@ class ClientTLSConfig:
             key_file=self.key_file,
             check_hostname=self.check_hostname,
         )
-
-
-@attrs.frozen
-class _ServerState:
-    config: ServerTLSConfig
-    context: ssl.SSLContext
-    allow_list: AllowList
-
-
-class ServerTLS:
-    """The listener's current TLS context and allow list, reloadable at run time.
-
-    Wrap each accepted connection with :attr:`context` read at accept time:
-    a connection keeps the context it was wrapped with, so :meth:`reload`
-    affects only connections accepted afterwards.
-
-    Args:
-        config: Where the files are.
-
-    Raises:
-        TLSConfigError: A file is missing or unusable.
-    """
-
-    def __init__(self, config: ServerTLSConfig) -> None:
-        self._state = self._load(config)
-
-    @staticmethod
-    def _load(config: ServerTLSConfig) -> _ServerState:
-        return _ServerState(config, config.build_context(), config.load_allow_list())
-
-    @property
-    def config(self) -> ServerTLSConfig:
-        """The configuration of the current context."""
-        return self._state.config
-
-    @property
-    def context(self) -> ssl.SSLContext:
-        """The context for connections accepted now."""
-        return self._state.context
-
-    @property
-    def allow_list(self) -> AllowList:
-        """The current allow list."""
-        return self._state.allow_list
-
-    def reload(self, config: ServerTLSConfig | None = None) -> None:
-        """Re-read the certificate, key, CA, CRL and allow-list files.
-
-        Everything is loaded first and swapped in with one assignment, so a
-        failure leaves the previous context and allow list in use.
-
-        Args:
-            config: New settings to load; default: the current ones again.
-
-        Raises:
-            TLSConfigError: A file is missing or unusable; nothing changed.
-        """
-        state = self._load(self._state.config if config is None else config)
-        # One attribute holds everything, so readers never see a mixed set.
-        self._state = state
-
-    def authorize(self, obj: PeerCertificateSource) -> ClientIdentity | None:
-        """Read the peer's identity after the handshake and apply the allow list.
-
-        Args:
-            obj: The TLS connection whose handshake is done.
-
-        Returns:
-            The verified client identity, ``None`` if it sent no certificate
-            (possible only with ``require_client_cert=False``).
-
-        Raises:
-            ClientNotAllowed: The allow list does not admit the client.
-        """
-        identity = identity_from_ssl(obj)
-        check_allowed(identity, self._state.allow_list)
-        return identity
