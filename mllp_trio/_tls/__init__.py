@@ -1,6 +1,6 @@
 """TLS for MLLP: hardened contexts, the peer's identity, the allow list and reload.
 
-Modules, lowest first (each imports only those before it):
+Modules, lowest first (at run time each imports only those before it):
 
 * ``_errors``: :class:`TLSConfigError`;
 * ``_identity``: the verified peer identity read from its certificate;
