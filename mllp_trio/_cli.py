@@ -10,11 +10,12 @@ from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from functools import partial
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, Literal, NoReturn
 
 import trio
 
 import mllp_trio
+from mllp_trio._tls._devcerts import DevCertPaths, DevCertsExist, ensure_dev_certs, write_dev_certs
 
 DEFAULT_PORT = 2575  # IANA's hl7 port
 DEFAULT_HOST = "127.0.0.1"
@@ -86,7 +87,7 @@ def _add_common(p: argparse.ArgumentParser, *, server: bool) -> None:
     p.add_argument(
         "--max-message-size",
         type=int,
-        default=mllp_trio.DEFAULT_MAX_MESSAGE_SIZE,
+        default=mllp_trio.proto.DEFAULT_MAX_MESSAGE_SIZE,
         help="bytes (default 16 MiB)",
     )
     p.add_argument("--handshake-timeout", type=float, default=10.0, help="seconds (default 10)")
@@ -213,12 +214,8 @@ def _framing(args: argparse.Namespace) -> mllp_trio.FramingConfig:
     return mllp_trio.FramingConfig(framing=args.framing, max_message_size=args.max_message_size)
 
 
-def _tls_stream(args: argparse.Namespace) -> mllp_trio.TLSStreamFactory:
-    return (
-        mllp_trio.ssl_socket_stream
-        if args.tls_stream == "ssl-socket"
-        else mllp_trio.trio_ssl_stream
-    )
+def _tls_stream(args: argparse.Namespace) -> Literal["ssl_socket", "trio"]:
+    return "ssl_socket" if args.tls_stream == "ssl-socket" else "trio"
 
 
 # --- listen ----------------------------------------------------------------------------
@@ -233,7 +230,7 @@ def _server_tls(args: argparse.Namespace) -> mllp_trio.ServerTLS | None:
         return None
     cert, key, ca = args.cert, args.key, args.ca
     if cert is None:
-        paths, created = mllp_trio.ensure_dev_certs(args.certs_dir)
+        paths, created = ensure_dev_certs(args.certs_dir)
         if created:
             print(f"created development certificates in {paths.directory}/ (not for production)")
         cert, key = paths.server_cert, paths.server_key
@@ -262,9 +259,11 @@ async def _listen(args: argparse.Namespace) -> None:
         max_connections_per_peer=args.max_connections_per_peer,
         shutdown_grace=args.shutdown_grace,
         retries=args.retries,
+        ack_timeout=args.ack_timeout,
+        tls_stream=_tls_stream(args),
     )
     async with AsyncExitStack() as stack:
-        store = None
+        processor = None
         if args.no_store:
             print(
                 "running without a journal (--no-store): "
@@ -272,16 +271,12 @@ async def _listen(args: argparse.Namespace) -> None:
                 flush=True,
             )
         else:
-            store = await stack.enter_async_context(mllp_trio.open_sqlite_store(args.store))
+            store = await stack.enter_async_context(mllp_trio.store.open_sqlite_store(args.store))
             print(f"journal: {args.store}/ (messages are stored before they are acknowledged)")
-        server = mllp_trio.MLLPServer(
-            None,
-            ssl_context=tls,
-            config=config,
-            tls_stream=_tls_stream(args),
-            store=store,
-            delivery=args.delivery,
-        )
+            processor = mllp_trio.store.JournalProcessor(
+                store, None, config=config.hl7, delivery=args.delivery
+            )
+        server = mllp_trio.MLLPServer(ssl_context=tls, config=config, processor=processor)
         await _serve_until_signal(server, args, tls)
 
 
@@ -342,7 +337,7 @@ def split_messages(data: bytes) -> list[bytes]:
 def _client_tls(args: argparse.Namespace) -> Any:
     if args.plaintext:
         return None
-    paths = mllp_trio.DevCertPaths.in_directory(args.certs_dir)
+    paths = DevCertPaths.in_directory(args.certs_dir)
     cert = args.cert or (paths.client_cert if paths.client_cert.exists() else None)
     key = args.key or (paths.client_key if args.cert is None and cert is not None else None)
     ca = args.ca or (paths.ca if paths.ca.exists() else None)
@@ -369,17 +364,17 @@ async def _send(args: argparse.Namespace) -> int:
         handshake_timeout=args.handshake_timeout,
         ack_timeout=args.ack_timeout,
         retries=args.retries,
+        tls_stream=_tls_stream(args),
     )
     if args.queue:
         return await _send_queued(args, host, port, messages, config)
     failures = 0
-    async with mllp_trio.open_mllp_connection(
+    async with mllp_trio.open_mllp_client(
         host,
         port,
         ssl_context=_client_tls(args),
         server_hostname=args.server_hostname,
         config=config,
-        tls_stream=_tls_stream(args),
     ) as conn:
         for message in messages:
             try:
@@ -408,16 +403,15 @@ async def _send_queued(
     messages: list[bytes],
     config: mllp_trio.ClientConfig,
 ) -> int:
-    async with mllp_trio.open_sqlite_store(args.store) as store:
-        sender = mllp_trio.QueuedSender(
+    async with mllp_trio.store.open_sqlite_store(args.store) as store:
+        sender = mllp_trio.store.QueuedSender(
             store,
             host,
             port,
             ssl_context=_client_tls(args),
             server_hostname=args.server_hostname,
             client_config=config,
-            config=mllp_trio.QueueConfig(max_attempts=args.retries + 1, backoff_cap=30.0),
-            tls_stream=_tls_stream(args),
+            config=mllp_trio.store.QueueConfig(max_attempts=args.retries + 1, backoff_cap=30.0),
         )
         try:
             for message in messages:
@@ -443,8 +437,8 @@ async def _store(args: argparse.Namespace) -> int:
     if not args.store.is_dir():
         print(f"mllp-trio: no store at {args.store}/", file=sys.stderr)
         return 1
-    config = mllp_trio.SQLiteStoreConfig(read_only=read_only)
-    async with mllp_trio.open_sqlite_store(args.store, config=config) as store:
+    config = mllp_trio.store.SQLiteStoreConfig(read_only=read_only)
+    async with mllp_trio.store.open_sqlite_store(args.store, config=config) as store:
         if args.action == "count":
             print(await store.count())
         elif args.action == "list":
@@ -472,8 +466,8 @@ async def _store(args: argparse.Namespace) -> int:
 
 def _certs(args: argparse.Namespace) -> int:
     try:
-        paths = mllp_trio.write_dev_certs(args.directory, overwrite=args.force)
-    except mllp_trio.DevCertsExist as exc:
+        paths = write_dev_certs(args.directory, overwrite=args.force)
+    except DevCertsExist as exc:
         print(f"{exc} (use --force to replace them)", file=sys.stderr)
         return 1
     print(f"wrote development certificates (not for production) to {paths.directory}/:")

@@ -9,41 +9,35 @@ from contextlib import asynccontextmanager
 
 import trio
 
-from mllp_trio._config import ClientConfig
+from mllp_trio._config import ClientConfig, tls_stream_factory
 from mllp_trio._errors import (
+    ConnectError,
     ConnectionClosedError,
     DeliveryFailed,
     MLLPError,
     MLLPTimeoutError,
+    TLSHandshakeError,
 )
 from mllp_trio._hl7._ack import AckReply, parse_reply
 from mllp_trio._hl7._charsets import resolve_charset
 from mllp_trio._hl7._msh import read_msh
 from mllp_trio._hl7._pipeline import normalise_segments
-from mllp_trio._io._stream import MLLPStream, _Lock
+from mllp_trio._io._stream import MLLPStream
 from mllp_trio._io._tcpstream import LeanTCPStream
-from mllp_trio._io._tlsstream import TLSStreamFactory, ssl_socket_stream
-from mllp_trio.proto._events import (
-    BadBlock,
-    CommitAck,
-    CommitNak,
-    EndOfStream,
-    HLLPNak,
-    InvalidFrame,
-    Message,
-)
+from mllp_trio._io._watchdog import Expiry, Watchdog
+from mllp_trio.proto._events import EndOfStream, Message
+from mllp_trio.proto._exchange import Delivered, DeliveryFailure, Rejected, Resend
 
-__all__ = ["MLLPClient", "open_mllp_connection"]
+__all__ = ["MLLPClient", "open_mllp_client"]
 
 log = logging.getLogger("mllp_trio.client")
 
-
-class _Refused(Exception):
-    """The peer NAKed the block at the transport level (resend on this connection)."""
+#: What a failing socket or TLS stream raises; mapped to our own errors.
+_TRANSPORT_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 
 
 class _Lost(Exception):
-    """The exchange timed out or the connection ended (resend on a new connection).
+    """The exchange timed out or the connection ended: resend on a new connection.
 
     Carries the error to raise if no attempt is left.
     """
@@ -56,10 +50,13 @@ class _Lost(Exception):
 class MLLPClient:
     """A sending connection to an HL7 listener.
 
-    Use :func:`open_mllp_connection` to get one. Send one message at a time
+    Use :func:`open_mllp_client` to get one. Send one message at a time
     (concurrent calls wait their turn); each call returns when the reply has
     arrived. If a call is cancelled or times out mid-exchange, the
     connection is replaced before the next message, never reused out of step.
+    Every failure is an :class:`MLLPError`: transport failures come as
+    :class:`ConnectError`, :class:`TLSHandshakeError`,
+    :class:`ConnectionClosedError` and :class:`MLLPTimeoutError`.
 
     Args:
         host: The listener's address.
@@ -68,7 +65,6 @@ class MLLPClient:
         server_hostname: Name to check the server certificate against
             (default: ``host``).
         config: Framing, timeouts and retries.
-        tls_stream: How to wrap the TCP stream in TLS.
     """
 
     def __init__(
@@ -79,54 +75,75 @@ class MLLPClient:
         ssl_context: ssl.SSLContext | None = None,
         server_hostname: str | None = None,
         config: ClientConfig | None = None,
-        tls_stream: TLSStreamFactory = ssl_socket_stream,
     ) -> None:
         self.host = host
         self.port = port
         self.config = config if config is not None else ClientConfig()
         self._ssl_context = ssl_context
         self._server_hostname = server_hostname if server_hostname is not None else host
-        self._tls_stream = tls_stream
+        self._tls_stream = tls_stream_factory(self.config.tls_stream)
         self._stream: MLLPStream | None = None
-        self._lock = _Lock()
+        self._lock = trio.StrictFIFOLock()
+        # Direct mode: each exchange's deadlines go on its own cancel scope.
+        self._watchdog = Watchdog(trio.CancelScope(), poll=None)
+
+    @property
+    def _where(self) -> str:
+        return f"{self.host}:{self.port}"
 
     async def connect(self) -> None:
         """Open the connection (and finish the TLS handshake) if it is not open.
 
         Raises:
+            ConnectError: The connection was refused, or the host is unknown or unreachable.
+            TLSHandshakeError: The TLS handshake failed.
             MLLPTimeoutError: Connecting or the handshake took too long.
-            OSError: The connection was refused.
-            trio.BrokenResourceError: The TLS handshake failed.
         """
         if self._stream is not None and not self._stream.broken:
             return
         await self._close_stream()
         config = self.config
-        with trio.move_on_after(config.connect_timeout) as scope:
-            tcp = await trio.open_tcp_stream(self.host, self.port)
-        if scope.cancelled_caught:
-            raise MLLPTimeoutError(f"connecting to {self.host}:{self.port} timed out")
+        watchdog = self._watchdog
+        with trio.CancelScope() as scope:
+            watchdog.retarget(scope)
+            watchdog.arm(config.connect_timeout, Expiry.CONNECT)
+            try:
+                tcp = await trio.open_tcp_stream(self.host, self.port)
+            except OSError as exc:
+                raise ConnectError(f"cannot connect to {self._where}: {_reason(exc)}") from None
+        if watchdog.check() is not None:
+            raise MLLPTimeoutError(f"connecting to {self._where} timed out")
         transport: trio.abc.Stream = tcp
         if self._ssl_context is not None:
             tls = await self._tls_stream(
                 tcp, self._ssl_context, self._server_hostname, server_side=False
             )
-            try:
-                with trio.fail_after(config.handshake_timeout):
+            with trio.CancelScope() as scope:
+                watchdog.retarget(scope)
+                watchdog.arm(config.handshake_timeout, Expiry.HANDSHAKE)
+                try:
                     await tls.do_handshake()
-            except trio.TooSlowError:
+                except (*_TRANSPORT_ERRORS, ssl.SSLError) as exc:
+                    await trio.aclose_forcefully(tls)
+                    # The TLS reason stays attached (trio wraps ssl.SSLError).
+                    cause = exc.__cause__ if isinstance(exc.__cause__, ssl.SSLError) else exc
+                    raise TLSHandshakeError(
+                        f"TLS handshake with {self._where} failed: {_reason(exc)}"
+                    ) from cause
+                except BaseException:
+                    await trio.aclose_forcefully(tls)
+                    raise
+            if watchdog.check() is not None:
                 await trio.aclose_forcefully(tls)
-                raise MLLPTimeoutError(
-                    f"TLS handshake with {self.host}:{self.port} timed out"
-                ) from None
-            except BaseException:
-                await trio.aclose_forcefully(tls)
-                raise
+                raise MLLPTimeoutError(f"TLS handshake with {self._where} timed out")
             transport = tls
-        elif config.lean_tcp:
+        else:
             transport = LeanTCPStream(tcp)
         self._stream = MLLPStream(
-            transport, config.framing.new_connection(), receive_size=config.receive_size
+            transport,
+            config.framing.new_exchange(retries=config.retries),
+            watchdog,
+            receive_size=config.receive_size,
         )
 
     async def aclose(self) -> None:
@@ -153,7 +170,7 @@ class MLLPClient:
             CommitReject: CR (all :class:`NegativeAcknowledgement`).
             ControlIdMismatch: MSA-2 is not the MSH-10 we sent.
             InvalidReply: The reply is not an acknowledgement.
-            MLLPTimeoutError, DeliveryFailed, ConnectionClosedError: as :meth:`send_raw`.
+            MLLPError: as :meth:`send_raw`.
         """
         data = _normalise(message)
         header = read_msh(data)
@@ -163,87 +180,130 @@ class MLLPClient:
     async def send_raw(self, data: bytes) -> bytes:
         """Send one frame and return the reply frame's bytes, unparsed.
 
-        Retries, up to ``config.retries`` times: a commit NAK (release 2) or
-        NAK block (HLLP) resends on the same connection; a timeout or a
-        closed connection resends on a new one.
+        Retries, up to ``config.retries`` times in all: a commit NAK or a
+        commit ACK that does not come in time (release 2), or a NAK block
+        (HLLP), resends on the same connection; a reply that does not come in
+        time or a closed connection resends on a new one.
 
         Raises:
             MLLPTimeoutError: No reply in time, on every attempt.
             DeliveryFailed: The peer NAKed every attempt.
             ConnectionClosedError: The peer closed the connection every time.
+            ConnectError, TLSHandshakeError: The connection could not be opened.
         """
         async with self._lock:
-            attempts = self.config.retries + 1
-            for attempt in range(1, attempts + 1):
+            retries = self.config.retries
+            used = 0
+            while True:
                 await self.connect()
-                assert self._stream is not None
+                stream = self._stream
+                assert stream is not None
                 try:
-                    return await self._exchange(self._stream, data)
-                except _Refused as exc:
-                    if attempt == attempts:
-                        raise DeliveryFailed(
-                            f"{self.host}:{self.port} refused the message {attempts} time(s): {exc}"
-                        ) from None
-                    log.info("message NAKed by %s:%s; resending", self.host, self.port)
-                except (_Lost, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                    return await self._exchange(stream, data, retries - used)
+                except _Lost as exc:
+                    used += max(stream.exchange.attempts, 1)
                     await self._close_stream()
-                    error = (
-                        exc.error
-                        if isinstance(exc, _Lost)
-                        else self._closed(str(exc) or type(exc).__name__)
-                    )
-                    if attempt == attempts:
-                        raise error from None
-                    log.info("%s; resending on a new connection", error)
-            raise AssertionError("unreachable")
+                    if used > retries:
+                        raise exc.error from None
+                    log.info("%s; resending on a new connection", exc.error)
+                except BaseException:
+                    # Cancelled or failed mid-exchange: a late reply could
+                    # arrive, so this connection is out of step for good.
+                    await self._close_stream()
+                    raise
 
-    async def _exchange(self, stream: MLLPStream, data: bytes) -> bytes:
+    async def _exchange(self, stream: MLLPStream, data: bytes, retries: int) -> bytes:
         config = self.config
-        # One cancel scope for the whole exchange, its deadline moved per
-        # phase: the write gets write_timeout; under release 2 the commit
-        # ACK and then the reply each get ack_timeout.
-        phase = "writing the message"
-        with trio.CancelScope(deadline=trio.current_time() + config.write_timeout) as timer:
-            await stream.send_event(Message(data))
-            if config.framing.framing == "mllp2":
-                phase = "waiting for the commit acknowledgement"
-                timer.deadline = trio.current_time() + config.ack_timeout
-                await self._await_commit(stream)
-            phase = "waiting for the reply"
-            timer.deadline = trio.current_time() + config.ack_timeout
-            return await self._await_reply(stream)
-        raise _Lost(MLLPTimeoutError(f"{self.host}:{self.port}: timed out {phase}"))
+        exchange = stream.exchange
+        watchdog = self._watchdog
+        try:
+            with trio.CancelScope() as scope:
+                watchdog.retarget(scope)
+                await stream.send_all(
+                    exchange.send(Message(data), retries=retries), timeout=config.write_timeout
+                )
+                if exchange.framing == "mllp2":
+                    await self._await_commit(stream)
+                return await self._await_reply(stream)
+        except _TRANSPORT_ERRORS as exc:
+            raise _Lost(
+                ConnectionClosedError(f"{self._where}: connection lost ({_reason(exc)})")
+            ) from None
+        expired = watchdog.check() or Expiry.WRITE
+        raise _Lost(MLLPTimeoutError(f"{self._where}: {expired}"))
 
-    def _closed(self, what: str) -> ConnectionClosedError:
-        return ConnectionClosedError(f"{self.host}:{self.port}: {what}")
+    async def _receive(self, stream: MLLPStream, deadline: float) -> object:
+        """The next event, or ``None`` when ``deadline`` passed first."""
+        with trio.CancelScope() as wait:
+            event = await stream.receive_event(deadline=deadline, reason=Expiry.ACK, scope=wait)
+        return None if wait.cancelled_caught else event
 
     async def _await_commit(self, stream: MLLPStream) -> None:
-        event = await stream.receive_event()
-        if isinstance(event, CommitNak):
-            raise _Refused("commit NAK")
-        if isinstance(event, EndOfStream):
-            raise _Lost(self._closed("connection closed before the commit acknowledgement"))
-        if not isinstance(event, CommitAck):
-            raise _Lost(
-                self._closed(f"expected a commit acknowledgement, got {type(event).__name__}")
-            )
+        """Release 2: wait for the commit ACK; resend on NAK or timeout."""
+        config = self.config
+        exchange = stream.exchange
+        while True:
+            event = await self._receive(stream, trio.current_time() + config.ack_timeout)
+            if event is None:
+                event = exchange.timeout()
+            if type(event) is Delivered:
+                return
+            if type(event) is Resend:
+                log.info("%s: message not committed (%s); resending", self._where, event.reason)
+                await stream.send_all(event.data, timeout=config.write_timeout)
+            elif type(event) is DeliveryFailure:
+                raise DeliveryFailed(
+                    f"{self._where} refused the message {event.attempts} time(s): {event.reason}"
+                )
+            elif isinstance(event, EndOfStream):
+                raise _Lost(self._closed("connection closed before the commit acknowledgement"))
+            else:
+                raise _Lost(
+                    self._closed(f"expected a commit acknowledgement, got {type(event).__name__}")
+                )
 
     async def _await_reply(self, stream: MLLPStream) -> bytes:
+        config = self.config
+        exchange = stream.exchange
+        deadline = trio.current_time() + config.ack_timeout
         while True:
-            event = await stream.receive_event()
-            if isinstance(event, Message):
-                if self.config.framing.framing == "mllp2":
-                    await stream.send_event(CommitAck())
+            event = await self._receive(stream, deadline)
+            if event is None:
+                raise _Lost(MLLPTimeoutError(f"{self._where}: timed out waiting for the reply"))
+            if type(event) is Message:
+                # Release 2: we hold the reply now; commit it.
+                await stream.send_all(exchange.commit(), timeout=config.write_timeout)
                 return event.data
-            if isinstance(event, HLLPNak):
-                raise _Refused(f"NAK block, reason {event.reason.value}")
-            if isinstance(event, BadBlock):
-                # Our copy of their reply was damaged: ask for it again.
-                await stream.send_event(event.nak)
-            elif isinstance(event, InvalidFrame):
-                log.warning("invalid frame from %s:%s: %s", self.host, self.port, event.reason)
+            if type(event) is Resend:
+                log.info("%s: message NAKed (%s); resending", self._where, event.reason)
+                await stream.send_all(event.data, timeout=config.write_timeout)
+                deadline = trio.current_time() + config.ack_timeout
+            elif type(event) is DeliveryFailure:
+                raise DeliveryFailed(
+                    f"{self._where} refused the message {event.attempts} time(s): {event.reason}"
+                )
+            elif type(event) is Rejected:
+                # A damaged copy of the reply: the answer asks for it again.
+                log.warning("%s: invalid frame: %s", self._where, event.reason)
+                await stream.send_all(event.answer, timeout=config.write_timeout)
             elif isinstance(event, EndOfStream):
                 raise _Lost(self._closed("connection closed before the reply"))
+
+    def _closed(self, what: str) -> ConnectionClosedError:
+        return ConnectionClosedError(f"{self._where}: {what}")
+
+
+def _reason(exc: BaseException) -> str:
+    """A one-line reason for a transport failure (trio wraps ``ssl.SSLError``)."""
+    cause = exc.__cause__ if exc.__cause__ is not None else exc
+    while isinstance(cause, BaseExceptionGroup) and cause.exceptions:
+        cause = cause.exceptions[0]  # trio's "all attempts to connect failed"
+    if isinstance(cause, ssl.SSLCertVerificationError) and cause.verify_message:
+        return f"{cause.reason}: {cause.verify_message}"
+    if isinstance(cause, ssl.SSLError) and cause.reason:
+        return str(cause.reason)
+    text = getattr(cause, "strerror", None) or str(cause)
+    return f"{type(cause).__name__}: {text}" if text else type(cause).__name__
 
 
 def _normalise(message: bytes | str) -> bytes:
@@ -260,21 +320,20 @@ def _normalise(message: bytes | str) -> bytes:
 
 
 @asynccontextmanager
-async def open_mllp_connection(
+async def open_mllp_client(
     host: str,
     port: int,
     *,
     ssl_context: ssl.SSLContext | None = None,
     server_hostname: str | None = None,
     config: ClientConfig | None = None,
-    tls_stream: TLSStreamFactory = ssl_socket_stream,
 ) -> AsyncIterator[MLLPClient]:
     """Connect to an HL7 listener; close the connection on exit.
 
     Example::
 
-        async with open_mllp_connection("127.0.0.1", 2575, ssl_context=ctx) as conn:
-            ack = await conn.send(message)
+        async with open_mllp_client("127.0.0.1", 2575, ssl_context=ctx) as client:
+            ack = await client.send(message)
 
     Args:
         host: The listener's address.
@@ -283,15 +342,13 @@ async def open_mllp_connection(
             :func:`client_ssl_context`).
         server_hostname: Name the server certificate must carry (default ``host``).
         config: Framing, timeouts and retries.
-        tls_stream: How to wrap the TCP stream in TLS.
+
+    Raises:
+        ConnectError, TLSHandshakeError, MLLPTimeoutError: The connection
+            could not be opened.
     """
     client = MLLPClient(
-        host,
-        port,
-        ssl_context=ssl_context,
-        server_hostname=server_hostname,
-        config=config,
-        tls_stream=tls_stream,
+        host, port, ssl_context=ssl_context, server_hostname=server_hostname, config=config
     )
     await client.connect()
     try:

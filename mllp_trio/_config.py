@@ -7,15 +7,28 @@ from typing import Any, Literal
 import attrs
 
 from mllp_trio._hl7._pipeline import HL7Config
-from mllp_trio.proto._framing import DEFAULT_MAX_MESSAGE_SIZE
-from mllp_trio.proto._hllp import HLLP_MAX_DATA, HLLPConnection
-from mllp_trio.proto._mllp import MLLPConnection
+from mllp_trio._io._tlsstream import TLSStreamFactory, ssl_socket_stream, trio_ssl_stream
+from mllp_trio.proto._config import Framing, FramingConfig
 
-__all__ = ["ClientConfig", "Framing", "FramingConfig", "ServerConfig"]
+__all__ = [
+    "ClientConfig",
+    "Framing",
+    "FramingConfig",
+    "ServerConfig",
+    "TLSStreamKind",
+    "tls_stream_factory",
+]
 
-#: ``"mllp"`` (release 1), ``"mllp2"`` (release 2, commit ACK/NAK) or ``"hllp"``.
-Framing = Literal["mllp", "mllp2", "hllp"]
-_FRAMINGS = ("mllp", "mllp2", "hllp")
+#: How TLS records are handled: ``"ssl_socket"`` (a non-blocking
+#: ``ssl.SSLSocket`` driven from Trio, records in C; the default) or
+#: ``"trio"`` (``trio.SSLStream`` over a memory BIO).
+TLSStreamKind = Literal["ssl_socket", "trio"]
+_TLS_STREAMS = ("ssl_socket", "trio")
+
+
+def tls_stream_factory(kind: TLSStreamKind) -> TLSStreamFactory:
+    """The function that wraps a TCP stream in TLS for ``kind``."""
+    return ssl_socket_stream if kind == "ssl_socket" else trio_ssl_stream
 
 
 def _positive(_inst: object, attr: attrs.Attribute[Any], value: float) -> None:
@@ -26,45 +39,6 @@ def _positive(_inst: object, attr: attrs.Attribute[Any], value: float) -> None:
 def _optional_positive(_inst: object, attr: attrs.Attribute[Any], value: float | None) -> None:
     if value is not None and value <= 0:
         raise ValueError(f"{attr.name} must be positive or None, got {value!r}")
-
-
-@attrs.frozen(kw_only=True)
-class FramingConfig:
-    """How messages are framed on the wire.
-
-    Attributes:
-        framing: ``"mllp"`` (release 1, default), ``"mllp2"`` (release 2 with
-            commit ACK/NAK) or ``"hllp"``.
-        strict: Refuse bytes between frames and start bytes inside a frame
-            (default False: discard and count them, as most engines do).
-        max_message_size: Largest message accepted, in bytes (default 16 MiB;
-            HLLP is capped at 99 994 by its five-digit block size). A larger
-            frame closes the connection (MLLP) or is NAKed with ``B`` (HLLP).
-        accept_missing_trailer: Accept frames ending with the end byte alone.
-        hllp_protocol_id: The two digits HLLP blocks carry (default ``"23"``).
-    """
-
-    framing: Framing = attrs.field(default="mllp", validator=attrs.validators.in_(_FRAMINGS))
-    strict: bool = False
-    max_message_size: int = attrs.field(default=DEFAULT_MAX_MESSAGE_SIZE, validator=_positive)
-    accept_missing_trailer: bool = False
-    hllp_protocol_id: str = "23"
-
-    def new_connection(self) -> MLLPConnection | HLLPConnection:
-        """A fresh sans-IO connection with these settings."""
-        if self.framing == "hllp":
-            return HLLPConnection(
-                protocol_id=self.hllp_protocol_id,
-                strict=self.strict,
-                max_message_size=min(self.max_message_size, HLLP_MAX_DATA),
-                accept_missing_trailer=self.accept_missing_trailer,
-            )
-        return MLLPConnection(
-            mllp2=self.framing == "mllp2",
-            strict=self.strict,
-            max_message_size=self.max_message_size,
-            accept_missing_trailer=self.accept_missing_trailer,
-        )
 
 
 @attrs.frozen(kw_only=True)
@@ -85,11 +59,13 @@ class ServerConfig:
         shutdown_grace: Seconds in-flight messages get to finish on a
             graceful shutdown before they are cancelled (10).
         retries: Times a reply is resent when the peer NAKs it (HLLP NAK
-            block, release 2 commit NAK) before the connection is closed (2).
+            block, release 2 commit NAK) or, under release 2, does not
+            commit it within ``ack_timeout``, before the connection is closed (2).
+        ack_timeout: Release 2: seconds the peer has to commit our reply
+            before it is resent (30).
         receive_size: Bytes asked of the transport per read (64 KiB).
-        lean_tcp: Drive plain TCP sockets directly (:class:`LeanTCPStream`:
-            no scheduler round trip when the socket is ready) instead of
-            through ``trio.SocketStream`` (True).
+        tls_stream: How TLS records are handled (``"ssl_socket"``, default,
+            or ``"trio"``); see :data:`TLSStreamKind`.
     """
 
     framing: FramingConfig = attrs.field(factory=FramingConfig)
@@ -102,13 +78,21 @@ class ServerConfig:
     max_connections_per_peer: int = attrs.field(default=100, validator=_positive)
     shutdown_grace: float = attrs.field(default=10.0, validator=_positive)
     retries: int = attrs.field(default=2, validator=attrs.validators.ge(0))
+    ack_timeout: float = attrs.field(default=30.0, validator=_positive)
     receive_size: int = attrs.field(default=65536, validator=_positive)
-    lean_tcp: bool = True
+    tls_stream: TLSStreamKind = attrs.field(
+        default="ssl_socket", validator=attrs.validators.in_(_TLS_STREAMS)
+    )
 
     @property
     def shortest_timeout(self) -> float:
         """The shortest of the connection timeouts (the watchdog's polling bound)."""
-        timeouts = [self.handshake_timeout, self.read_timeout, self.write_timeout]
+        timeouts = [
+            self.handshake_timeout,
+            self.read_timeout,
+            self.write_timeout,
+            self.ack_timeout,
+        ]
         if self.idle_timeout is not None:
             timeouts.append(self.idle_timeout)
         return min(timeouts)
@@ -130,8 +114,8 @@ class ClientConfig:
             Mirth). A timeout resends on a new connection: the old one is
             out of step.
         receive_size: Bytes asked of the transport per read (64 KiB).
-        lean_tcp: Drive plain TCP sockets directly instead of through
-            ``trio.SocketStream`` (True).
+        tls_stream: How TLS records are handled (``"ssl_socket"``, default,
+            or ``"trio"``).
     """
 
     framing: FramingConfig = attrs.field(factory=FramingConfig)
@@ -141,4 +125,6 @@ class ClientConfig:
     write_timeout: float = attrs.field(default=30.0, validator=_positive)
     retries: int = attrs.field(default=2, validator=attrs.validators.ge(0))
     receive_size: int = attrs.field(default=65536, validator=_positive)
-    lean_tcp: bool = True
+    tls_stream: TLSStreamKind = attrs.field(
+        default="ssl_socket", validator=attrs.validators.in_(_TLS_STREAMS)
+    )

@@ -1,14 +1,36 @@
-"""The exception hierarchy shared by every layer of mllp_trio."""
+"""The exception hierarchy shared by every layer of mllp_trio.
+
+Everything mllp_trio raises on purpose derives from :class:`MLLPError`, so a
+caller catches one family. Bad arguments to a constructor are the exception:
+they raise ``ValueError`` (or ``TypeError``), as in the standard library.
+
+::
+
+    MLLPError
+    +-- ProtocolError
+    |   +-- LocalProtocolError      our side misused the API
+    |   +-- RemoteProtocolError     the peer broke the framing rules
+    +-- TransportError              the connection could not carry the exchange
+    |   +-- ConnectError            refused, unknown host, unreachable
+    |   +-- TLSHandshakeError       the TLS handshake failed (certificate refused...)
+    |   +-- ConnectionClosedError   the connection ended or broke mid-exchange
+    |   +-- MLLPTimeoutError        a deadline passed (also a ``TimeoutError``)
+    +-- DeliveryFailed              NAKed more times than the retry count allows
+"""
 
 from __future__ import annotations
 
 __all__ = [
+    "ConnectError",
     "ConnectionClosedError",
     "DeliveryFailed",
     "LocalProtocolError",
     "MLLPError",
     "MLLPTimeoutError",
+    "ProtocolError",
     "RemoteProtocolError",
+    "TLSHandshakeError",
+    "TransportError",
 ]
 
 
@@ -16,15 +38,19 @@ class MLLPError(Exception):
     """Base class of every error mllp_trio raises on purpose."""
 
 
-class LocalProtocolError(MLLPError):
-    """Our side misused the API: for example sent an invalid event.
+class ProtocolError(MLLPError):
+    """The MLLP or HLLP rules were broken, by one side or the other."""
+
+
+class LocalProtocolError(ProtocolError):
+    """Our side misused the API: for example sent an event the state forbids.
 
     The connection object is not damaged by the attempt unless the error
     says so; fix the calling code.
     """
 
 
-class RemoteProtocolError(MLLPError):
+class RemoteProtocolError(ProtocolError):
     """The peer's bytes broke the framing rules.
 
     After this error the connection object refuses further use: close the
@@ -32,16 +58,29 @@ class RemoteProtocolError(MLLPError):
     """
 
 
-class MLLPTimeoutError(MLLPError, TimeoutError):
+class TransportError(MLLPError):
+    """The network connection could not carry the exchange."""
+
+
+class ConnectError(TransportError):
+    """The connection could not be opened: refused, unknown host, unreachable."""
+
+
+class TLSHandshakeError(TransportError):
+    """The TLS handshake failed: a certificate was refused, or no common protocol."""
+
+
+class ConnectionClosedError(TransportError):
+    """The peer closed the connection, it broke, or it is unusable after an interrupted exchange."""
+
+
+class MLLPTimeoutError(TransportError, TimeoutError):
     """The peer did not send or accept data within the configured time."""
-
-
-class ConnectionClosedError(MLLPError):
-    """The peer closed the connection, or it is unusable after an interrupted exchange."""
 
 
 class DeliveryFailed(MLLPError):
     """A message was refused at the transport level more times than the retry count allows.
 
-    Raised after every resend got a release 2 commit NAK or an HLLP NAK block.
+    Raised after every resend got a release 2 commit NAK (or no commit
+    acknowledgement in time) or an HLLP NAK block.
     """

@@ -4,50 +4,94 @@ from __future__ import annotations
 
 import errno
 import logging
+import math
 import ssl
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 import trio
 
-from mllp_trio._config import ServerConfig
-from mllp_trio._errors import MLLPError, MLLPTimeoutError, RemoteProtocolError
+from mllp_trio._config import ServerConfig, tls_stream_factory
+from mllp_trio._errors import DeliveryFailed, MLLPError, MLLPTimeoutError, RemoteProtocolError
 from mllp_trio._hl7._peer import ClientIdentity, PeerInfo
-from mllp_trio._hl7._pipeline import Handler, InboundMessage, Outcome, respond
-from mllp_trio._io._stream import MLLPStream, Watchdog
+from mllp_trio._hl7._pipeline import Handler, HL7Config, InboundMessage, Outcome, respond
+from mllp_trio._io._stream import MLLPStream
 from mllp_trio._io._tcpstream import LeanTCPStream
-from mllp_trio._io._tlsstream import TLSStreamFactory, ssl_socket_stream
+from mllp_trio._io._watchdog import Expiry, Watchdog
 from mllp_trio._tls._context import ClientNotAllowed, ServerTLS, identity_from_ssl
-from mllp_trio.proto._events import (
-    BadBlock,
-    CommitAck,
-    CommitNak,
-    EndOfStream,
-    HLLPNak,
-    InvalidFrame,
-    Message,
-)
-from mllp_trio.store._base import MessageStore
-from mllp_trio.store._journal import Delivery, DurableProcessor
+from mllp_trio.proto._events import EndOfStream, Message
+from mllp_trio.proto._exchange import Delivered, DeliveryFailure, Rejected, Resend
 
-__all__ = ["MLLPServer", "ServerStats", "serve_mllp"]
+__all__ = ["HL7Processor", "MLLPServer", "Processor", "ServerStats", "serve_mllp"]
 
 log = logging.getLogger("mllp_trio.server")
 
 #: Accept errors that mean "out of resources for now": wait and retry,
 #: as trio.serve_listeners does.
-_HANDSHAKE = "TLS handshake timed out"
-
 _ACCEPT_CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
 
-#: Processes one inbound message; the default is the HL7 layer's ``respond``.
-Processor = Callable[[bytes, PeerInfo], Awaitable[Outcome]]
+
+class Processor(Protocol):
+    """The per-message pipeline a listener runs: raw message in, what to answer out.
+
+    The default, :class:`HL7Processor`, answers through the HL7 layer;
+    ``mllp_trio.store.JournalProcessor`` commits each message to a journal
+    first. Write your own to insert steps of your own.
+    """
+
+    async def __call__(self, raw: bytes, peer: PeerInfo) -> Outcome:
+        """Process one inbound message; never raises for anything the message contains."""
+        ...
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Background work while the listener serves (recovery, delivery).
+
+        Call ``task_status.started()`` once the listener may accept
+        connections; returning is fine when there is nothing more to do.
+        """
+        ...
 
 
 async def _accept_all(message: InboundMessage) -> None:
     """Default handler: accept every message (AA)."""
+
+
+class HL7Processor:
+    """The default pipeline: the HL7 layer answers, nothing is stored.
+
+    Args:
+        handler: The application's handler (default: accept everything).
+        config: HL7 rules.
+    """
+
+    def __init__(self, handler: Handler | None = None, *, config: HL7Config | None = None) -> None:
+        self.handler: Handler = handler if handler is not None else _accept_all
+        self.config = config if config is not None else HL7Config()
+
+    async def __call__(self, raw: bytes, peer: PeerInfo) -> Outcome:
+        """Answer one message through :func:`respond`."""
+        return await respond(raw, peer=peer, handler=self.handler, config=self.config)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Nothing runs in the background."""
+        task_status.started()
+
+
+def _committed(outcome: Outcome) -> bool:
+    """Whether a release 2 commit ACK may answer the message: it was taken for good.
+
+    Taken: the handler (or the journal) decided for good (AA, or a final
+    AE), or it was an acknowledgement, which is never answered. Not taken: a
+    frame without a readable MSH, a message refused before processing (AR),
+    a passing failure (code 207: the sender should send it again).
+    """
+    if outcome.header is not None and outcome.header.is_ack:
+        return True
+    if outcome.message is None:
+        return False
+    return outcome.error is None or outcome.error.code != 207
 
 
 @attrs.define(kw_only=True)
@@ -90,7 +134,7 @@ class _Connection:
     @property
     def between_messages(self) -> bool:
         # Waiting for a message, and none of it has arrived yet.
-        return self.idle and (self.stream is None or not self.stream.connection.buffered)
+        return self.idle and (self.stream is None or not self.stream.exchange.buffered)
 
 
 class MLLPServer:
@@ -106,18 +150,11 @@ class MLLPServer:
         ssl_context: ``None`` for plain TCP; an ``ssl.SSLContext``; or a
             :class:`ServerTLS`, which adds the client allow list and reloading.
         config: Limits, timeouts, framing and HL7 rules.
-        tls_stream: How TLS connections are wrapped: the default,
-            :func:`ssl_socket_stream`, drives a non-blocking ``ssl.SSLSocket``
-            (TLS records handled in C); :func:`trio_ssl_stream` uses
-            ``trio.SSLStream``.
-        store: A journal (e.g. from :func:`open_sqlite_store`): every message
-            is committed before it is acknowledged, duplicates get the stored
-            answer. ``None`` (default) keeps nothing.
-        delivery: With a store: ``"before_ack"`` (default) runs the handler
-            before answering; ``"after_commit"`` answers AA once committed and
-            hands messages to the handler from the journal afterwards.
-        processor: Replaces the whole per-message pipeline; by default the
-            HL7 layer answers (through the journal when ``store`` is given).
+        processor: Replaces the per-message pipeline (default:
+            :class:`HL7Processor` with ``handler`` and ``config.hl7``). To
+            store every message before it is acknowledged, pass
+            ``mllp_trio.store.JournalProcessor(store, handler)``; the
+            handler then goes to the processor, not here.
         on_application_ack: Enhanced acknowledgement mode: called with the
             :class:`Outcome` whenever MSH-16 asks for an application
             acknowledgement (``outcome.application_ack``), after the accept
@@ -132,22 +169,20 @@ class MLLPServer:
         *,
         ssl_context: ssl.SSLContext | ServerTLS | None = None,
         config: ServerConfig | None = None,
-        tls_stream: TLSStreamFactory = ssl_socket_stream,
-        store: MessageStore | None = None,
-        delivery: Delivery = "before_ack",
         processor: Processor | None = None,
         on_application_ack: Callable[[Outcome], Awaitable[None]] | None = None,
     ) -> None:
         self.config = config if config is not None else ServerConfig()
-        self._handler: Handler = handler if handler is not None else _accept_all
-        self._tls = ssl_context
-        self._tls_stream = tls_stream
-        self.durable: DurableProcessor | None = None
-        if processor is None and store is not None:
-            processor = self.durable = DurableProcessor(
-                store, self._handler, config=self.config.hl7, delivery=delivery
+        if processor is not None and handler is not None:
+            raise ValueError(
+                "pass the handler to the processor, not to the listener as well: "
+                "MLLPServer(processor=JournalProcessor(store, handler))"
             )
-        self._process: Processor = processor if processor is not None else self._respond
+        self._tls = ssl_context
+        self._tls_stream = tls_stream_factory(self.config.tls_stream)
+        self.processor: Processor = (
+            processor if processor is not None else HL7Processor(handler, config=self.config.hl7)
+        )
         self._on_application_ack = on_application_ack
         self.stats = ServerStats()
         self.listeners: list[trio.SocketListener] = []
@@ -188,21 +223,14 @@ class MLLPServer:
         """Serve connections from ``listeners`` until :meth:`shutdown` or cancellation."""
         self.listeners = list(listeners)
         try:
-            if self.durable is not None and self.durable.delivery == "before_ack":
-                # Messages journaled just before a crash reach the handler first
-                # (after_commit: the delivery task does it while serving).
-                recovered = await self.durable.recover()
-                if recovered:
-                    log.info(
-                        "delivered %d journaled message(s) left from before the start", recovered
-                    )
             async with trio.open_nursery() as nursery:
                 connections = handler_nursery if handler_nursery is not None else nursery
                 # Accepting runs in its own nursery so that shutdown can stop
                 # it (and wait for it) before the listeners are closed.
                 async with trio.open_nursery() as accepting:
-                    if self.durable is not None and self.durable.delivery == "after_commit":
-                        accepting.start_soon(self.durable.run_delivery)
+                    # The processor's background work (a journal's recovery of
+                    # messages left from before a crash) starts before accepting.
+                    await accepting.start(self.processor.run)
                     for listener in self.listeners:
                         accepting.start_soon(self._accept_loop, listener, connections)
                     task_status.started(self.listeners)
@@ -309,7 +337,7 @@ class MLLPServer:
                     finally:
                         nursery.cancel_scope.cancel()
             if watchdog.expired is not None:
-                if watchdog.expired == _HANDSHAKE:
+                if watchdog.expired is Expiry.HANDSHAKE:
                     self.stats.handshake_failures += 1
                     log.warning("TLS handshake with %s timed out", address)
                 else:
@@ -333,21 +361,21 @@ class MLLPServer:
             return
         identity = None
         if self._tls is not None:
-            watchdog.arm(self.config.handshake_timeout, _HANDSHAKE)
+            watchdog.arm(self.config.handshake_timeout, Expiry.HANDSHAKE)
             accepted = await self._handshake(stream, address, conn)
             watchdog.disarm()
             if not accepted:
                 return
             identity = conn.identity
-        elif self.config.lean_tcp and isinstance(stream, trio.SocketStream):
+        elif isinstance(stream, trio.SocketStream):
             conn.transport = LeanTCPStream(stream)
         transport = conn.transport
         peer = PeerInfo(address=address, identity=identity)
         mstream = MLLPStream(
             transport,
-            self.config.framing.new_connection(),
+            self.config.framing.new_exchange(retries=self.config.retries),
+            watchdog,
             receive_size=self.config.receive_size,
-            watchdog=watchdog,
         )
         try:
             await self._serve_messages(mstream, peer, conn)
@@ -358,6 +386,8 @@ class MLLPServer:
         if isinstance(exc, RemoteProtocolError):
             self.stats.protocol_errors += 1
             log.warning("closing connection from %s: protocol error: %s", address, exc)
+        elif isinstance(exc, DeliveryFailed):
+            log.warning("closing connection from %s: %s", address, exc)
         elif isinstance(exc, MLLPTimeoutError):
             self.stats.timeouts += 1
             log.info("closing connection from %s: %s", address, exc)
@@ -400,94 +430,91 @@ class MLLPServer:
 
     # --- messages -----------------------------------------------------------------
 
-    async def _respond(self, raw: bytes, peer: PeerInfo) -> Outcome:
-        return await respond(raw, peer=peer, handler=self._handler, config=self.config.hl7)
-
     async def _serve_messages(self, stream: MLLPStream, peer: PeerInfo, conn: _Connection) -> None:
         config = self.config
-        framing = config.framing.framing
-        last_reply: bytes | None = None  # HLLP: resent when the peer NAKs it
-        resends = 0
+        exchange = stream.exchange
+        write_timeout = config.write_timeout
+        idle = config.idle_timeout
         conn.stream = stream
+        # Only a delivered message restarts the idle deadline: junk, rejected
+        # frames and NAKs keep no connection open.
+        idle_deadline = math.inf if idle is None else trio.current_time() + idle
         while not self._draining:
             conn.idle = True
             event = await stream.receive_event(
-                idle_timeout=config.idle_timeout, read_timeout=config.read_timeout
+                deadline=idle_deadline, reason=Expiry.IDLE, read_timeout=config.read_timeout
             )
             conn.idle = False
             if type(event) is Message:
                 self.stats.messages += 1
-                outcome = await self._process(event.data, peer)
+                outcome = await self.processor(event.data, peer)
                 if outcome.accepted:
                     self.stats.accepted_messages += 1
-                resends = 0
-                last_reply = None  # a NAK now could only be about an older reply
-                if framing == "mllp2":
-                    await self._reply_release2(stream, outcome)
+                if exchange.framing == "mllp2":
+                    # A commit ACK means "committed": anything else gets a
+                    # commit NAK, and the sender resends it.
+                    if not _committed(outcome):
+                        await stream.send_all(exchange.refuse(), timeout=write_timeout)
+                    else:
+                        await stream.send_all(exchange.commit(), timeout=write_timeout)
+                        if outcome.reply is not None:
+                            await self._reply_release2(stream, outcome.reply)
                 elif outcome.reply is not None:
-                    last_reply = await stream.send_event(
-                        Message(outcome.reply), timeout=config.write_timeout
-                    )
+                    data = exchange.send(Message(outcome.reply))
+                    await stream.send_all(data, timeout=write_timeout)
                 if outcome.application_ack is not None and self._on_application_ack is not None:
                     await self._on_application_ack(outcome)
-            elif isinstance(event, EndOfStream):
-                return
-            elif isinstance(event, InvalidFrame):
+                if idle is not None:
+                    idle_deadline = trio.current_time() + idle
+            elif type(event) is Rejected:
                 self.stats.invalid_frames += 1
                 log.warning("frame from %s rejected: %s", peer.address, event.reason)
-                if framing == "mllp2":
-                    await stream.send_event(CommitNak(), timeout=config.write_timeout)
-            elif isinstance(event, BadBlock):
-                self.stats.invalid_frames += 1
-                log.warning(
-                    "HLLP block from %s refused (NAK %s): %s",
-                    peer.address,
-                    event.reason.value,
-                    event.detail,
-                )
-                await stream.send_event(event.nak, timeout=config.write_timeout)
-            elif isinstance(event, HLLPNak):
-                if last_reply is None or resends >= config.retries:
-                    raise MLLPError(
-                        f"peer NAKed our reply ({event.reason.value}) "
-                        f"{resends + 1} time(s); giving up on the connection"
-                    )
-                resends += 1
-                await stream.send_bytes(last_reply, timeout=config.write_timeout)
-            # Commit ACK/NAK outside an exchange is refused by the state machine.
-
-    async def _reply_release2(self, stream: MLLPStream, outcome: Outcome) -> None:
-        config = self.config
-        # A commit NAK asks the sender to resend: right when the message could
-        # not be taken for a passing reason (the handler or the store failed,
-        # AE/CE 207). HL7-level refusals are final, so they are committed and
-        # answered with the AR/AE acknowledgement instead.
-        transient = outcome.error is not None and outcome.error.code == 207
-        if not outcome.accepted and transient:
-            await stream.send_event(CommitNak(), timeout=config.write_timeout)
-            return
-        await stream.send_event(CommitAck(), timeout=config.write_timeout)
-        if outcome.reply is None:
-            return
-        reply = Message(outcome.reply)
-        await stream.send_event(reply, timeout=config.write_timeout)
-        for attempt in range(config.retries + 1):
-            event = await stream.receive_event(
-                idle_timeout=config.read_timeout, read_timeout=config.read_timeout
-            )
-            if isinstance(event, CommitAck):
+                await stream.send_all(event.answer, timeout=write_timeout)
+            elif type(event) is Resend:
+                log.info("peer %s NAKed our reply (%s); resending", peer.address, event.reason)
+                await stream.send_all(event.data, timeout=write_timeout)
+            elif type(event) is DeliveryFailure:
+                raise _gave_up(event)
+            elif isinstance(event, EndOfStream):
                 return
-            if isinstance(event, CommitNak):
-                if attempt == config.retries:
-                    break  # resent ``retries`` times already
-                # Through the state machine, not as raw bytes: the resend must
-                # again expect a commit ACK/NAK, or the next one is refused.
-                await stream.send_event(reply, timeout=config.write_timeout)
-                continue
-            if isinstance(event, EndOfStream):
+            # Delivered cannot come here: the commit wait below consumes it.
+
+    async def _reply_release2(self, stream: MLLPStream, reply: bytes) -> None:
+        """Send the reply and wait for its commit; resend on NAK or ACK timeout."""
+        config = self.config
+        exchange = stream.exchange
+        await stream.send_all(exchange.send(Message(reply)), timeout=config.write_timeout)
+        while True:
+            with trio.CancelScope() as wait:
+                event = await stream.receive_event(
+                    deadline=trio.current_time() + config.ack_timeout,
+                    reason=Expiry.ACK,
+                    read_timeout=config.read_timeout,
+                    scope=wait,
+                )
+            if wait.cancelled_caught:
+                event = exchange.timeout()
+            if type(event) is Delivered:
+                return
+            if type(event) is Resend:
+                log.info("reply not committed (%s); resending", event.reason)
+                await stream.send_all(event.data, timeout=config.write_timeout)
+            elif type(event) is DeliveryFailure:
+                raise _gave_up(event)
+            elif isinstance(event, EndOfStream):
                 raise trio.ClosedResourceError("peer closed before committing our reply")
-            raise RemoteProtocolError(f"expected a commit ACK/NAK, got {type(event).__name__}")
-        raise MLLPError(f"peer NAKed our reply {config.retries + 1} times; closing")
+            elif type(event) is Rejected:
+                raise RemoteProtocolError(
+                    f"expected a commit ACK/NAK, got a bad frame: {event.reason}"
+                )
+
+
+def _gave_up(failure: DeliveryFailure) -> DeliveryFailed:
+    if "NAK" in failure.reason:
+        what = f"NAKed our reply {failure.attempts} times"
+    else:
+        what = f"did not commit our reply after {failure.attempts} attempts"
+    return DeliveryFailed(f"peer {what} ({failure.reason}); closing")
 
 
 def _peer_address(stream: trio.abc.Stream) -> tuple[str, str]:
@@ -522,27 +549,37 @@ async def serve_mllp(
     host: str | None = None,
     ssl_context: ssl.SSLContext | ServerTLS | None = None,
     config: ServerConfig | None = None,
+    processor: Processor | None = None,
+    on_application_ack: Callable[[Outcome], Awaitable[None]] | None = None,
     handler_nursery: trio.Nursery | None = None,
-    store: MessageStore | None = None,
     task_status: trio.TaskStatus[list[trio.SocketListener]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Listen for HL7 messages on ``port`` until cancelled; never returns.
 
     ``await nursery.start(serve_mllp, handler, 0)`` returns the listeners,
-    so port 0 works (``listeners[0].socket.getsockname()[1]``). See
-    :class:`MLLPServer` for the handler contract; use that class directly
-    for graceful shutdown, certificate reload and statistics.
+    so port 0 works (``listeners[0].socket.getsockname()[1]``). Takes what
+    :class:`MLLPServer` takes; use that class directly for graceful
+    shutdown, certificate reload and statistics.
 
     Args:
-        handler: The application's handler, or ``None`` to accept everything.
+        handler: The application's handler, or ``None`` to accept everything
+            (or when ``processor`` carries it).
         port: TCP port (2575 is IANA's hl7 port; 0 picks a free one).
         host: Address to bind; ``None`` binds every address.
         ssl_context: ``None`` for plain TCP, an ``ssl.SSLContext`` or a :class:`ServerTLS`.
         config: Limits, timeouts, framing, HL7 rules.
+        processor: The per-message pipeline, e.g.
+            ``mllp_trio.store.JournalProcessor(store, handler)`` to commit
+            every message before acknowledging it (see :class:`MLLPServer`).
+        on_application_ack: Enhanced mode: receives application acknowledgements.
         handler_nursery: Nursery to run connections in (default: an internal one).
-        store: A journal: commit every message before acknowledging it
-            (see :class:`MLLPServer`); ``None`` keeps nothing.
         task_status: Receives the list of listeners once listening.
     """
-    server = MLLPServer(handler, ssl_context=ssl_context, config=config, store=store)
+    server = MLLPServer(
+        handler,
+        ssl_context=ssl_context,
+        config=config,
+        processor=processor,
+        on_application_ack=on_application_ack,
+    )
     await server.serve(port, host=host, handler_nursery=handler_nursery, task_status=task_status)

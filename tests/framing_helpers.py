@@ -22,13 +22,13 @@ def frame(data: bytes) -> bytes:
 
 def describe(event: Any) -> tuple[Any, ...]:
     """A comparable summary of an event (or of an error)."""
-    if isinstance(event, mllp_trio.Message):
+    if isinstance(event, mllp_trio.proto.Message):
         return ("message", event.data)
-    if isinstance(event, mllp_trio.InvalidFrame):
+    if isinstance(event, mllp_trio.proto.InvalidFrame):
         return ("invalid", event.reason)
-    if isinstance(event, mllp_trio.BadBlock):
+    if isinstance(event, mllp_trio.proto.BadBlock):
         return ("bad", event.reason.value)
-    if isinstance(event, mllp_trio.HLLPNak):
+    if isinstance(event, mllp_trio.proto.HLLPNak):
         return ("nak", event.reason.value)
     return (type(event).__name__,)
 
@@ -47,13 +47,13 @@ def drive(
         while True:
             try:
                 event = conn.next_event()
-            except mllp_trio.RemoteProtocolError:
+            except mllp_trio.proto.RemoteProtocolError:
                 out.append(("error",))
                 return out, conn
-            if event is mllp_trio.NEED_DATA:
+            if event is mllp_trio.proto.NEED_DATA:
                 break
             out.append(describe(event))
-            if isinstance(event, mllp_trio.EndOfStream):
+            if isinstance(event, mllp_trio.proto.EndOfStream):
                 return out, conn
     return out, conn
 

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterable, Sequence
+from typing import Any
 from datetime import datetime
 from pathlib import Path
 
@@ -14,12 +15,12 @@ import pytest
 import trio
 import trio.testing
 
-from mllp_trio._client import open_mllp_connection
+from mllp_trio._client import open_mllp_client
 from mllp_trio._config import ClientConfig, FramingConfig, ServerConfig
 from mllp_trio._errors import DeliveryFailed
 from mllp_trio._hl7._ack import parse_reply
 from mllp_trio._hl7._pipeline import HL7Error, InboundMessage
-from mllp_trio._io._stream import MLLPStream
+from .raw_peer import RawPeer
 from mllp_trio._server import MLLPServer
 from mllp_trio.proto._events import CommitNak, Message
 from mllp_trio.store._base import (
@@ -33,7 +34,7 @@ from mllp_trio.store._base import (
     StoreErrorKind,
     StoreStats,
 )
-from mllp_trio.store._journal import Delivery
+from mllp_trio.store._journal import Delivery, JournalProcessor
 from mllp_trio.store._sqlite import SQLiteStore, SQLiteStoreConfig, open_sqlite_store
 
 from .conftest import StartServer
@@ -44,6 +45,24 @@ from .store_helpers import Blocker
 SECRET = "SECRETSURNAME^JANE"
 
 DELIVERIES: list[Delivery] = ["before_ack", "after_commit"]
+
+
+def journaled(
+    handler: Any,
+    store: Any,
+    delivery: Delivery = "before_ack",
+    *,
+    config: ServerConfig | None = None,
+) -> MLLPServer:
+    """A listener that commits every message to ``store`` before answering."""
+    hl7 = config.hl7 if config is not None else None
+    processor = JournalProcessor(store, handler, delivery=delivery, config=hl7)
+    return MLLPServer(processor=processor, config=config)
+
+
+def journal_of(server: MLLPServer) -> JournalProcessor:
+    assert isinstance(server.processor, JournalProcessor)
+    return server.processor
 
 
 def hl7(control_id: str, **kwargs: str) -> bytes:
@@ -154,7 +173,7 @@ async def wait_all_delivered(store: SQLiteStore) -> None:
 
 async def send(port: int, data: bytes) -> bytes:
     """One message on a fresh connection; the raw reply."""
-    async with open_mllp_connection("127.0.0.1", port) as conn:
+    async with open_mllp_client("127.0.0.1", port) as conn:
         return await conn.send_raw(data)
 
 
@@ -172,9 +191,9 @@ async def test_commit_failure_is_never_acknowledged_positively(
 ) -> None:
     store = FailingStore()
     handler = Recorder()
-    port = await start_server(MLLPServer(handler, store=store, delivery=delivery))
+    port = await start_server(journaled(handler, store, delivery))
     message = hl7("F1", accept_ack=accept_ack, application_ack=accept_ack)
-    async with open_mllp_connection("127.0.0.1", port) as conn:
+    async with open_mllp_client("127.0.0.1", port) as conn:
         reply = await conn.send(message, raise_on_negative=False)
     assert reply.code == expected
     assert [e.code for e in reply.errors] == ["207"]
@@ -190,12 +209,12 @@ async def test_commit_failure_is_a_commit_nak_in_release_2(
     store = FailingStore()
     handler = Recorder()
     mllp2 = FramingConfig(framing="mllp2")
-    server = MLLPServer(handler, store=store, delivery=delivery, config=ServerConfig(framing=mllp2))
+    server = journaled(handler, store, delivery, config=ServerConfig(framing=mllp2))
     port = await start_server(server)
     message = hl7("F2", accept_ack=accept_ack, application_ack=accept_ack)
     # By hand: the first thing back is a commit NAK, no HL7 reply.
     tcp = await trio.open_tcp_stream("127.0.0.1", port)
-    stream = MLLPStream(tcp, mllp2.new_connection())
+    stream = RawPeer(tcp, mllp2.new_connection())
     try:
         await stream.send_event(Message(message))
         assert isinstance(await stream.receive_event(), CommitNak)
@@ -203,7 +222,7 @@ async def test_commit_failure_is_a_commit_nak_in_release_2(
         await stream.aclose()
     # Through the client: resent on every NAK, then reported as failed.
     config = ClientConfig(framing=mllp2, retries=2)
-    async with open_mllp_connection("127.0.0.1", port, config=config) as conn:
+    async with open_mllp_client("127.0.0.1", port, config=config) as conn:
         with pytest.raises(DeliveryFailed):
             await conn.send(message)
     assert store.commit_calls == 1 + 3
@@ -222,7 +241,7 @@ async def test_duplicate_gets_the_identical_stored_ack(
     handler = Recorder()
     message = hl7("D1", accept_ack=accept_ack, application_ack=accept_ack)
     async with open_sqlite_store(tmp_path) as store:
-        server = MLLPServer(handler, store=store, delivery=delivery)
+        server = journaled(handler, store, delivery)
         port = await start_server(server)
         first = await send(port, message)
         await handler.wait_for(1)
@@ -232,8 +251,7 @@ async def test_duplicate_gets_the_identical_stored_ack(
         assert third == first
         assert code_of(first, "D1") == ("CA" if accept_ack else "AA")
         # Nothing is left to deliver: the duplicates were never journaled.
-        assert server.durable is not None
-        assert await server.durable.recover() == 0
+        assert await journal_of(server).recover() == 0
         assert handler.control_ids == ["D1"]
         assert await store.count() == 1
         assert store.stats.duplicates == 2
@@ -253,7 +271,7 @@ async def test_duplicate_while_the_original_is_being_handled(
         replies.append(await send(port, hl7("P1")))
 
     async with open_sqlite_store(tmp_path) as store:
-        port = await start_server(MLLPServer(handler, store=store))
+        port = await start_server(journaled(handler, store))
         async with trio.open_nursery() as nursery:
             nursery.start_soon(send_one)
             with trio.fail_after(10):
@@ -281,7 +299,7 @@ async def test_duplicate_of_a_final_error_gets_the_same_error(
         raise HL7Error("unknown patient", code=204)
 
     async with open_sqlite_store(tmp_path) as store:
-        port = await start_server(MLLPServer(refuse, store=store))
+        port = await start_server(journaled(refuse, store))
         first = await send(port, hl7("E1"))
         assert code_of(first, "E1") == "AE"
         assert await send(port, hl7("E1")) == first
@@ -296,7 +314,7 @@ async def test_duplicate_after_a_passing_handler_failure_is_handled_again(
     # (at least once), not be answered from the journal.
     handler = Recorder(fail_first=1)
     async with open_sqlite_store(tmp_path) as store:
-        port = await start_server(MLLPServer(handler, store=store))
+        port = await start_server(journaled(handler, store))
         first = await send(port, hl7("R1"))
         assert code_of(first, "R1") == "AE"
         second = await send(port, hl7("R1"))
@@ -318,13 +336,13 @@ async def test_group_commit_over_many_connections(
     codes: list[str] = []
 
     async def client(n: int) -> None:
-        async with open_mllp_connection("127.0.0.1", port) as conn:
+        async with open_mllp_client("127.0.0.1", port) as conn:
             for i in range(per_client):
                 reply = await conn.send(hl7(f"G{n:02d}-{i}"), raise_on_negative=False)
                 codes.append(reply.code)
 
     async with open_sqlite_store(tmp_path) as store:
-        port = await start_server(MLLPServer(None, store=store))
+        port = await start_server(journaled(None, store))
         blocker = Blocker()
         async with trio.open_nursery() as nursery:
             await blocker.hold(store, nursery)
@@ -350,8 +368,8 @@ async def test_after_commit_acknowledges_first_then_delivers_every_message(
     handler = Recorder(gate=gate)
     sent = [hl7(f"A{i}") for i in range(5)]
     async with open_sqlite_store(tmp_path) as store:
-        port = await start_server(MLLPServer(handler, store=store, delivery="after_commit"))
-        async with open_mllp_connection("127.0.0.1", port) as conn:
+        port = await start_server(journaled(handler, store, "after_commit"))
+        async with open_mllp_client("127.0.0.1", port) as conn:
             for data in sent:
                 # AA while the handler is still held: acknowledged on commit.
                 assert (await conn.send(data)).code == "AA"
@@ -368,9 +386,8 @@ async def test_after_commit_retries_a_failing_handler(
 ) -> None:
     handler = Recorder(fail_first=1)
     async with open_sqlite_store(tmp_path) as store:
-        server = MLLPServer(handler, store=store, delivery="after_commit")
-        assert server.durable is not None
-        server.durable.retry_interval = 0.05
+        server = journaled(handler, store, "after_commit")
+        journal_of(server).retry_interval = 0.05
         port = await start_server(server)
         assert code_of(await send(port, hl7("T1")), "T1") == "AA"
         await handler.wait_for(2)
@@ -385,7 +402,7 @@ async def test_after_commit_resumes_after_restart(tmp_path: Path) -> None:
         await trio.sleep_forever()
 
     async with open_sqlite_store(tmp_path) as store:
-        server = MLLPServer(stuck, store=store, delivery="after_commit")
+        server = journaled(stuck, store, "after_commit")
         async with trio.open_nursery() as nursery:
             listeners = await nursery.start(functools.partial(server.serve, 0, host="127.0.0.1"))
             port = listeners[0].socket.getsockname()[1]
@@ -396,7 +413,7 @@ async def test_after_commit_resumes_after_restart(tmp_path: Path) -> None:
 
     handler = Recorder()
     async with open_sqlite_store(tmp_path) as store, trio.open_nursery() as nursery:
-        server = MLLPServer(handler, store=store, delivery="after_commit")
+        server = journaled(handler, store, "after_commit")
         await nursery.start(functools.partial(server.serve, 0, host="127.0.0.1"))
         await handler.wait_for(3)
         assert [m.raw for m in handler.calls] == sent
@@ -420,7 +437,7 @@ async def test_before_ack_recovers_a_journaled_unhandled_message(
                 sending_facility="HOSP",
             )
         )
-        server = MLLPServer(handler, store=store)
+        server = journaled(handler, store)
         port = await start_server(server)
         # recover() runs before the listener reports itself started.
         assert [m.raw for m in handler.calls] == [data]

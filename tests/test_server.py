@@ -13,12 +13,12 @@ import pytest
 import trio
 import trio.testing
 
-from mllp_trio._client import open_mllp_connection
+from mllp_trio._client import open_mllp_client
 from mllp_trio._config import ClientConfig, Framing, FramingConfig, ServerConfig
 from mllp_trio._errors import ConnectionClosedError, DeliveryFailed
 from mllp_trio._hl7._ack import AckCode, ApplicationError, parse_reply
 from mllp_trio._hl7._pipeline import HL7Error, InboundMessage
-from mllp_trio._io._stream import MLLPStream
+from .raw_peer import RawPeer
 from mllp_trio._server import MLLPServer, serve_mllp
 from mllp_trio.proto._events import CommitAck, CommitNak, EndOfStream, HLLPNak, Message, NakReason
 from mllp_trio.proto._hllp import HLLPConnection
@@ -82,11 +82,11 @@ class OneByteWrites(RecordingStream):
 
 
 class Peer:
-    """The sending side written by hand: an MLLPStream driven event by event."""
+    """The sending side written by hand: an RawPeer driven event by event."""
 
     def __init__(self, transport: trio.abc.Stream, framing: Framing = "mllp") -> None:
         self.framing = framing
-        self.stream = MLLPStream(transport, FramingConfig(framing=framing).new_connection())
+        self.stream = RawPeer(transport, FramingConfig(framing=framing).new_connection())
 
     async def send(self, data: bytes) -> None:
         await self.stream.send_event(Message(data))
@@ -144,7 +144,7 @@ async def test_many_messages_on_one_connection(
     server = MLLPServer(handler, config=server_config(framing))
     port = await start_server(server)
     ids = [f"MSG{i:04d}" for i in range(25)]
-    async with open_mllp_connection("127.0.0.1", port, config=client_config(framing)) as client:
+    async with open_mllp_client("127.0.0.1", port, config=client_config(framing)) as client:
         for control_id in ids:
             reply = await client.send(hl7(control_id))
             assert (reply.code, reply.control_id) == (AckCode.AA, control_id)
@@ -180,7 +180,7 @@ async def test_serve_mllp_reports_its_listeners(nursery: trio.Nursery) -> None:
         functools.partial(serve_mllp, handler, 0, host="127.0.0.1", config=server_config("hllp"))
     )
     port = listeners[0].socket.getsockname()[1]
-    async with open_mllp_connection("127.0.0.1", port, config=client_config("hllp")) as client:
+    async with open_mllp_client("127.0.0.1", port, config=client_config("hllp")) as client:
         assert (await client.send(hl7("SM1"))).code == AckCode.AA
     assert seen == ["SM1"]
 
@@ -203,7 +203,7 @@ async def test_many_connections_at_once(start_server: StartServer) -> None:
     replies: list[str] = []
 
     async def one_client(n: int) -> None:
-        async with open_mllp_connection("127.0.0.1", port) as client:
+        async with open_mllp_client("127.0.0.1", port) as client:
             for i in range(3):
                 replies.append((await client.send(hl7(f"C{n}M{i}"))).control_id)
 
@@ -268,12 +268,12 @@ async def test_handler_exception_answers_ae_and_the_server_keeps_serving(
 
     server = MLLPServer(handler)
     port = await start_server(server)
-    async with open_mllp_connection("127.0.0.1", port) as client:
+    async with open_mllp_client("127.0.0.1", port) as client:
         with pytest.raises(ApplicationError) as info:
             await client.send(hl7("BOOM"))
         assert [e.code for e in info.value.reply.errors] == ["207"]
         assert (await client.send(hl7("AFTER"))).code == AckCode.AA
-    async with open_mllp_connection("127.0.0.1", port) as client:
+    async with open_mllp_client("127.0.0.1", port) as client:
         assert (await client.send(hl7("NEXT"))).code == AckCode.AA
     assert "builtins.RuntimeError" in log_text(caplog)
     assert server.stats.messages == 3
@@ -291,7 +291,7 @@ async def test_peer_reset_mid_frame(
     await trio.sleep(1)  # the server reads the partial frame
     reset(stream)
     await stream.aclose()
-    async with open_mllp_connection("127.0.0.1", port) as client:
+    async with open_mllp_client("127.0.0.1", port) as client:
         assert (await client.send(hl7("NEXT"))).code == AckCode.AA
     await trio.sleep(1)
     assert server.stats.accepted == 2
@@ -318,7 +318,7 @@ async def test_garbage_peer_then_the_next_client_is_served(
     await stream.send_eof()
     answer = await receive_until_eof(stream)
     await stream.aclose()
-    async with open_mllp_connection("127.0.0.1", port, config=client_config(framing)) as client:
+    async with open_mllp_client("127.0.0.1", port, config=client_config(framing)) as client:
         assert (await client.send(hl7("NEXT"))).code == AckCode.AA
     await trio.sleep(1)
     assert server.stats.invalid_frames >= 1
@@ -342,7 +342,7 @@ async def test_strict_mode_closes_on_garbage(
     await stream.send_all(b"garbage " + SECRET.encode() + frame(hl7("X")))
     assert await receive_until_eof(stream) == b""
     await stream.aclose()
-    async with open_mllp_connection("127.0.0.1", port) as client:
+    async with open_mllp_client("127.0.0.1", port) as client:
         assert (await client.send(hl7("NEXT"))).code == AckCode.AA
     assert server.stats.protocol_errors == 1
     assert "protocol error" in log_text(caplog)
@@ -449,7 +449,7 @@ async def test_oversized_message_closes_the_connection(
     server = MLLPServer(config=config)
     port = await start_server(server)
     big = hl7("BIG") + b"NTE|1||" + b"x" * 300 + b"\r"
-    async with open_mllp_connection("127.0.0.1", port, config=ClientConfig(retries=0)) as client:
+    async with open_mllp_client("127.0.0.1", port, config=ClientConfig(retries=0)) as client:
         with pytest.raises(ConnectionClosedError):
             await client.send(big)
         assert (await client.send(hl7("SMALL"))).code == AckCode.AA  # a new connection
@@ -702,7 +702,7 @@ async def test_release2_client_resends_on_commit_nak_end_to_end(start_server: St
     server = MLLPServer(handler, config=server_config("mllp2"))
     port = await start_server(server)
     config = client_config("mllp2", retries=2)
-    async with open_mllp_connection("127.0.0.1", port, config=config) as client:
+    async with open_mllp_client("127.0.0.1", port, config=config) as client:
         assert (await client.send(hl7("E1"))).code == AckCode.AA
         assert calls == 3
         assert (await client.send(hl7("E2"))).code == AckCode.AA
@@ -722,7 +722,7 @@ async def test_release2_client_raises_delivery_failed_after_retries(
     server = MLLPServer(handler, config=server_config("mllp2"))
     port = await start_server(server)
     config = client_config("mllp2", retries=3)
-    async with open_mllp_connection("127.0.0.1", port, config=config) as client:
+    async with open_mllp_client("127.0.0.1", port, config=config) as client:
         with pytest.raises(DeliveryFailed):
             await client.send(hl7("E1"))
         assert calls == 4
@@ -742,7 +742,7 @@ async def test_release2_final_hl7_error_is_committed_not_resent(start_server: St
 
     server = MLLPServer(handler, config=server_config("mllp2"))
     port = await start_server(server)
-    async with open_mllp_connection("127.0.0.1", port, config=client_config("mllp2")) as client:
+    async with open_mllp_client("127.0.0.1", port, config=client_config("mllp2")) as client:
         with pytest.raises(ApplicationError) as info:
             await client.send(hl7("E1"))
         assert [e.code for e in info.value.reply.errors] == ["204"]
@@ -846,9 +846,7 @@ async def test_hllp_retries_end_to_end_in_both_directions(
     port = await start_server(server)
     proxy = CorruptingProxy(port)
     proxy_port = await nursery.start(proxy.serve)
-    async with open_mllp_connection(
-        "127.0.0.1", proxy_port, config=client_config("hllp")
-    ) as client:
+    async with open_mllp_client("127.0.0.1", proxy_port, config=client_config("hllp")) as client:
         assert (await client.send(hl7("E2E"))).code == AckCode.AA
         assert (await client.send(hl7("E2E2"))).code == AckCode.AA
     assert proxy.corrupted == {"up": True, "down": True}

@@ -11,20 +11,26 @@ import trio
 import trio.testing
 import trustme
 
-from mllp_trio._client import open_mllp_connection
-from mllp_trio._config import ClientConfig, Framing, FramingConfig, ServerConfig
-from mllp_trio._errors import ConnectionClosedError, MLLPError
+from mllp_trio._client import open_mllp_client
+from mllp_trio._config import (
+    ClientConfig,
+    Framing,
+    FramingConfig,
+    ServerConfig,
+    TLSStreamKind,
+    tls_stream_factory,
+)
+from mllp_trio._errors import ConnectionClosedError, MLLPError, TLSHandshakeError
 from mllp_trio._hl7._ack import AckCode
 from mllp_trio._hl7._peer import PeerInfo
 from mllp_trio._hl7._pipeline import InboundMessage
-from mllp_trio._io._stream import MLLPStream
-from mllp_trio._io._tlsstream import TLSStreamFactory, ssl_socket_stream, trio_ssl_stream
 from mllp_trio._server import MLLPServer
 from mllp_trio._tls._context import ServerTLS, TLSConfigError
 from mllp_trio.proto._events import CommitAck, Message
 
 from .conftest import StartServer, assert_no_content, log_text
 from .hl7_samples import make_message
+from .raw_peer import RawPeer
 from .test_tls import _tls11_client_hello as tls11_client_hello
 from .tls_helpers import TLSMaterial, write_leaf
 
@@ -37,10 +43,18 @@ def hl7(control_id: str) -> bytes:
     return make_message(control_id=control_id, patient_name=SECRET)
 
 
-@pytest.fixture(params=[trio_ssl_stream, ssl_socket_stream], ids=["trio_ssl", "ssl_socket"])
-def tls_stream(request: pytest.FixtureRequest) -> TLSStreamFactory:
-    factory: TLSStreamFactory = request.param
-    return factory
+@pytest.fixture(params=["trio", "ssl_socket"], ids=["trio_ssl", "ssl_socket"])
+def tls_stream(request: pytest.FixtureRequest) -> TLSStreamKind:
+    kind: TLSStreamKind = request.param
+    return kind
+
+
+def listener_config(kind: TLSStreamKind, config: ServerConfig | None = None) -> ServerConfig:
+    return attrs.evolve(config or ServerConfig(), tls_stream=kind)
+
+
+def sender_config(kind: TLSStreamKind, config: ClientConfig | None = None) -> ClientConfig:
+    return attrs.evolve(config or ClientConfig(), tls_stream=kind)
 
 
 @pytest.fixture(autouse=True)
@@ -61,17 +75,17 @@ class Recorder:
 async def send_ok(
     port: int,
     context: ssl.SSLContext,
-    tls_stream: TLSStreamFactory,
+    tls_stream: TLSStreamKind,
     control_id: str = "OK",
     *,
     server_hostname: str = "localhost",
 ) -> None:
-    async with open_mllp_connection(
+    async with open_mllp_client(
         "127.0.0.1",
         port,
         ssl_context=context,
         server_hostname=server_hostname,
-        tls_stream=tls_stream,
+        config=sender_config(tls_stream),
     ) as client:
         reply = await client.send(hl7(control_id))
         assert (reply.code, reply.control_id) == (AckCode.AA, control_id)
@@ -80,19 +94,18 @@ async def send_ok(
 async def send_refused(
     port: int,
     context: ssl.SSLContext,
-    tls_stream: TLSStreamFactory,
+    tls_stream: TLSStreamKind,
     *,
     server_hostname: str = "localhost",
 ) -> BaseException:
     """Connect and send; return the error (TLS 1.3 may report a refusal only on first use)."""
-    with pytest.raises((ConnectionClosedError, trio.BrokenResourceError)) as info:
-        async with open_mllp_connection(
+    with pytest.raises((TLSHandshakeError, ConnectionClosedError)) as info:
+        async with open_mllp_client(
             "127.0.0.1",
             port,
             ssl_context=context,
             server_hostname=server_hostname,
-            config=NO_RETRY,
-            tls_stream=tls_stream,
+            config=sender_config(tls_stream, NO_RETRY),
         ) as client:
             await client.send(hl7("REFUSED"))
     return info.value
@@ -109,15 +122,17 @@ async def settle(server: MLLPServer) -> None:
 
 
 async def test_mutual_tls_many_messages_and_connections(
-    tls: TLSMaterial, tls_stream: TLSStreamFactory, start_server: StartServer
+    tls: TLSMaterial, tls_stream: TLSStreamKind, start_server: StartServer
 ) -> None:
     handler = Recorder()
-    server = MLLPServer(handler, ssl_context=ServerTLS(tls.server_config()), tls_stream=tls_stream)
+    server = MLLPServer(
+        handler, ssl_context=ServerTLS(tls.server_config()), config=listener_config(tls_stream)
+    )
     port = await start_server(server)
 
     async def one_client(n: int) -> None:
-        async with open_mllp_connection(
-            "127.0.0.1", port, ssl_context=tls.client_context(), tls_stream=tls_stream
+        async with open_mllp_client(
+            "127.0.0.1", port, ssl_context=tls.client_context(), config=sender_config(tls_stream)
         ) as client:
             for i in range(5):
                 assert (await client.send(hl7(f"T{n}-{i}"))).control_id == f"T{n}-{i}"
@@ -136,10 +151,12 @@ async def test_mutual_tls_many_messages_and_connections(
 
 
 async def test_plain_ssl_context_reports_the_identity(
-    tls: TLSMaterial, tls_stream: TLSStreamFactory, start_server: StartServer
+    tls: TLSMaterial, tls_stream: TLSStreamKind, start_server: StartServer
 ) -> None:
     handler = Recorder()
-    server = MLLPServer(handler, ssl_context=tls.server_context(), tls_stream=tls_stream)
+    server = MLLPServer(
+        handler, ssl_context=tls.server_context(), config=listener_config(tls_stream)
+    )
     port = await start_server(server)
     await send_ok(port, tls.client_context(), tls_stream)
     assert handler.peers[0].identity is not None
@@ -148,22 +165,22 @@ async def test_plain_ssl_context_reports_the_identity(
 
 @pytest.mark.parametrize("framing", ["mllp", "mllp2", "hllp"])
 async def test_mutual_tls_over_memory_streams(
-    tls: TLSMaterial, tls_stream: TLSStreamFactory, nursery: trio.Nursery, framing: Framing
+    tls: TLSMaterial, tls_stream: TLSStreamKind, nursery: trio.Nursery, framing: Framing
 ) -> None:
     handler = Recorder()
     framing_config = FramingConfig(framing=framing)
     server = MLLPServer(
         handler,
         ssl_context=ServerTLS(tls.server_config()),
-        config=ServerConfig(framing=framing_config),
-        tls_stream=tls_stream,
+        config=listener_config(tls_stream, ServerConfig(framing=framing_config)),
     )
     client_side, server_side = trio.testing.memory_stream_pair()
     nursery.start_soon(server.handle_stream, server_side)
     # Memory streams have no socket: ssl_socket_stream falls back to trio.SSLStream.
-    client_tls = await tls_stream(client_side, tls.client_context(), "localhost", server_side=False)
+    wrap = tls_stream_factory(tls_stream)
+    client_tls = await wrap(client_side, tls.client_context(), "localhost", server_side=False)
     assert isinstance(client_tls, trio.SSLStream)
-    stream = MLLPStream(client_tls, framing_config.new_connection())
+    stream = RawPeer(client_tls, framing_config.new_connection())
     for i in range(3):
         await stream.send_event(Message(hl7(f"M{i}")))
         if framing == "mllp2":
@@ -204,7 +221,7 @@ async def offer_tls_1_1(port: int) -> bytes:
 )
 async def test_refusals_cost_one_connection_and_are_counted_and_logged(
     tls: TLSMaterial,
-    tls_stream: TLSStreamFactory,
+    tls_stream: TLSStreamKind,
     start_server: StartServer,
     caplog: pytest.LogCaptureFixture,
     case: str,
@@ -226,7 +243,9 @@ async def test_refusals_cost_one_connection_and_are_counted_and_logged(
         client_context = tls.client_context(cert=revoked)
         server_config = tls.server_config(crl_file=tls.write_crl([revoked]))
     handler = Recorder()
-    server = MLLPServer(handler, ssl_context=ServerTLS(server_config), tls_stream=tls_stream)
+    server = MLLPServer(
+        handler, ssl_context=ServerTLS(server_config), config=listener_config(tls_stream)
+    )
     port = await start_server(server)
     if case == "TLS 1.1 offered":
         answer = await offer_tls_1_1(port)
@@ -251,16 +270,18 @@ async def test_refusals_cost_one_connection_and_are_counted_and_logged(
 
 async def test_wrong_server_hostname_is_refused_by_the_client(
     tls: TLSMaterial,
-    tls_stream: TLSStreamFactory,
+    tls_stream: TLSStreamKind,
     start_server: StartServer,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    server = MLLPServer(ssl_context=ServerTLS(tls.server_config()), tls_stream=tls_stream)
+    server = MLLPServer(
+        ssl_context=ServerTLS(tls.server_config()), config=listener_config(tls_stream)
+    )
     port = await start_server(server)
     error = await send_refused(
         port, tls.client_context(), tls_stream, server_hostname="wrong.example"
     )
-    assert isinstance(error, trio.BrokenResourceError)
+    assert isinstance(error, TLSHandshakeError)
     assert isinstance(error.__cause__, ssl.SSLCertVerificationError)
     assert "wrong.example" in str(error.__cause__)
     await settle(server)
@@ -274,14 +295,14 @@ async def test_wrong_server_hostname_is_refused_by_the_client(
 
 async def test_handshake_timeout(
     tls: TLSMaterial,
-    tls_stream: TLSStreamFactory,
+    tls_stream: TLSStreamKind,
     start_server: StartServer,
     caplog: pytest.LogCaptureFixture,
     autojump_clock: object,
 ) -> None:
     config = ServerConfig(handshake_timeout=5)
     server = MLLPServer(
-        ssl_context=ServerTLS(tls.server_config()), config=config, tls_stream=tls_stream
+        ssl_context=ServerTLS(tls.server_config()), config=listener_config(tls_stream, config)
     )
     port = await start_server(server)
     with trio.fail_after(60):
@@ -297,15 +318,17 @@ async def test_handshake_timeout(
 
 
 async def test_reload_tls(
-    tls: TLSMaterial, tls_stream: TLSStreamFactory, start_server: StartServer
+    tls: TLSMaterial, tls_stream: TLSStreamKind, start_server: StartServer
 ) -> None:
-    server = MLLPServer(ssl_context=ServerTLS(tls.server_config()), tls_stream=tls_stream)
+    server = MLLPServer(
+        ssl_context=ServerTLS(tls.server_config()), config=listener_config(tls_stream)
+    )
     port = await start_server(server)
     new_ca = trustme.CA()
     old_trust = tls.client_context()
     new_trust = tls.client_context(trust=new_ca)
-    async with open_mllp_connection(
-        "127.0.0.1", port, ssl_context=old_trust, tls_stream=tls_stream, config=NO_RETRY
+    async with open_mllp_client(
+        "127.0.0.1", port, ssl_context=old_trust, config=sender_config(tls_stream, NO_RETRY)
     ) as before:
         assert (await before.send(hl7("B1"))).code == AckCode.AA
         # A new server certificate from another CA, written over the old files.
@@ -320,9 +343,11 @@ async def test_reload_tls(
 
 
 async def test_reload_tls_keeps_the_old_files_on_error(
-    tls: TLSMaterial, tls_stream: TLSStreamFactory, start_server: StartServer
+    tls: TLSMaterial, tls_stream: TLSStreamKind, start_server: StartServer
 ) -> None:
-    server = MLLPServer(ssl_context=ServerTLS(tls.server_config()), tls_stream=tls_stream)
+    server = MLLPServer(
+        ssl_context=ServerTLS(tls.server_config()), config=listener_config(tls_stream)
+    )
     port = await start_server(server)
     tls.server_key_file.write_text("not a key")
     with pytest.raises(TLSConfigError):

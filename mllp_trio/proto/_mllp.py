@@ -86,6 +86,7 @@ class MLLPConnection:
         self._error: RemoteProtocolError | None = None
         self._awaiting_commit = False
         self._owed_commits = 0
+        self._late_commits = 0  # acknowledgements of timed-out copies still to come
         self._commit_ack_frame = self._reader.frame(_COMMIT_ACK)
         self._commit_nak_frame = self._reader.frame(_COMMIT_NAK)
 
@@ -148,10 +149,11 @@ class MLLPConnection:
             if not queue:
                 return EndOfStream() if self._reader.eof else NEED_DATA
         if self._mllp2:
-            return self._release2_event(queue.popleft())
+            event = self._release2_event(queue.popleft())
+            return self.next_event() if event is None else event
         return queue.popleft()  # type: ignore[no-any-return]
 
-    def _release2_event(self, item: Item) -> MLLPEvent:
+    def _release2_event(self, item: Item) -> MLLPEvent | None:
         # Release 2 events leave the queue one at a time through here, so a
         # sequencing fault is raised after the events that preceded it.
         if type(item) is not bytes:
@@ -160,6 +162,11 @@ class MLLPConnection:
         data: bytes = item
         if data in (_COMMIT_ACK, _COMMIT_NAK):
             if not self._awaiting_commit:
+                if self._late_commits:
+                    # The answer to a copy we already resent: the first
+                    # acknowledgement after the resend settled the block.
+                    self._late_commits -= 1
+                    return None
                 self._fail("commit acknowledgement received but no content block was awaiting one")
             self._awaiting_commit = False
             return CommitAck() if data == _COMMIT_ACK else CommitNak()
@@ -185,6 +192,11 @@ class MLLPConnection:
             data = event.data
             self._reader.check_outgoing(data)
             if self._mllp2:
+                if data in (_COMMIT_ACK, _COMMIT_NAK):
+                    raise LocalProtocolError(
+                        "release 2: content of a single 0x06 or 0x15 byte would be read as "
+                        "a commit acknowledgement; it cannot be sent as a message"
+                    )
                 if self._awaiting_commit:
                     raise LocalProtocolError(
                         "release 2: wait for the commit ACK/NAK of the previous block first"
@@ -207,6 +219,24 @@ class MLLPConnection:
             self._owed_commits -= 1
             return self._commit_ack_frame if type(event) is CommitAck else self._commit_nak_frame
         raise LocalProtocolError(f"MLLPConnection cannot send {type(event).__name__}")
+
+    def resend(self, event: Message) -> bytes:
+        """Release 2: send a block again because its commit acknowledgement did not come in time.
+
+        The block still awaits one commit ACK/NAK; the first that arrives
+        settles it, and one more (the answer to the earlier copy, if it was
+        only late) is dropped instead of being taken for a protocol fault.
+
+        Raises:
+            LocalProtocolError: Not release 2, or no block is awaiting a commit
+                acknowledgement.
+        """
+        self._check_usable()
+        if not self._mllp2 or not self._awaiting_commit:
+            raise LocalProtocolError("resend() is for a release 2 block still awaiting its commit")
+        self._reader.check_outgoing(event.data)
+        self._late_commits += 1
+        return self._reader.frame(event.data)
 
     def _fail(self, text: str) -> None:
         self._error = RemoteProtocolError(text)

@@ -29,7 +29,7 @@ from mllp_trio._hl7._pipeline import (
 from mllp_trio._io._waker import Waker
 from mllp_trio.store._base import InboundRecord, MessageStore, StoreError
 
-__all__ = ["Delivery", "DurableProcessor"]
+__all__ = ["Delivery", "JournalProcessor"]
 
 log = logging.getLogger("mllp_trio.durable")
 
@@ -40,6 +40,10 @@ Delivery = Literal["before_ack", "after_commit"]
 
 _STORE_FAILED_TEXT = "message could not be stored; send it again"
 _INTERNAL = 207  # table 0357: application internal error, a passing failure
+
+
+async def _accept_all(message: InboundMessage) -> None:
+    """Default handler: accept every message (AA)."""
 
 
 def _field_text(value: bytes) -> str:
@@ -55,7 +59,7 @@ class _InHand:
     reply: bytes | None = attrs.field(default=None, repr=False)
 
 
-class DurableProcessor:
+class JournalProcessor:
     """The listener's per-message pipeline with a journal: nothing acknowledged is lost.
 
     Every message that passes the HL7 rules is committed to ``store`` before
@@ -80,14 +84,14 @@ class DurableProcessor:
     def __init__(
         self,
         store: MessageStore,
-        handler: Handler,
+        handler: Handler | None = None,
         *,
         config: HL7Config | None = None,
         delivery: Delivery = "before_ack",
         retry_interval: float = 5.0,
     ) -> None:
         self.store = store
-        self.handler = handler
+        self.handler: Handler = handler if handler is not None else _accept_all
         self.config = config if config is not None else HL7Config()
         self.delivery: Delivery = delivery
         self.retry_interval = retry_interval
@@ -193,6 +197,21 @@ class DurableProcessor:
     def wake(self) -> None:
         """Tell :meth:`run_delivery` that new messages are waiting."""
         self._waker.wake()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """The listener's background work: recovery, then delivery from the journal.
+
+        ``before_ack``: messages journaled just before a crash, whose handler
+        never finished, reach the handler before the listener accepts
+        connections. ``after_commit``: the journal is delivered for ever.
+        """
+        if self.delivery == "after_commit":
+            await self.run_delivery(task_status=task_status)
+            return
+        recovered = await self.recover()
+        if recovered:
+            log.info("delivered %d journaled message(s) left from before the start", recovered)
+        task_status.started()
 
     async def recover(self) -> int:
         """Hand every journaled but undelivered message to the handler once.

@@ -16,7 +16,6 @@ from mllp_trio._errors import MLLPError
 from mllp_trio._hl7._ack import AckReply
 from mllp_trio._hl7._msh import MSHError, read_msh
 from mllp_trio._hl7._pipeline import normalise_segments
-from mllp_trio._io._tlsstream import TLSStreamFactory, ssl_socket_stream
 from mllp_trio._io._waker import Waker
 from mllp_trio.store._base import MessageStore, OutboundMessage, backoff_delay
 
@@ -80,7 +79,6 @@ class QueuedSender:
         server_hostname: Name the server certificate must carry.
         client_config: Framing, timeouts and per-attempt retries.
         config: Attempts and backoff.
-        tls_stream: How to wrap TCP in TLS.
     """
 
     def __init__(
@@ -93,7 +91,6 @@ class QueuedSender:
         server_hostname: str | None = None,
         client_config: ClientConfig | None = None,
         config: QueueConfig | None = None,
-        tls_stream: TLSStreamFactory = ssl_socket_stream,
     ) -> None:
         self.store = store
         self.destination = f"{host}:{port}"
@@ -104,7 +101,6 @@ class QueuedSender:
             ssl_context=ssl_context,
             server_hostname=server_hostname,
             config=client_config,
-            tls_stream=tls_stream,
         )
         self._waker = Waker()
         self._rng = random.Random()
