@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
+from contextlib import ExitStack
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
-from .framing import FramingSettings, run_framing
-from .report import environment, evaluate_targets, to_markdown, write_outputs
-from .wire import WireSettings, run_wire
+from .baseline import Baseline, BaselineError, open_baseline, resolve_ref
+from .framing import FramingSettings, contenders, run_framing
+from .report import (
+    baseline_comparison,
+    environment,
+    evaluate_targets,
+    to_markdown,
+    write_outputs,
+)
+from .wire import WIRE_CONTENDERS, WireSettings, run_wire
 
 # (framing settings, wire settings) per mode. "tiny" is the smoke test's size.
 MODES: dict[str, tuple[FramingSettings, WireSettings]] = {
@@ -69,13 +79,59 @@ def _parser() -> argparse.ArgumentParser:
         default=Path(__file__).parent / "results",
         help="directory for latest.json, latest.md, latest.png",
     )
+    parser.add_argument(
+        "--baseline",
+        metavar="REF",
+        help="also run the mllp_trio contenders from this git commit (a temporary worktree), "
+        "interleaved with this checkout's; the report adds a 'vs baseline' ratio",
+    )
+    parser.add_argument(
+        "--contenders",
+        metavar="KEY[,KEY...]",
+        help="run only these contenders (keys as in the report; baseline twins follow theirs)",
+    )
     parser.set_defaults(mode="quick")
     return parser
+
+
+def _contender_keys(text: str | None) -> set[str] | None:
+    if text is None:
+        return None
+    keys = {k.strip() for k in text.split(",") if k.strip()}
+    known = {c.key for c in contenders()} | {c.key for c in WIRE_CONTENDERS}
+    unknown = sorted(keys - known)
+    if unknown or not keys:
+        raise BaselineError(
+            f"--contenders: unknown {', '.join(unknown) or '(none given)'}; "
+            f"known: {', '.join(sorted(known))}"
+        )
+    return keys
+
+
+def _stop(signum: int, _frame: FrameType | None) -> None:
+    # SIGTERM unwinds like Ctrl-C, so that workers stop and the worktree goes.
+    raise SystemExit(128 + signum)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; print the table on stdout and progress on stderr."""
     args = _parser().parse_args(argv)
+    try:
+        only = _contender_keys(args.contenders)
+        if args.baseline is not None:
+            resolve_ref(args.baseline)  # fail before anything runs
+    except BaselineError as exc:
+        print(f"python -m benchmarks: error: {exc}", file=sys.stderr)
+        return 2
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        return _run(args, only)
+    except BaselineError as exc:
+        print(f"python -m benchmarks: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace, only: set[str] | None) -> int:
     framing_settings, wire_settings = MODES[args.mode]
     began = time.perf_counter()
 
@@ -88,11 +144,19 @@ def main(argv: list[str] | None = None) -> int:
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "environment": environment(),
     }
-    if args.only in (None, "framing"):
-        data["framing"] = run_framing(framing_settings, progress)
-    if args.only in (None, "wire"):
-        data["wire"] = run_wire(wire_settings, progress)
+    with ExitStack() as stack:
+        baseline: Baseline | None = None
+        if args.baseline is not None:
+            progress(f"checking out {args.baseline} in a temporary worktree")
+            baseline = stack.enter_context(open_baseline(args.baseline))
+            data["baseline"] = baseline.describe()
+        if args.only in (None, "framing"):
+            data["framing"] = run_framing(framing_settings, progress, baseline=baseline, only=only)
+        if args.only in (None, "wire"):
+            data["wire"] = run_wire(wire_settings, progress, baseline=baseline, only=only)
     data["targets"] = evaluate_targets(data)
+    if "baseline" in data:
+        data["baseline_comparison"] = baseline_comparison(data)
     data["elapsed_seconds"] = round(time.perf_counter() - began, 1)
     paths = write_outputs(data, args.out)
     print(to_markdown(data))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import ssl
@@ -12,7 +13,15 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-__all__ = ["TARGETS", "environment", "to_markdown", "write_chart", "write_outputs"]
+__all__ = [
+    "TARGETS",
+    "baseline_comparison",
+    "environment",
+    "evaluate_targets",
+    "to_markdown",
+    "write_chart",
+    "write_outputs",
+]
 
 _REPO = Path(__file__).resolve().parent.parent
 
@@ -61,10 +70,10 @@ def _version(distribution: str) -> str | None:
         return None
 
 
-def _git_commit() -> str | None:
+def _git(*args: str) -> str | None:
     try:
         done = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
+            ["git", *args],
             cwd=_REPO,
             capture_output=True,
             text=True,
@@ -73,11 +82,24 @@ def _git_commit() -> str | None:
         )
     except (OSError, subprocess.SubprocessError):
         return None
-    return done.stdout.strip() or None if done.returncode == 0 else None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def _mllp_trio_file() -> str | None:
+    try:
+        import mllp_trio
+    except ImportError:
+        return None
+    return os.path.realpath(mllp_trio.__file__) if mllp_trio.__file__ else None
 
 
 def environment() -> dict[str, Any]:
-    """Describe the machine and software the numbers were measured on."""
+    """Describe the machine and software the numbers were measured on.
+
+    ``git_dirty`` says whether tracked files differ from ``git_commit``: the
+    numbers are of the working tree, not necessarily of that commit.
+    """
+    dirty = _git("status", "--porcelain", "--untracked-files=no")
     return {
         "python": sys.version.split()[0],
         "implementation": platform.python_implementation(),
@@ -85,7 +107,9 @@ def environment() -> dict[str, Any]:
         "machine": platform.machine(),
         "cpu_count": os.cpu_count(),
         "openssl": ssl.OPENSSL_VERSION,
-        "git_commit": _git_commit(),
+        "git_commit": _git("rev-parse", "--short", "HEAD") or None,
+        "git_dirty": None if dirty is None else bool(dirty),
+        "mllp_trio_file": _mllp_trio_file(),
         "versions": {
             name: _version(name)
             for name in ("mllp-trio", "trio", "hl7", "hl7apy", "attrs", "trustme", "matplotlib")
@@ -142,30 +166,37 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return lines
 
 
-def _framing_tables(framing: dict[str, Any]) -> list[str]:
+def _chunk(value: int | None) -> str:
+    return f"{value // 1024} KiB" if value else "-"
+
+
+def _framing_tables(framing: dict[str, Any], with_baseline: bool) -> list[str]:
     lines: list[str] = []
     for operation in ("decode", "encode"):
         header = ["size", "read", "contender", "msg/s median (min-max)", "MB/s", "vs floor"]
         header.append("vs python-hl7")
+        if with_baseline:
+            header.append("vs baseline")
         rows = []
         for row in framing["results"]:
             if row["operation"] != operation:
                 continue
-            chunk = f"{row['chunk'] // 1024} KiB" if row["chunk"] else "-"
             if "msgs_per_s" in row:
-                rows.append(
-                    [
-                        row["size"],
-                        chunk,
-                        row["contender"],
-                        _spread(row["msgs_per_s"]),
-                        f"{row['mb_per_s']['median']:.1f}",
-                        _ratio(row.get("vs_floor")),
-                        _ratio(row.get("vs_python_hl7")),
-                    ]
-                )
+                cells = [
+                    row["size"],
+                    _chunk(row["chunk"]),
+                    row["contender"],
+                    _spread(row["msgs_per_s"]),
+                    f"{row['mb_per_s']['median']:.1f}",
+                    _ratio(row.get("vs_floor")),
+                    _ratio(row.get("vs_python_hl7")),
+                ]
             else:
-                rows.append([row["size"], chunk, row["contender"], row["status"], "", "", ""])
+                cells = [row["size"], _chunk(row["chunk"]), row["contender"], row["status"]]
+            cells += [""] * (len(header) - len(cells) - with_baseline)
+            if with_baseline:
+                cells.append(_ratio(row.get("vs_baseline")))
+            rows.append(cells)
         lines += ["", f"### Framing core: {operation}", "", *_table(header, rows)]
     linearity = framing.get("linearity", [])
     if linearity:
@@ -192,10 +223,12 @@ def _framing_tables(framing: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _wire_tables(wire: dict[str, Any]) -> list[str]:
+def _wire_tables(wire: dict[str, Any], with_baseline: bool) -> list[str]:
     header = ["security", "conns", "contender", "msg/s median (min-max)", "p50 ms", "p99 ms"]
     header += ["vs python-hl7 raw", "errors"]
-    baseline = {
+    if with_baseline:
+        header.append("vs baseline")
+    peer = {
         (r["security"], r["connections"]): r["msgs_per_s"]["median"]
         for r in wire["results"]
         if r["contender"] == "python-hl7-raw" and "msgs_per_s" in r
@@ -203,35 +236,127 @@ def _wire_tables(wire: dict[str, Any]) -> list[str]:
     rows = []
     for row in wire["results"]:
         if "msgs_per_s" not in row:
-            rows.append(
-                [row["security"], str(row["connections"]), row["contender"], row["status"]]
-                + [""] * 4
-            )
+            cells = [row["security"], str(row["connections"]), row["contender"], row["status"]]
+            cells += [""] * (len(header) - len(cells))
+            rows.append(cells)
             continue
-        base = baseline.get((row["security"], row["connections"]))
-        rows.append(
-            [
-                row["security"],
-                str(row["connections"]),
-                row["contender"],
-                _spread(row["msgs_per_s"]),
-                f"{row['p50_ms']['median']:.2f}",
-                f"{row['p99_ms']['median']:.2f}",
-                _ratio(row["msgs_per_s"]["median"] / base if base else None),
-                str(row["errors"]),
-            ]
-        )
+        base = peer.get((row["security"], row["connections"]))
+        cells = [
+            row["security"],
+            str(row["connections"]),
+            row["contender"],
+            _spread(row["msgs_per_s"]),
+            f"{row['p50_ms']['median']:.2f}",
+            f"{row['p99_ms']['median']:.2f}",
+            _ratio(row["msgs_per_s"]["median"] / base if base else None),
+            str(row["errors"]),
+        ]
+        if with_baseline:
+            cells.append(_ratio(row.get("vs_baseline")))
+        rows.append(cells)
     return ["", "### On the wire (1 KB ADT^A01, loopback)", "", *_table(header, rows)]
+
+
+def _geometric_mean(values: list[float]) -> float:
+    return math.exp(sum(math.log(v) for v in values) / len(values))
+
+
+def baseline_comparison(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """Return one entry per section: this checkout's medians beside the baseline's.
+
+    Each entry has ``section``, ``pairs`` (scenario, contender, ``new`` and
+    ``old`` median msg/s, ``ratio`` new/old) and ``geomean``, the geometric
+    mean of the ratios (``None`` without pairs).
+    """
+    out = []
+    for section, scenario in (
+        ("framing", ("operation", "size", "chunk")),
+        ("wire", ("security", "connections")),
+    ):
+        rows = _rows(data, section)
+        old = {
+            (*(r[k] for k in scenario), r["baseline_of"]): r["msgs_per_s"]["median"]
+            for r in rows
+            if r.get("baseline_of") and "msgs_per_s" in r
+        }
+        pairs = []
+        for row in rows:
+            if row.get("vs_baseline") is None:
+                continue
+            key = (*(row[k] for k in scenario), row["contender"])
+            pairs.append(
+                {
+                    "scenario": {k: row[k] for k in scenario},
+                    "contender": row["contender"],
+                    "new": row["msgs_per_s"]["median"],
+                    "old": old[key],
+                    "ratio": row["vs_baseline"],
+                }
+            )
+        if section in data:
+            ratios = [p["ratio"] for p in pairs]
+            out.append(
+                {
+                    "section": section,
+                    "pairs": pairs,
+                    "geomean": _geometric_mean(ratios) if ratios else None,
+                }
+            )
+    return out
+
+
+def _scenario_text(scenario: dict[str, Any]) -> str:
+    if "security" in scenario:
+        return f"{scenario['security']} c={scenario['connections']}"
+    return f"{scenario['operation']} {scenario['size']} {_chunk(scenario['chunk'])}"
+
+
+def _baseline_name(baseline: dict[str, Any]) -> str:
+    short, ref = baseline["short"], baseline["ref"]
+    return f"`{short}`" if ref == short else f"`{short}` (`{ref}`)"
+
+
+def _baseline_tables(data: dict[str, Any]) -> list[str]:
+    base = data["baseline"]
+    lines = [
+        "",
+        f"### This checkout vs baseline {_baseline_name(base)}",
+        "",
+        "Ratio = this checkout's median msg/s / the baseline commit's, measured in the same",
+        "run with rounds interleaved; above 1 is faster. Geometric mean per section.",
+        "",
+    ]
+    rows = []
+    for section in data.get("baseline_comparison", []):
+        for pair in section["pairs"]:
+            rows.append(
+                [
+                    section["section"],
+                    _scenario_text(pair["scenario"]),
+                    pair["contender"],
+                    _rate(pair["new"]),
+                    _rate(pair["old"]),
+                    _ratio(pair["ratio"]),
+                ]
+            )
+        rows.append(
+            [section["section"], "**geometric mean**", "", "", "", _ratio(section["geomean"])]
+        )
+    header = ["section", "scenario", "contender", "this checkout msg/s", "baseline msg/s"]
+    return lines + _table([*header, "vs baseline"], rows)
 
 
 def to_markdown(data: dict[str, Any]) -> str:
     """Render the results as Markdown: environment, targets, framing and wire tables."""
     env = data["environment"]
     versions = ", ".join(f"{k} {v}" for k, v in env["versions"].items() if v)
+    dirty = " with uncommitted changes" if env.get("git_dirty") else ""
+    baseline = data.get("baseline")
+    against = f" against baseline {_baseline_name(baseline)}" if baseline else ""
     lines = [
         f"Benchmark mode `{data['mode']}`, {data['started']}, commit "
-        f"`{env['git_commit'] or 'none'}`; Python {env['python']} on {env['platform']}, "
-        f"{env['cpu_count']} CPUs; {versions}; {env['openssl']}.",
+        f"`{env['git_commit'] or 'none'}`{dirty}{against}; Python {env['python']} on "
+        f"{env['platform']}, {env['cpu_count']} CPUs; {versions}; {env['openssl']}.",
         "",
         "Medians over interleaved rounds, (min-max) in brackets. Ratios compare median messages/s.",
         "",
@@ -248,10 +373,12 @@ def to_markdown(data: dict[str, Any]) -> str:
         for t in data["targets"]
     ]
     lines += _table(["target", "goal", "measured", "verdict"], rows)
+    if baseline:
+        lines += _baseline_tables(data)
     if "framing" in data:
-        lines += _framing_tables(data["framing"])
+        lines += _framing_tables(data["framing"], bool(baseline))
     if "wire" in data:
-        lines += _wire_tables(data["wire"])
+        lines += _wire_tables(data["wire"], bool(baseline))
     return "\n".join(lines) + "\n"
 
 

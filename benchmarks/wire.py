@@ -2,27 +2,31 @@
 
 from __future__ import annotations
 
-import json
-import os
-import select
 import statistics
-import subprocess
-import sys
 import tempfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Collection
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import attrs
 
+from .baseline import REPO, Baseline, Worker, add_baseline_ratios, workers
 from .framing import mllp_trio_missing
 
-__all__ = ["WIRE_CONTENDERS", "WireContender", "WireSettings", "run_wire", "write_certificates"]
+__all__ = [
+    "MLLP_TRIO_API",
+    "WIRE_CONTENDERS",
+    "WireContender",
+    "WireSettings",
+    "roster",
+    "run_wire",
+    "write_certificates",
+]
 
 Progress = Callable[[str], None]
 SECURITIES = ("plain", "tls", "mtls")
-_REPO = Path(__file__).resolve().parent.parent
+#: What the mllp_trio contenders need from mllp_trio (``a|b``: either name).
+MLLP_TRIO_API = ("serve_mllp", "open_mllp_client|open_mllp_connection")
 
 
 @attrs.frozen(kw_only=True)
@@ -56,6 +60,8 @@ class WireContender:
         client: Client kind understood by :mod:`benchmarks.worker`.
         securities: Which of plain, tls, mtls it supports.
         needs_mllp_trio: Whether it needs mllp_trio's listener or client.
+        baseline_of: For a baseline contender (the baseline commit's server
+            and client), the key of its twin in this checkout.
     """
 
     key: str
@@ -64,6 +70,7 @@ class WireContender:
     client: str
     securities: tuple[str, ...] = SECURITIES
     needs_mllp_trio: bool = False
+    baseline_of: str | None = None
 
 
 WIRE_CONTENDERS = (
@@ -123,97 +130,130 @@ def write_certificates(directory: Path) -> None:
     client.private_key_and_cert_chain_pem.write_to_path(str(directory / "client.pem"))
 
 
-def _spawn(*args: str) -> subprocess.Popen[str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_REPO), env.get("PYTHONPATH")) if p)
-    return subprocess.Popen(
-        [sys.executable, "-m", "benchmarks.worker", *args],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        cwd=_REPO,
-        env=env,
-    )
-
-
-def _read_line(stream: IO[str] | None, timeout: float) -> dict[str, Any]:
-    assert stream is not None
-    ready, _, _ = select.select([stream], [], [], timeout)
-    if not ready:
-        raise TimeoutError("worker did not answer in time")
-    line = stream.readline()
-    if not line:
-        raise EOFError("worker exited")
-    result: dict[str, Any] = json.loads(line)
-    return result
-
-
-@contextmanager
-def _processes() -> Iterator[list[subprocess.Popen[str]]]:
-    started: list[subprocess.Popen[str]] = []
-    try:
-        yield started
-    finally:
-        for proc in started:
-            if proc.stdin:
-                proc.stdin.close()
-            proc.terminate()
-        for proc in started:
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-            if proc.stdout:
-                proc.stdout.close()
-
-
 def _summary(values: list[float]) -> dict[str, float]:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
-def run_wire(settings: WireSettings, progress: Progress) -> dict[str, Any]:
-    """Run every wire scenario; return the ``wire`` JSON section."""
-    missing = mllp_trio_missing("serve_mllp", "open_mllp_connection")
-    status: dict[str, str] = {}
+def roster(
+    baseline: Baseline | None = None, only: Collection[str] | None = None
+) -> list[WireContender]:
+    """Return the contenders to run, each mllp_trio one followed by its baseline twin."""
+    out: list[WireContender] = []
     for contender in WIRE_CONTENDERS:
-        if contender.needs_mllp_trio and missing:
+        if only is not None and contender.key not in only:
+            continue
+        out.append(contender)
+        if baseline is not None and contender.needs_mllp_trio:
+            out.append(
+                attrs.evolve(
+                    contender,
+                    key=contender.key + baseline.suffix,
+                    label=f"{contender.label}, at {baseline.short}",
+                    baseline_of=contender.key,
+                )
+            )
+    return out
+
+
+def _failure(worker: Worker, exc: Exception) -> str:
+    # The type of what the process died of, else of how we noticed.
+    return worker.failure() or type(exc).__name__
+
+
+def run_wire(
+    settings: WireSettings,
+    progress: Progress,
+    *,
+    baseline: Baseline | None = None,
+    only: Collection[str] | None = None,
+) -> dict[str, Any]:
+    """Run every wire scenario; return the ``wire`` JSON section.
+
+    Args:
+        settings: Durations, rounds, concurrency levels.
+        progress: Receives one line per step.
+        baseline: Also run each mllp_trio contender's server and client from
+            this commit's worktree (key ``KEY@short``), interleaved with this
+            checkout's.
+        only: Contender keys to run (default: all).
+    """
+    contenders = roster(baseline, only)
+    missing = mllp_trio_missing(*MLLP_TRIO_API)
+    status: dict[str, str] = {}
+    for contender in contenders:
+        # A baseline's API is its own business: its worker reports failures.
+        if contender.needs_mllp_trio and contender.baseline_of is None and missing:
             status[contender.key] = "unavailable: " + missing
+
+    def root(contender: WireContender) -> Path:
+        return baseline.worktree if baseline and contender.baseline_of else REPO
 
     samples: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
     errors: dict[tuple[str, str, int], str] = {}
-    with tempfile.TemporaryDirectory(prefix="mllp-bench-") as tmp, _processes() as procs:
+    imported: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory(prefix="mllp-bench-") as tmp, workers() as started:
         certdir = Path(tmp)
         write_certificates(certdir)
-        live = [c for c in WIRE_CONTENDERS if c.key not in status]
+        live = [c for c in contenders if c.key not in status]
+
+        def spawn(name: str, *args: str, tree: Path) -> Worker:
+            # The old worker for a baseline contender: its code and its mllp_trio.
+            worker = Worker(
+                "benchmarks.worker", args, lib_root=tree, code_root=tree, log=certdir / name
+            )
+            started.append(worker)
+            return worker
 
         # All servers start at once (they idle while others are measured).
-        servers: dict[tuple[str, str], subprocess.Popen[str]] = {}
+        servers: dict[tuple[str, str], Worker] = {}
         for contender in live:
             for security in contender.securities:
-                proc = _spawn("server", contender.server, security, str(certdir))
-                procs.append(proc)
-                servers[contender.key, security] = proc
-        clients: dict[str, subprocess.Popen[str]] = {}
-        for kind in sorted({c.client for c in live}):
-            proc = _spawn("client", kind, str(certdir))
-            procs.append(proc)
-            clients[kind] = proc
+                servers[contender.key, security] = spawn(
+                    f"server-{len(servers)}.log",
+                    "server",
+                    contender.server,
+                    security,
+                    str(certdir),
+                    tree=root(contender),
+                )
+        clients: dict[tuple[str, Path], Worker] = {}
+        for contender in live:
+            client_key = (contender.client, root(contender))
+            if client_key not in clients:
+                clients[client_key] = spawn(
+                    f"client-{len(clients)}.log",
+                    "client",
+                    client_key[0],
+                    str(certdir),
+                    tree=client_key[1],
+                )
+        progress(f"starting {len(servers)} servers and {len(clients)} clients")
         ports: dict[tuple[str, str], int] = {}
-        progress(f"starting {len(servers)} servers")
-        for key, proc in servers.items():
+        for (key, security), worker in servers.items():
             try:
-                ports[key] = int(_read_line(proc.stdout, settings.startup_timeout)["port"])
+                imported.setdefault(key, {})["server"] = worker.hello(settings.startup_timeout)
+                ports[key, security] = int(worker.read(settings.startup_timeout)["port"])
             except (TimeoutError, EOFError, KeyError, ValueError) as exc:
-                status.setdefault(key[0], f"error: server did not start ({type(exc).__name__})")
+                status.setdefault(key, f"error: server did not start ({_failure(worker, exc)})")
+        for contender in live:
+            worker = clients[contender.client, root(contender)]
+            try:
+                if not worker.imported:
+                    worker.hello(settings.startup_timeout)
+                imported.setdefault(contender.key, {})["client"] = worker.imported
+            except (TimeoutError, EOFError, KeyError, ValueError) as exc:
+                status.setdefault(
+                    contender.key, f"error: client did not start ({_failure(worker, exc)})"
+                )
 
         scenarios = [
             (security, conns, contender)
             for security in SECURITIES
             for conns in settings.connections
             for contender in live
-            if security in contender.securities and (contender.key, security) in ports
+            if security in contender.securities
+            and (contender.key, security) in ports
+            and contender.key not in status
         ]
         total = len(scenarios) * settings.rounds
         done = 0
@@ -231,16 +271,12 @@ def run_wire(settings: WireSettings, progress: Progress) -> dict[str, Any]:
                     "size": "1KB",
                     "timeout": settings.request_timeout,
                 }
-                client = clients[contender.client]
-                assert client.stdin is not None
-                client.stdin.write(json.dumps(command) + "\n")
-                client.stdin.flush()
+                client = clients[contender.client, root(contender)]
                 try:
-                    result = _read_line(
-                        client.stdout, settings.duration + settings.request_timeout * 4 + 30
-                    )
-                except (TimeoutError, EOFError) as exc:
-                    errors[cell] = f"error: client {type(exc).__name__}"
+                    client.send(command)
+                    result = client.read(settings.duration + settings.request_timeout * 4 + 30)
+                except (TimeoutError, EOFError, OSError) as exc:
+                    errors[cell] = f"error: client {_failure(client, exc)}"
                     continue
                 if "error" in result or not result.get("messages"):
                     reason = result.get("error") or result.get("first_error") or "no reply"
@@ -255,7 +291,7 @@ def run_wire(settings: WireSettings, progress: Progress) -> dict[str, Any]:
     results: list[dict[str, Any]] = []
     for security in SECURITIES:
         for conns in settings.connections:
-            for contender in WIRE_CONTENDERS:
+            for contender in contenders:
                 if security not in contender.securities:
                     continue
                 cell = (contender.key, security, conns)
@@ -265,6 +301,10 @@ def run_wire(settings: WireSettings, progress: Progress) -> dict[str, Any]:
                     "contender": contender.key,
                     "label": contender.label,
                 }
+                if contender.baseline_of:
+                    row["baseline_of"] = contender.baseline_of
+                if contender.key in imported:
+                    row["imported"] = imported[contender.key]
                 runs = samples.get(cell, [])
                 row["status"] = status.get(contender.key) or errors.get(cell) or "ok"
                 if row["status"] == "ok" and runs:
@@ -282,6 +322,7 @@ def run_wire(settings: WireSettings, progress: Progress) -> dict[str, Any]:
                 elif row["status"] == "ok":
                     row["status"] = "error: no runs"
                 results.append(row)
+    add_baseline_ratios(results, ("security", "connections"))
     return {
         "settings": {**attrs.asdict(settings), "message_size": "1KB"},
         "results": results,

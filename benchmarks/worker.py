@@ -3,12 +3,21 @@
 ``python -m benchmarks.worker server KIND SECURITY CERTDIR`` prints
 ``{"port": N}`` and serves until killed. ``python -m benchmarks.worker client
 KIND CERTDIR`` reads one JSON command per line on stdin and answers each with
-one JSON result line on stdout, until stdin closes.
+one JSON result line on stdout, until stdin closes. ``python -m
+benchmarks.worker framing`` times framing cells on request (see
+:func:`benchmarks.framing.serve_cells`); the harness runs it with another
+commit's mllp_trio for ``--baseline``.
+
+mllp_trio is reached through :func:`_api` and ``getattr`` fallbacks so that
+this file drives both the current public API (``open_mllp_client``,
+``store.JournalProcessor`` passed as ``processor=``) and the earlier one
+(``open_mllp_connection``, ``serve_mllp(..., store=)``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import math
 import signal
@@ -16,8 +25,10 @@ import ssl
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from functools import partial
+from inspect import signature
 from pathlib import Path
 from typing import Any
 
@@ -71,15 +82,32 @@ def _announce(port: int) -> None:
 # ------------------------------------------------------------------- servers
 
 
+def _api(name: str, *modules: str) -> Any:
+    """Return ``name`` from the first of ``modules`` (``mllp_trio`` by default) that has it."""
+    for module_name in modules or ("mllp_trio",):
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        found = getattr(module, name, None)
+        if found is not None:
+            return found
+    return None
+
+
+def _port_of(started: Any) -> int:
+    """Return the TCP port from what ``nursery.start(serve_mllp, ...)`` returned."""
+    listener = started[0] if isinstance(started, list | tuple) else started
+    port: int = listener.socket.getsockname()[1]
+    return port
+
+
 def _serve_mllp_trio(
     fixed: bool, ssl_context: ssl.SSLContext | None, *, durable: bool = False
 ) -> None:
     import trio
 
-    import mllp_trio
-
-    # Typed as Any so this file checks whether or not the listener has landed yet.
-    api: Any = mllp_trio
+    serve_mllp = _api("serve_mllp")
     fixed_ack = build_ack(message_pool("1KB", count=1)[0])
 
     async def full(_message: object) -> bytes | None:
@@ -95,25 +123,27 @@ def _serve_mllp_trio(
         handler = prebuilt if fixed else full
         if not durable:
             async with trio.open_nursery() as nursery:
-                listeners = await nursery.start(partial(api.serve_mllp, handler, 0, **options))
-                _announce(listeners[0].socket.getsockname()[1])
+                _announce(_port_of(await nursery.start(partial(serve_mllp, handler, 0, **options))))
             return
         # A fresh journal per server process: every message is committed
         # (WAL, synchronous=FULL, group commit) before its ACK.
         # SIGTERM (how the harness stops servers) ends it cleanly, so the
         # temporary journal is removed.
+        open_store = _api("open_sqlite_store", "mllp_trio.store", "mllp_trio")
+        journal = _api("JournalProcessor", "mllp_trio.store")
         with (
             tempfile.TemporaryDirectory(prefix="mllp-bench-store-") as directory,
             trio.open_signal_receiver(signal.SIGTERM) as signals,
         ):
             async with (
-                api.open_sqlite_store(Path(directory) / "journal") as store,
+                open_store(Path(directory) / "journal") as store,
                 trio.open_nursery() as nursery,
             ):
-                listeners = await nursery.start(
-                    partial(api.serve_mllp, handler, 0, store=store, **options)
-                )
-                _announce(listeners[0].socket.getsockname()[1])
+                if journal is not None and "processor" in signature(serve_mllp).parameters:
+                    serve = partial(serve_mllp, None, 0, processor=journal(store, handler))
+                else:  # the API before JournalProcessor: serve_mllp(..., store=)
+                    serve = partial(serve_mllp, handler, 0, store=store)
+                _announce(_port_of(await nursery.start(partial(serve, **options))))
                 async for _ in signals:
                     nursery.cancel_scope.cancel()
                     break
@@ -251,12 +281,25 @@ async def _asyncio_load(kind: str, command: dict[str, Any], context: ssl.SSLCont
     return _result(load)
 
 
+@asynccontextmanager
+async def _connected(opened: Any) -> AsyncIterator[Any]:
+    """Enter what the client factory returned: an async context manager, or an awaitable client."""
+    if hasattr(opened, "__aenter__"):
+        async with opened as client:
+            yield client
+        return
+    client = await opened
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
 def _trio_load(command: dict[str, Any], context: ssl.SSLContext | None) -> Any:
     import trio
 
-    import mllp_trio
-
-    api: Any = mllp_trio  # see _serve_mllp_trio
+    # open_mllp_client replaced open_mllp_connection; both have send_raw.
+    connect = _api("open_mllp_client") or _api("open_mllp_connection")
     pool = message_pool(command.get("size", "1KB"))
     load = _Load(command["connections"], command["duration"])
     port = command["port"]
@@ -270,7 +313,7 @@ def _trio_load(command: dict[str, Any], context: ssl.SSLContext | None) -> Any:
 
         async def one(index: int) -> None:
             try:
-                async with api.open_mllp_connection(HOST, port, **options) as conn:
+                async with _connected(connect(HOST, port, **options)) as conn:
                     # send_raw returns the reply frame unparsed: the same work as
                     # python-hl7's client, and it accepts the fixed ACK, whose MSA-2
                     # cannot match (send() would raise ControlIdMismatch).
@@ -319,11 +362,15 @@ def run_client(kind: str, certdir: Path) -> None:
 
 
 def main(argv: list[str]) -> None:
-    """Dispatch ``server KIND SECURITY CERTDIR`` or ``client KIND CERTDIR``."""
+    """Dispatch ``server KIND SECURITY CERTDIR``, ``client KIND CERTDIR`` or ``framing``."""
     if len(argv) == 4 and argv[0] == "server":
         run_server(argv[1], argv[2], Path(argv[3]))
     elif len(argv) == 3 and argv[0] == "client":
         run_client(argv[1], Path(argv[2]))
+    elif argv == ["framing"]:
+        from .framing import serve_cells
+
+        serve_cells(sys.stdin, sys.stdout)
     else:
         raise SystemExit(__doc__)
 

@@ -2,11 +2,15 @@
 
 Never asserts on speed: only that every contender was run (or is marked
 unavailable for a reason) and that the JSON, Markdown and PNG are well formed.
+The ``--baseline`` tests check that a baseline contender really imported the
+other commit's code (from its temporary worktree) and that the worktree goes.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import struct
 import subprocess
 import sys
@@ -15,10 +19,11 @@ from typing import Any
 
 import pytest
 
+from benchmarks.baseline import add_baseline_ratios
 from benchmarks.framing import CHUNK_SIZES, contenders, mllp_trio_missing
 from benchmarks.messages import SIZES
-from benchmarks.report import TARGETS
-from benchmarks.wire import SECURITIES, WIRE_CONTENDERS
+from benchmarks.report import TARGETS, baseline_comparison
+from benchmarks.wire import MLLP_TRIO_API, SECURITIES, WIRE_CONTENDERS
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
@@ -91,7 +96,7 @@ def test_every_framing_contender_present(run: tuple[Path, str]) -> None:
 def test_every_wire_contender_present(run: tuple[Path, str]) -> None:
     wire = _load(run[0])["wire"]
     rows = {(r["security"], r["connections"], r["contender"]): r for r in wire["results"]}
-    api_missing = mllp_trio_missing("serve_mllp", "open_mllp_connection")
+    api_missing = mllp_trio_missing(*MLLP_TRIO_API)
     for contender in WIRE_CONTENDERS:
         for security in SECURITIES:
             for conns in wire["settings"]["connections"]:
@@ -130,3 +135,141 @@ def test_png_chart(run: tuple[Path, str]) -> None:
     assert png[12:16] == b"IHDR"
     width, height = struct.unpack(">II", png[16:24])
     assert width > 100 and height > 100
+
+
+# ------------------------------------------------------------------ --baseline
+
+
+def _bench(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "benchmarks", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def _git_head() -> str | None:
+    if shutil.which("git") is None:
+        return None
+    done = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def test_baseline_with_an_unknown_ref_is_a_one_line_error(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    done = _bench("--tiny", "--baseline", "no-such-ref-d41d8cd9", "--out", str(out), timeout=60)
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert "no-such-ref-d41d8cd9" in lines[0] and "not a commit" in lines[0]
+    assert not out.exists()  # failed before measuring anything
+
+
+def test_unknown_contender_is_a_one_line_error(tmp_path: Path) -> None:
+    done = _bench("--tiny", "--contenders", "mllp_trio,nginx", "--out", str(tmp_path), timeout=60)
+    assert done.returncode == 2
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "nginx" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_baseline_ratio_pairs_twins_of_the_same_scenario() -> None:
+    def row(contender: str, conns: int, median: float, of: str | None = None) -> dict[str, Any]:
+        found: dict[str, Any] = {
+            "security": "plain",
+            "connections": conns,
+            "contender": contender,
+            "msgs_per_s": {"median": median, "min": median, "max": median},
+        }
+        if of:
+            found["baseline_of"] = of
+        return found
+
+    rows = [
+        row("mllp_trio", 1, 300.0),
+        row("mllp_trio@abc", 1, 200.0, of="mllp_trio"),
+        row("mllp_trio", 8, 100.0),
+        row("mllp_trio@abc", 8, 400.0, of="mllp_trio"),
+        row("python-hl7-raw", 1, 50.0),
+    ]
+    add_baseline_ratios(rows, ("security", "connections"))
+    assert [r.get("vs_baseline") for r in rows] == [1.5, None, 0.25, None, None]
+    comparison = baseline_comparison({"wire": {"results": rows}})
+    assert [p["ratio"] for p in comparison[0]["pairs"]] == [1.5, 0.25]
+    assert comparison[0]["pairs"][1]["old"] == 400.0
+    assert abs(comparison[0]["geomean"] - (1.5 * 0.25) ** 0.5) < 1e-12
+
+
+@pytest.fixture(scope="module")
+def baseline_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    if _git_head() is None:
+        pytest.skip("not a git checkout")
+    out = tmp_path_factory.mktemp("bench-baseline")
+    # One framing and one wire contender keep it short; --baseline adds their twins.
+    done = _bench(
+        "--tiny",
+        "--contenders",
+        "mllp_trio-mllp,mllp_trio",
+        "--baseline",
+        "HEAD",
+        "--out",
+        str(out),
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return _load(out)
+
+
+def _under(path: str | None, root: str) -> bool:
+    return path is not None and os.path.realpath(path).startswith(os.path.realpath(root) + os.sep)
+
+
+def test_baseline_contenders_ran_the_worktree_code(baseline_run: dict[str, Any]) -> None:
+    data = baseline_run
+    base = data["baseline"]
+    assert base["ref"] == "HEAD" and base["commit"].startswith(base["short"])
+    worktree = base["worktree"]
+    wire = {(r["security"], r["connections"], r["contender"]): r for r in data["wire"]["results"]}
+    twin = "mllp_trio@" + base["short"]
+    for security in SECURITIES:
+        for conns in data["wire"]["settings"]["connections"]:
+            old = wire[security, conns, twin]
+            assert old["baseline_of"] == "mllp_trio"
+            assert old["status"] == "ok", old["status"]
+            for side in ("server", "client"):
+                # The old worker, driving the old mllp_trio, both from the worktree.
+                assert _under(old["imported"][side]["mllp_trio"], worktree)
+                assert _under(old["imported"][side]["module"], worktree)
+            new = wire[security, conns, "mllp_trio"]
+            if new["status"] == "ok":  # this checkout's API may be mid-change
+                assert _under(new["imported"]["server"]["mllp_trio"], str(REPO))
+                assert new["vs_baseline"] > 0
+    framing = [r for r in data["framing"]["results"] if r.get("baseline_of")]
+    assert {r["contender"] for r in framing} == {"mllp_trio-mllp@" + base["short"]}
+    for row in framing:
+        assert row["status"] == "ok", row["status"]
+        # This checkout's measuring code, the worktree's mllp_trio.
+        assert _under(row["imported"]["mllp_trio"], worktree)
+        assert _under(row["imported"]["module"], str(REPO))
+    assert {s["section"] for s in data["baseline_comparison"]} == {"framing", "wire"}
+
+
+def test_baseline_worktree_is_removed(baseline_run: dict[str, Any]) -> None:
+    worktree = baseline_run["baseline"]["worktree"]
+    assert not Path(worktree).exists()
+    listed = subprocess.run(
+        ["git", "worktree", "list", "--porcelain"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert worktree not in listed.stdout
