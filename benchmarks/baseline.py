@@ -18,10 +18,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import attrs
 
@@ -31,10 +31,13 @@ __all__ = [
     "BaselineError",
     "Worker",
     "add_baseline_ratios",
+    "alternate_pairs",
     "open_baseline",
     "resolve_ref",
     "workers",
 ]
+
+T = TypeVar("T")
 
 #: This checkout: the tree the harness itself runs from.
 REPO = Path(__file__).resolve().parent.parent
@@ -295,3 +298,23 @@ def add_baseline_ratios(rows: list[dict[str, Any]], scenario: Sequence[str]) -> 
         old = medians.get((*(row[k] for k in scenario), row["contender"]))
         if old:
             row["vs_baseline"] = row["msgs_per_s"]["median"] / old
+
+
+def alternate_pairs(items: Sequence[T], is_pair: Callable[[T, T], bool], round_no: int) -> list[T]:
+    """Return ``items`` for round ``round_no``: on odd rounds each pair's members swap.
+
+    ``is_pair(a, b)`` says that ``b`` is the baseline twin right after ``a``.
+    Alternating who goes first cancels an order effect (a warm cache, a CPU
+    clock still ramping up) that would otherwise favour one side every round.
+    """
+    out = list(items)
+    if round_no % 2 == 0:
+        return out
+    i = 1
+    while i < len(out):
+        if is_pair(out[i - 1], out[i]):
+            out[i - 1], out[i] = out[i], out[i - 1]
+            i += 2
+        else:
+            i += 1
+    return out

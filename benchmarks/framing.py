@@ -13,7 +13,7 @@ from typing import IO, Any
 import attrs
 
 from . import peers
-from .baseline import Baseline, Worker, add_baseline_ratios, workers
+from .baseline import Baseline, Worker, add_baseline_ratios, alternate_pairs, workers
 from .messages import SIZES, frame_mllp, message_pool, split_chunks, stream_of
 
 __all__ = [
@@ -529,8 +529,9 @@ def _run_framing(
     total = len(live) * settings.rounds
     done = 0
     for round_no in range(settings.rounds):
-        # A B A B: every contender of a cell is measured once per round.
-        for cell in live:
+        # A B A B: every contender of a cell is measured once per round
+        # (a baseline twin before its contender on odd rounds).
+        for cell in alternate_pairs(live, lambda a, b: b.twin is a, round_no):
             done += 1
             progress(
                 f"[{done}/{total}] framing round {round_no + 1} {cell.operation} "

@@ -10,7 +10,7 @@ from typing import Any
 
 import attrs
 
-from .baseline import REPO, Baseline, Worker, add_baseline_ratios, workers
+from .baseline import REPO, Baseline, Worker, add_baseline_ratios, alternate_pairs, workers
 from .framing import mllp_trio_missing
 
 __all__ = [
@@ -155,6 +155,10 @@ def roster(
     return out
 
 
+def _pair(first: tuple[str, int, WireContender], second: tuple[str, int, WireContender]) -> bool:
+    return first[:2] == second[:2] and second[2].baseline_of == first[2].key
+
+
 def _failure(worker: Worker, exc: Exception) -> str:
     # The type of what the process died of, else of how we noticed.
     return worker.failure() or type(exc).__name__
@@ -258,7 +262,7 @@ def run_wire(
         total = len(scenarios) * settings.rounds
         done = 0
         for round_no in range(settings.rounds):
-            for security, conns, contender in scenarios:
+            for security, conns, contender in alternate_pairs(scenarios, _pair, round_no):
                 done += 1
                 cell = (contender.key, security, conns)
                 if cell in errors:

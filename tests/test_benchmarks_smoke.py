@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from benchmarks.baseline import add_baseline_ratios
+from benchmarks.baseline import add_baseline_ratios, alternate_pairs
 from benchmarks.framing import CHUNK_SIZES, contenders, mllp_trio_missing
 from benchmarks.messages import SIZES
 from benchmarks.report import TARGETS, baseline_comparison
@@ -207,6 +207,18 @@ def test_baseline_ratio_pairs_twins_of_the_same_scenario() -> None:
     assert [p["ratio"] for p in comparison[0]["pairs"]] == [1.5, 0.25]
     assert comparison[0]["pairs"][1]["old"] == 400.0
     assert abs(comparison[0]["geomean"] - (1.5 * 0.25) ** 0.5) < 1e-12
+
+
+def test_twins_swap_order_on_odd_rounds() -> None:
+    items = ["a", "a@x", "b", "c", "c@x", "d@x"]
+
+    def is_pair(first: str, second: str) -> bool:
+        return second == first + "@x"
+
+    assert alternate_pairs(items, is_pair, 0) == items
+    # d@x has no contender before it (say, unavailable here): it stays put.
+    assert alternate_pairs(items, is_pair, 1) == ["a@x", "a", "b", "c@x", "c", "d@x"]
+    assert alternate_pairs(items, is_pair, 2) == items
 
 
 @pytest.fixture(scope="module")
