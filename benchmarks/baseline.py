@@ -66,6 +66,9 @@ runpy.run_module(module, run_name="__main__", alter_sys=True)
 """
 
 
+_EXCEPTION_LINE = re.compile(r"([A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt|Group))(?::|$)")
+
+
 class BaselineError(Exception):
     """The baseline commit cannot be used; the message is one line for the user."""
 
@@ -238,14 +241,23 @@ class Worker:
 
         Only the type name: an exception's text could quote message bytes.
         """
-        if self.log is None or self.proc.poll() is None:
+        if self.log is None:
             return None
         try:
-            last = _last_line(self.log.read_text(errors="replace"))
+            # Its stdout may close a moment before it has exited.
+            self.proc.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            return None
+        try:
+            lines = self.log.read_text(errors="replace").splitlines()
         except OSError:
             return None
-        found = re.match(r"([A-Za-z_][\w.]*)(:|$)", last)
-        return found.group(1) if found else None
+        # Bottom up: in an exception group's box the innermost cause is last.
+        for line in reversed(lines):
+            found = _EXCEPTION_LINE.match(line.lstrip(" |"))
+            if found:
+                return found.group(1)
+        return None
 
     def stop(self) -> None:
         """Close stdin and send SIGTERM, once: a second signal could cut short its cleanup."""

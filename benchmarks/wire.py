@@ -160,7 +160,11 @@ def _pair(first: tuple[str, int, WireContender], second: tuple[str, int, WireCon
 
 
 def _failure(worker: Worker, exc: Exception) -> str:
-    # The type of what the process died of, else of how we noticed.
+    # Why it died: mllp_trio failing to import in its tree says most, then
+    # the type of what the process died of, else of how we noticed.
+    broken = worker.imported.get("mllp_trio_error")
+    if broken:
+        return f"mllp_trio not importable there: {broken}"
     return worker.failure() or type(exc).__name__
 
 

@@ -87,7 +87,9 @@ def _api(name: str, *modules: str) -> Any:
     for module_name in modules or ("mllp_trio",):
         try:
             module = importlib.import_module(module_name)
-        except ImportError:
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise  # mllp_trio is broken, not merely older: say so
             continue
         found = getattr(module, name, None)
         if found is not None:
