@@ -25,16 +25,16 @@ from collections.abc import Callable
 import trio
 
 import mllp_trio
-from mllp_trio._hl7._ack import build_ack
-from mllp_trio._hl7._msh import read_msh
-from mllp_trio._hl7._peer import PeerInfo
-from mllp_trio._hl7._pipeline import (
+from mllp_trio._hl7 import (
     Disposition,
     HL7Config,
     InboundMessage,
+    PeerInfo,
     Verdict,
     acknowledge,
+    build_ack,
     prepare_message,
+    read_msh,
     respond,
 )
 

@@ -2,11 +2,24 @@ from __future__ import annotations
 
 import pytest
 
-from mllp_trio._hl7._ack import ApplicationError, parse_reply
-from mllp_trio._hl7._charsets import Charset, CharsetError, codec_for, decode_text, resolve_charset
-from mllp_trio._hl7._msh import read_msh
-from mllp_trio._hl7._peer import PeerInfo
-from mllp_trio._hl7._pipeline import HL7Config, HL7Error, InboundMessage, respond
+from mllp_trio._hl7 import (
+    ApplicationError,
+    Charset,
+    CharsetError,
+    HL7Config,
+    HL7Error,
+    InboundMessage,
+    MSHInfo,
+    PeerInfo,
+    _charsets,
+    codec_for,
+    decode_text,
+    message_charset,
+    parse_reply,
+    read_msh,
+    resolve_charset,
+    respond,
+)
 
 from .hl7_samples import NOW, ack_msh, ids, make_message
 
@@ -186,11 +199,46 @@ def test_msh18_read_from_bytes_in_multibyte_message() -> None:
     assert read_msh(raw).charset == "GB 18030-2000"
 
 
-def test_long_msh18_resolves_without_entering_the_cache() -> None:
-    from mllp_trio._hl7 import _charsets
+def _header(msh18: str) -> MSHInfo:
+    return read_msh(f"MSH|^~\\&|A|B|C|D|1||ADT^A01|X|P|2.5||||||{msh18}\r".encode())
 
-    before = _charsets._resolve_field.cache_info().currsize
+
+def test_long_msh18_resolves_without_entering_the_cache() -> None:
+    before = _charsets._resolve_cached.cache_info().currsize
     repeated = "ISO IR6" + "~ISO IR87" * 50
-    assert resolve_charset(repeated, default="ASCII").codec == "iso2022_jp"
-    assert resolve_charset("UTF-8" + " " * 100, default="ASCII").codec == "utf_8"
-    assert _charsets._resolve_field.cache_info().currsize == before
+    assert message_charset(_header(repeated), default="ASCII").codec == "iso2022_jp"
+    assert message_charset(_header("UTF-8" + " " * 100), default="ASCII").codec == "utf_8"
+    # Spaces inside a name are ignored too: a long valid name, not a cache key.
+    spaced = "UNICODE" + " " * 1000 + "UTF-8"
+    assert message_charset(_header(spaced), default="ASCII").codec == "utf_8"
+    assert _charsets._resolve_cached.cache_info().currsize == before
+
+
+def test_short_values_are_cached_once() -> None:
+    _charsets._resolve_cached.cache_clear()
+    for _ in range(3):
+        assert message_charset(_header("8859/1"), default="ASCII").codec == "latin_1"
+        # With an override, MSH-18 plays no part: every value shares one entry.
+        for msh18 in ("KLINGON", "8859/2" + " " * 100):
+            assert message_charset(_header(msh18), default="ASCII", override="ASCII").codec == (
+                "ascii"
+            )
+    info = _charsets._resolve_cached.cache_info()
+    assert (info.currsize, info.hits) == (2, 7)
+
+
+@pytest.mark.parametrize(
+    ("msh18", "default", "override"),
+    [
+        ("8859/1", "ASCII", None),
+        ("", "8859/2", None),
+        ("~ISO IR87", "ASCII", None),
+        ("X", "ASCII", "BIG5"),
+    ],
+)
+def test_message_charset_agrees_with_resolve_charset(
+    msh18: str, default: str, override: str | None
+) -> None:
+    assert message_charset(_header(msh18), default=default, override=override) == resolve_charset(
+        msh18, default=default, override=override
+    )

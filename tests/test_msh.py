@@ -7,7 +7,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mllp_trio._errors import MLLPError
-from mllp_trio._hl7._msh import MSHError, MSHInfo, escape_text, read_msh, unescape
+from mllp_trio._hl7 import (
+    MSHError,
+    MSHInfo,
+    escape_text,
+    normalise_segments,
+    read_msh,
+    unescape,
+)
 
 from .hl7_samples import ADT_A01_V23, ADT_A01_V251, make_message
 
@@ -35,6 +42,20 @@ def test_reads_the_ack_fields() -> None:
     assert (h.charset, h.charset_raw) == ("8859/1", b"8859/1")
     assert h.segment_terminator == b"\r"
     assert not h.is_ack
+
+
+def test_fields_are_the_raw_msh_split_and_padded() -> None:
+    h = read_msh(make_message(version="2.5.1", accept_ack="AL", charset="8859/1"))
+    assert isinstance(h.fields, tuple)
+    assert h.fields[0] == b"MSH"
+    assert h.fields[1] == b"^~\\&"  # MSH-2; MSH-1 is the separator itself
+    assert (h.fields[2], h.fields[9], h.fields[11]) == (b"LAB^1.2.3^ISO", b"MSG00001", b"2.5.1")
+    assert (h.fields[14], h.fields[17]) == (b"AL", b"8859/1")
+    short = read_msh(ADT_A01_V23)
+    assert len(short.fields) == 18
+    assert short.fields[12:] == (b"",) * 6
+    long = read_msh(b"MSH|^~\\&|A|B|C|D|1||ADT^A01|X|P|2.5|||||||||21\r")
+    assert long.fields[20] == b"21"
 
 
 def test_short_msh_leaves_later_fields_empty() -> None:
@@ -68,21 +89,50 @@ def test_escape_sequences_in_interpreted_fields() -> None:
     assert h.sending_application == b"A\\F\\B"
 
 
+_DELIMITERS = {
+    "escape": "\\",
+    "field": "|",
+    "component": "^",
+    "repetition": "~",
+    "subcomponent": "&",
+}
+
+
 def test_unescape_unterminated_and_odd_hex_kept_verbatim() -> None:
-    kw = {
-        "escape": b"\\",
-        "field": b"|",
-        "component": b"^",
-        "repetition": b"~",
-        "subcomponent": b"&",
-    }
-    assert unescape(b"A\\F", **kw) == b"A\\F"
-    assert unescape(b"\\X4\\", **kw) == b"\\X4\\"
-    assert unescape(b"\\X0D0A\\", **kw) == b"\r\n"
-    assert (
-        unescape(b"plain", escape=b"", field=b"|", component=b"", repetition=b"", subcomponent=b"")
-        == b"plain"
-    )
+    assert unescape("A\\F", **_DELIMITERS) == "A\\F"
+    assert unescape("\\X4\\", **_DELIMITERS) == "\\X4\\"
+    assert unescape("\\X0D0A\\", **_DELIMITERS) == "\r\n"
+    assert unescape("\\XZZ\\ \\H\\x\\.br\\", **_DELIMITERS) == "\\XZZ\\ \\H\\x\\.br\\"
+    assert unescape("a\\E\\b\\T\\c", **_DELIMITERS) == "a\\b&c"
+    no_escape = {**_DELIMITERS, "escape": ""}
+    assert unescape("plain\\F\\", **no_escape) == "plain\\F\\"
+
+
+def test_unescape_hex_decodes_in_the_codec() -> None:
+    # \Xhh\ names bytes of the message's charset: Latin-1 by default (byte = code point).
+    assert unescape("M\\XC3BC\\ller", **_DELIMITERS) == "M\u00c3\u00bcller"
+    assert unescape("M\\XC3BC\\ller", codec="utf_8", **_DELIMITERS) == "M\u00fcller"
+    assert unescape("\\XFF\\", codec="utf_8", **_DELIMITERS) == "\ufffd"
+
+
+def test_header_unescapes_with_its_own_delimiters() -> None:
+    h = read_msh(b"MSH#$~!@#APP#FAC#RAPP#RFAC#20240101##ORU$R01#ID#P#2.5\r")
+    assert h.unescape("a!F!b!S!c!T!d!R!e!E!f") == "a#b$c@d~e!f"
+    assert h.unescape("a\\F\\b") == "a\\F\\b"  # not this header's escape character
+    assert h.unescape("!XE282AC!", codec="utf_8") == "\u20ac"
+
+
+@pytest.mark.parametrize(
+    ("raw", "normal"),
+    [
+        (b"MSH|1\rPID|2\r", b"MSH|1\rPID|2\r"),
+        (b"MSH|1\nPID|2\n", b"MSH|1\rPID|2\r"),
+        (b"MSH|1\r\nPID|2\r\n", b"MSH|1\rPID|2\r"),
+        (b"MSH|1\n\rPID|2", b"MSH|1\r\rPID|2"),
+    ],
+)
+def test_normalise_segments(raw: bytes, normal: bytes) -> None:
+    assert normalise_segments(raw) == normal
 
 
 def test_custom_separators() -> None:
@@ -259,6 +309,7 @@ def test_msh_info_is_frozen() -> None:
 # --- the lazily computed, cached header -------------------------------------------
 
 _ATTRIBUTES = [
+    "fields",
     "field_separator",
     "encoding_characters",
     "component_separator",
@@ -382,3 +433,13 @@ def test_escape_text_returns_clean_text_unchanged() -> None:
     text = "Bed 3, ward 7 (east)"
     assert escape_text(text, info) is text
     assert escape_text("a\\b", info) == "a\\E\\b"
+
+
+@given(
+    seps=_separators(),
+    text=st.text(alphabet=string.printable.replace("\r", "").replace("\n", "") + "éü", max_size=30),
+)
+def test_unescape_undoes_escape_text(seps: tuple[str, str], text: str) -> None:
+    fs, enc = seps
+    info = read_msh(f"MSH{fs}{enc}{fs}A{fs}B{fs}C{fs}D{fs}1{fs}{fs}ADT{fs}X{fs}P{fs}2.5".encode())
+    assert info.unescape(escape_text(text, info)) == text

@@ -1,4 +1,4 @@
-"""Building HL7 acknowledgements as bytes, and reading the acknowledgements we receive.
+"""Building HL7 acknowledgements as bytes.
 
 :func:`build_ack` writes an ACK straight from the inbound :class:`MSHInfo`
 (no ``hl7.parse``), keeping the inbound separators and character set:
@@ -12,47 +12,72 @@
   ``ERR-4`` = ``E`` and ERR-8 the text; before v2.5 (and when MSH-12 is not a
   number) ``ERR-1`` = ``seg^seq^field^code&text&HL70357`` plus the text in MSA-3.
 
-:func:`parse_reply` is the sender's side: it reads MSA and ERR of a reply,
-insists that MSA-2 names the message sent, and raises a typed
-:class:`NegativeAcknowledgement` for AE, AR, CE and CR.
+Reading the acknowledgements we receive is ``_reply``'s job.
 """
 
 from __future__ import annotations
 
 import enum
+import importlib
 import itertools
 import os
-import re
 import secrets
 import time
 from collections.abc import Iterator
 from datetime import datetime
-from typing import Final
+from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 
-from mllp_trio._errors import MLLPError
-from mllp_trio._hl7._charsets import CharsetError, resolve_charset
-from mllp_trio._hl7._msh import MSHError, MSHInfo, escape_text, read_msh
+from mllp_trio._hl7._msh import MSHInfo, escape_text
+
+if TYPE_CHECKING:
+    # Transitional re-exports, see _MOVED below.
+    from mllp_trio._hl7._reply import AckErrorDetail as AckErrorDetail
+    from mllp_trio._hl7._reply import AckReply as AckReply
+    from mllp_trio._hl7._reply import ApplicationError as ApplicationError
+    from mllp_trio._hl7._reply import ApplicationReject as ApplicationReject
+    from mllp_trio._hl7._reply import CommitError as CommitError
+    from mllp_trio._hl7._reply import CommitReject as CommitReject
+    from mllp_trio._hl7._reply import ControlIdMismatch as ControlIdMismatch
+    from mllp_trio._hl7._reply import InvalidReply as InvalidReply
+    from mllp_trio._hl7._reply import NegativeAcknowledgement as NegativeAcknowledgement
+    from mllp_trio._hl7._reply import parse_reply as parse_reply
 
 __all__ = [
     "TABLE_0357",
     "AckCode",
-    "AckErrorDetail",
-    "AckReply",
-    "ApplicationError",
-    "ApplicationReject",
-    "CommitError",
-    "CommitReject",
-    "ControlIdMismatch",
     "ErrorInfo",
-    "InvalidReply",
-    "NegativeAcknowledgement",
     "build_ack",
     "hl7_timestamp",
     "new_control_id",
-    "parse_reply",
 ]
+
+# Transitional: the reply readers moved to _reply. Until every importer uses
+# `mllp_trio._hl7` (or _reply), these old paths resolve lazily (_reply imports
+# this module, so a plain import here would be a cycle). Delete this table,
+# __getattr__ and the TYPE_CHECKING block above once nothing imports them here.
+_MOVED: Final = frozenset(
+    {
+        "AckErrorDetail",
+        "AckReply",
+        "ApplicationError",
+        "ApplicationReject",
+        "CommitError",
+        "CommitReject",
+        "ControlIdMismatch",
+        "InvalidReply",
+        "NegativeAcknowledgement",
+        "parse_reply",
+    }
+)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _MOVED:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module("mllp_trio._hl7._reply"), name)
+
 
 #: HL7 table 0357 (message error condition codes) with their standard texts.
 TABLE_0357: Final[dict[int, str]] = {
@@ -148,8 +173,8 @@ _stamp_cache: tuple[int, str, bytes] = (-1, "", b"")
 _B36: Final = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 _COUNTER_WIDTH: Final = 6
 _COUNTER_LIMIT: Final = 36**_COUNTER_WIDTH
-# Every two-digit base 36 string, so that the counter is formatted with
-# three lookups instead of a loop of divisions.
+# Every two-digit base 36 string: the counter is formatted with three
+# lookups, where _base36's loop of divisions would add a tenth to respond().
 _PAIRS: Final = [a + b for a in _B36 for b in _B36]
 
 
@@ -179,8 +204,8 @@ class _IdSource:
         if n >= _COUNTER_LIMIT:
             self._reseed()
             n = next(self._counter)
-        pairs = _PAIRS
-        return self._prefix + pairs[n // 1679616] + pairs[n // 1296 % 1296] + pairs[n % 1296]
+        # The 6 counter digits as 3 pairs: 36**4 = 1679616 and 36**2 = 1296.
+        return self._prefix + _PAIRS[n // 1679616] + _PAIRS[n // 1296 % 1296] + _PAIRS[n % 1296]
 
 
 _ids = _IdSource()
@@ -222,18 +247,6 @@ def _error_segment(header: MSHInfo, error: ErrorInfo, modern: bool, codec: str) 
     return fs.join([b"ERR", cs.join([*loc_parts, coded])])
 
 
-# MSA-1 as bytes, by code. Keyed by the members: callers mostly pass
-# members, found by identity; plain strings match them too.
-_MSA1: Final[dict[str, bytes]] = {c: c.value.encode("ascii") for c in AckCode}
-# Codecs that write ASCII letters and digits as ASCII, so that a plain
-# alphanumeric control id needs neither escaping nor encoding work.
-_ASCII_SUPERSETS: Final = frozenset(
-    {"ascii", "latin_1", "utf_8", "cp1252", "gb18030", "euc_kr", "big5", "iso2022_jp"}
-    | {"iso2022_jp_1"}
-    | {f"iso8859_{n}" for n in (*range(2, 10), 15)}
-)
-
-
 def build_ack(
     header: MSHInfo,
     code: str,
@@ -260,19 +273,18 @@ def build_ack(
     Raises:
         ValueError: ``code`` is not one of :class:`AckCode`.
     """
-    # AckCode() raises the ValueError for a code outside table 0008.
-    msa1 = _MSA1.get(code) or AckCode(code).value.encode("ascii")
+    if code not in _ACK_CODES:
+        raise ValueError(f"{code!r} is not an acknowledgement code (HL7 table 0008)")
     fs, cs = header.field_separator, header.component_separator
-    # The raw fields, MSH-n at index n - 1 (read_msh pads them to MSH-18):
-    # one list instead of a dozen property reads.
-    f = header._f
+    f = header.fields  # MSH-n is f[n - 1]
     version = header.version
     modern = version is not None and version >= (2, 5)
     type_parts = f[8].split(cs, 2)
     trigger = type_parts[1] if len(type_parts) > 1 else b""
     msh9 = b"ACK" + cs + trigger + cs + b"ACK" if modern else b"ACK" + cs + trigger
     ack_id = control_id if control_id is not None else new_control_id()
-    if ack_id.isalnum() and ack_id.isascii() and codec in _ASCII_SUPERSETS:
+    if ack_id.isalnum() and ack_id.isascii():
+        # Our own ids: nothing to escape, and every supported charset writes ASCII as ASCII.
         ack_id_bytes = ack_id.encode("ascii")
     else:
         ack_id_bytes = escape_text(ack_id, header).encode(codec, "replace")
@@ -280,25 +292,14 @@ def build_ack(
         stamp = _stamp_cache[2] if _stamp_cache[0] == int(time.time()) else _current_stamp()[2]
     else:
         stamp = hl7_timestamp(now).encode("ascii")
-    # MSH-3/4 and MSH-5/6 swapped, MSH-11 and MSH-12 echoed.
+    # MSH-2 as read (valid), MSH-3/4 and MSH-5/6 swapped, MSH-11 and MSH-12 echoed.
+    enc = header.encoding_characters
     msh = fs.join(
-        (
-            b"MSH",
-            header.encoding_characters,
-            f[4],
-            f[5],
-            f[2],
-            f[3],
-            stamp,
-            b"",
-            msh9,
-            ack_id_bytes,
-            f[10],
-            f[11],
-        )
+        (b"MSH", enc, f[4], f[5], f[2], f[3], stamp, b"", msh9, ack_id_bytes, f[10], f[11])
     )
     if f[17]:
         msh += fs * 6 + f[17]  # MSH-13 to MSH-17 empty, then MSH-18 echoed
+    msa1 = code.encode("ascii")
     if error is None:
         return b"%s\rMSA%s%s%s%s\r" % (msh, fs, msa1, fs, f[9])
     msa = [b"MSA", msa1, f[9]]
@@ -309,242 +310,5 @@ def build_ack(
     return b"\r".join(segments) + b"\r"
 
 
-# --- Reading replies -----------------------------------------------------------
-
-
-@attrs.frozen(kw_only=True)
-class AckErrorDetail:
-    """One ERR segment of a received acknowledgement.
-
-    Attributes:
-        code: The error code (ERR-3.1, or ERR-1.4.1 before v2.5), e.g. ``"207"``.
-        code_text: The code's text (ERR-3.2 / ERR-1.4.2).
-        severity: ERR-4 (``"E"``, ``"W"``, ``"I"``), empty before v2.5.
-        location: ERR-2 (or ERR-1.1-3) as received, e.g. ``"MSH^1^9"``.
-        message: ERR-8 user message, else ERR-7 diagnostics. Not in the repr.
-    """
-
-    code: str
-    code_text: str
-    severity: str
-    location: str
-    message: str = attrs.field(repr=False)
-
-
-@attrs.frozen(kw_only=True)
-class AckReply:
-    """What a received acknowledgement says.
-
-    Attributes:
-        code: MSA-1.
-        control_id: MSA-2: the control id of the message acknowledged.
-        text: MSA-3 text (may be empty). Not in the repr.
-        errors: The ERR segments, in order.
-        header: The reply's own MSH.
-        raw: The reply bytes. Not in the repr.
-    """
-
-    code: AckCode
-    control_id: str
-    text: str = attrs.field(repr=False)
-    errors: tuple[AckErrorDetail, ...]
-    header: MSHInfo
-    raw: bytes = attrs.field(repr=False)
-
-    @property
-    def accepted(self) -> bool:
-        """Whether the code is AA or CA."""
-        return self.code in (AckCode.AA, AckCode.CA)
-
-    def raise_for_code(self) -> None:
-        """Raise the :class:`NegativeAcknowledgement` subclass matching a negative code."""
-        exc_type = _NEGATIVE.get(self.code)
-        if exc_type is not None:
-            raise exc_type(self)
-
-
-class InvalidReply(MLLPError):
-    """The reply is not a readable acknowledgement (no MSH, no MSA, bad MSA-1)."""
-
-
-class ControlIdMismatch(InvalidReply):
-    """MSA-2 of the reply does not name the message that was sent.
-
-    Attributes:
-        expected: The MSH-10 sent.
-        received: The MSA-2 received.
-    """
-
-    def __init__(self, expected: str, received: str) -> None:
-        super().__init__(f"reply acknowledges control id {received!r}, expected {expected!r}")
-        self.expected = expected
-        self.received = received
-
-
-class NegativeAcknowledgement(MLLPError):
-    """The peer answered AE, AR, CE or CR.
-
-    Attributes:
-        reply: The parsed reply (texts in it, not in the exception message).
-    """
-
-    def __init__(self, reply: AckReply) -> None:
-        codes = ",".join(e.code for e in reply.errors if e.code) or "none"
-        super().__init__(f"{reply.code} for control id {reply.control_id!r} (error codes: {codes})")
-        self.reply = reply
-
-
-class ApplicationError(NegativeAcknowledgement):
-    """AE: the receiver hit an error processing the message; resending may not help."""
-
-
-class ApplicationReject(NegativeAcknowledgement):
-    """AR: the receiver refused the message (type, version, processing id, or busy)."""
-
-
-class CommitError(NegativeAcknowledgement):
-    """CE: enhanced mode, the receiver could not accept the message (content error)."""
-
-
-class CommitReject(NegativeAcknowledgement):
-    """CR: enhanced mode, the receiver rejected the message before storing it."""
-
-
-_NEGATIVE: Final[dict[AckCode, type[NegativeAcknowledgement]]] = {
-    AckCode.AE: ApplicationError,
-    AckCode.AR: ApplicationReject,
-    AckCode.CE: CommitError,
-    AckCode.CR: CommitReject,
-}
-
-
-def _unescape_text(value: str, header: MSHInfo, codec: str) -> str:
-    esc = header.escape_character.decode("latin-1")
-    if not esc or esc not in value:
-        return value
-    delims = {
-        "F": header.field_separator,
-        "S": header.component_separator,
-        "T": header.subcomponent_separator,
-        "R": header.repetition_separator,
-        "E": header.escape_character,
-    }
-    e = re.escape(esc)
-
-    def repl(m: re.Match[str]) -> str:
-        seq = m.group(1)
-        if seq in delims:
-            return delims[seq].decode("latin-1")
-        if seq[:1] == "X" and len(seq) % 2 and re.fullmatch("[0-9A-Fa-f]*", seq[1:]):
-            return bytes.fromhex(seq[1:]).decode(codec, "replace")
-        return m.group(0)
-
-    return re.sub(f"{e}([^{e}]*){e}", repl, value)
-
-
-def _component(field: str, cs: str, index: int) -> str:
-    parts = field.split(cs)
-    return parts[index] if index < len(parts) else ""
-
-
-def _field(fields: list[str], index: int) -> str:
-    return fields[index] if index < len(fields) else ""
-
-
-def parse_reply(
-    reply: bytes,
-    expected_control_id: str,
-    *,
-    raise_on_negative: bool = True,
-    default_charset: str = "UNICODE UTF-8",
-) -> AckReply:
-    """Read an acknowledgement received for a message we sent.
-
-    The reply is decoded per its MSH-18 (leniently: undecodable bytes become
-    U+FFFD, an unknown charset falls back to Latin-1) and then split, so
-    multibyte texts are read right.
-
-    Args:
-        reply: The reply bytes.
-        expected_control_id: MSH-10 of the message sent.
-        raise_on_negative: Raise for AE/AR/CE/CR (default); when False the
-            caller inspects :attr:`AckReply.code` or calls
-            :meth:`AckReply.raise_for_code`.
-        default_charset: The charset assumed when the reply's MSH-18 is blank.
-
-    Returns:
-        The reply's content.
-
-    Raises:
-        ControlIdMismatch: MSA-2 is not ``expected_control_id``.
-        InvalidReply: No readable MSH or MSA, or an MSA-1 outside table 0008.
-        NegativeAcknowledgement: AE, AR, CE or CR (the matching subclass),
-            unless ``raise_on_negative`` is False.
-    """
-    try:
-        header = read_msh(reply)
-    except MSHError as exc:
-        raise InvalidReply(f"reply has no readable MSH: {exc}") from None
-    try:
-        codec = resolve_charset(
-            header.charset,
-            repetition_separator=header.repetition_separator.decode("latin-1"),
-            default=default_charset,
-        ).codec
-    except CharsetError:
-        codec = "latin_1"
-    text = reply.decode(codec, "replace").replace("\r\n", "\r").replace("\n", "\r")
-    fs = header.field_separator.decode("latin-1")
-    cs = header.component_separator.decode("latin-1")
-    ss = header.subcomponent_separator.decode("latin-1")
-    msa: list[str] | None = None
-    errors: list[AckErrorDetail] = []
-    for segment in text.split("\r"):
-        if segment.startswith("MSA") and msa is None:
-            msa = segment.split(fs)
-        elif segment.startswith("ERR"):
-            errors.append(_read_err(segment.split(fs), header, codec, cs, ss))
-    if msa is None:
-        raise InvalidReply("reply has no MSA segment")
-    try:
-        code = AckCode(_field(msa, 1).strip())
-    except ValueError:
-        raise InvalidReply("reply MSA-1 is not an acknowledgement code") from None
-    control_id = _unescape_text(_field(msa, 2), header, codec)
-    if control_id != expected_control_id:
-        raise ControlIdMismatch(expected_control_id, control_id)
-    result = AckReply(
-        code=code,
-        control_id=control_id,
-        text=_unescape_text(_field(msa, 3), header, codec),
-        errors=tuple(errors),
-        header=header,
-        raw=reply,
-    )
-    if raise_on_negative:
-        result.raise_for_code()
-    return result
-
-
-def _read_err(fields: list[str], header: MSHInfo, codec: str, cs: str, ss: str) -> AckErrorDetail:
-    def unesc(value: str) -> str:
-        return _unescape_text(value, header, codec)
-
-    err3 = _field(fields, 3)
-    if err3:
-        return AckErrorDetail(
-            code=unesc(_component(err3, cs, 0)),
-            code_text=unesc(_component(err3, cs, 1)),
-            severity=_field(fields, 4),
-            location=_field(fields, 2),
-            message=unesc(_field(fields, 8) or _field(fields, 7)),
-        )
-    err1 = _field(fields, 1).split(header.repetition_separator.decode("latin-1") or "\r")[0]
-    coded = _component(err1, cs, 3)
-    return AckErrorDetail(
-        code=unesc(_component(coded, ss, 0) if ss else coded),
-        code_text=unesc(_component(coded, ss, 1) if ss else ""),
-        severity="",
-        location=cs.join(err1.split(cs)[:3]).strip(cs),
-        message="",
-    )
+# AckCode is a StrEnum: its members and their plain strings are found alike.
+_ACK_CODES: Final = frozenset(AckCode)

@@ -37,16 +37,19 @@ two-byte delimiters cannot travel inside MLLP frames. ``ISO IR14``, ``CNS
 from __future__ import annotations
 
 import functools
+from typing import Final
 
 import attrs
 
 from mllp_trio._errors import MLLPError
+from mllp_trio._hl7._msh import MSHInfo
 
 __all__ = [
     "Charset",
     "CharsetError",
     "codec_for",
     "decode_text",
+    "message_charset",
     "resolve_charset",
 ]
 
@@ -130,7 +133,6 @@ class Charset:
     codec: str
 
 
-@functools.lru_cache(maxsize=256)
 def codec_for(name: str) -> str:
     """Return the Python codec for one HL7 character set name.
 
@@ -157,28 +159,6 @@ def codec_for(name: str) -> str:
     )
 
 
-#: Longest MSH-18 value kept in the cache (the longest real one is ~20 characters).
-_MAX_CACHED = 64
-
-
-@functools.lru_cache(maxsize=256)
-def _resolve_field(field: str, rep_sep: str, default: str) -> Charset:
-    reps = [r.strip() for r in field.split(rep_sep)] if rep_sep else [field.strip()]
-    first, extensions = reps[0], [r for r in reps[1:] if r]
-    if not extensions:
-        if not first:
-            return Charset(default, codec_for(default))
-        return Charset(first, codec_for(first))
-    ext_key = frozenset(_norm(e) for e in extensions)
-    codec = _EXTENSIONS.get(ext_key)
-    if codec is None or _norm(first) not in _ASCII_NAMES:
-        raise CharsetError(
-            f"unsupported character set combination {field!r} in MSH-18",
-            code=CODE_TABLE_VALUE_NOT_FOUND,
-        )
-    return Charset(field, codec)
-
-
 def resolve_charset(
     msh18: str, *, repetition_separator: str = "~", default: str, override: str | None = None
 ) -> Charset:
@@ -198,11 +178,67 @@ def resolve_charset(
     """
     if override is not None:
         return Charset(override, codec_for(override))
-    if len(msh18) > _MAX_CACHED:
-        # A padded or repeated value can still be valid: resolve it without
-        # letting it into the cache.
-        return _resolve_field.__wrapped__(msh18, repetition_separator, default)
-    return _resolve_field(msh18, repetition_separator, default)
+    reps = (
+        [r.strip() for r in msh18.split(repetition_separator)]
+        if repetition_separator
+        else [msh18.strip()]
+    )
+    first, extensions = reps[0], [r for r in reps[1:] if r]
+    if not extensions:
+        if not first:
+            return Charset(default, codec_for(default))
+        return Charset(first, codec_for(first))
+    ext_key = frozenset(_norm(e) for e in extensions)
+    codec = _EXTENSIONS.get(ext_key)
+    if codec is None or _norm(first) not in _ASCII_NAMES:
+        raise CharsetError(
+            f"unsupported character set combination {msh18!r} in MSH-18",
+            code=CODE_TABLE_VALUE_NOT_FOUND,
+        )
+    return Charset(msh18, codec)
+
+
+#: Longest MSH-18 whose resolution :func:`message_charset` caches. The longest
+#: real value is about 20 bytes; longer ones (padding, repeated extensions)
+#: are resolved each time, so that a sender cannot fill memory with distinct
+#: huge values.
+MAX_CACHED_MSH18: Final = 64
+
+
+def message_charset(header: MSHInfo, *, default: str, override: str | None = None) -> Charset:
+    """Choose the character set of a received message from its header (see :func:`resolve_charset`).
+
+    The per-message path: results are cached by the raw MSH-18 bytes, as long
+    as they are short (:data:`MAX_CACHED_MSH18`), so that the usual message
+    costs one lookup.
+
+    Args:
+        header: The message's MSH.
+        default: The name used when MSH-18 is blank (from the configuration).
+        override: When set, MSH-18 is ignored and this name is used (likewise).
+
+    Raises:
+        CharsetError: The name is unknown or refused (code 103).
+    """
+    msh18 = b"" if override is not None else header.charset_raw
+    if len(msh18) > MAX_CACHED_MSH18:
+        return _resolve_raw(msh18, header.repetition_separator, default, override)
+    return _resolve_cached(msh18, header.repetition_separator, default, override)
+
+
+def _resolve_raw(msh18: bytes, rep_sep: bytes, default: str, override: str | None) -> Charset:
+    # MSH-2 is at most one repetition separator byte, and default and override
+    # are configuration values: only MSH-18 can make a key large.
+    return resolve_charset(
+        msh18.decode("latin-1"),
+        repetition_separator=rep_sep.decode("latin-1"),
+        default=default,
+        override=override,
+    )
+
+
+# The one charset cache. Errors are not cached: they are raised anew each time.
+_resolve_cached = functools.lru_cache(maxsize=256)(_resolve_raw)
 
 
 def decode_text(raw: bytes, charset: Charset) -> str:

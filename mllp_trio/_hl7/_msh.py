@@ -14,6 +14,11 @@ supported character set. One caveat: in the multibyte sets (``BIG-5``, ``GB
 to MSH-10 must carry ASCII only for the byte-level reader to split them right
 (which is what those national guides require anyway). Full parsing through
 :attr:`InboundMessage.parsed` decodes first and is not affected.
+
+The module also holds the two other byte- and text-level rules every reader
+and writer of HL7 shares: segment terminators (:func:`normalise_segments`) and
+escape sequences (:func:`escape_text`, :func:`unescape`, the only HL7
+unescaper of the package).
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from typing import Any, Final, TypeVar
 
 from mllp_trio._errors import MLLPError
 
-__all__ = ["MSHError", "MSHInfo", "escape_text", "read_msh", "unescape"]
+__all__ = ["MSHError", "MSHInfo", "escape_text", "normalise_segments", "read_msh", "unescape"]
 
 #: Table 0357 codes used for an unreadable header.
 CODE_SEGMENT_SEQUENCE = 100
@@ -31,7 +36,7 @@ CODE_REQUIRED_FIELD_MISSING = 101
 CODE_DATA_TYPE = 102
 
 _DEFAULT_ENCODING: Final = b"^~\\&"
-_HEX: Final = re.compile(rb"[0-9A-Fa-f]*")
+_HEX: Final = re.compile(r"[0-9A-Fa-f]*")
 # The caches below are keyed by bytes a sender chooses: bounded in count
 # and in key size, so that a stream of distinct or huge values cannot grow
 # them without limit (real senders repeat a handful of short values).
@@ -79,6 +84,7 @@ class _Dialect:
     # their separators, so this is computed once per sender, not per message.
     __slots__ = (
         "cs",
+        "delimiters",
         "enc",
         "esc",
         "esc_s",
@@ -99,6 +105,14 @@ class _Dialect:
         self.fs, self.enc, self.problem = fs, enc, problem
         self.cs, self.rs, self.esc, self.ss = enc[0:1], enc[1:2], enc[2:3], enc[3:4]
         self.esc_s = self.esc.decode("latin-1")
+        # The keyword arguments of unescape(), as text.
+        self.delimiters = {
+            "escape": self.esc_s,
+            "field": _text(fs),
+            "component": _text(self.cs),
+            "repetition": _text(self.rs),
+            "subcomponent": _text(self.ss),
+        }
         # Characters escape_text changes: a text without any is returned as is.
         chars = "\r\n" + (fs + self.cs + self.rs + self.esc + self.ss).decode("latin-1")
         self.specials = re.compile("[" + re.escape(chars) + "]")
@@ -107,29 +121,22 @@ class _Dialect:
         # MSH-12 raw -> (MSH-12.1 as text, as a tuple of ints or None).
         self.versions: dict[bytes, tuple[str, tuple[int, ...] | None]] = {}
 
-    def unescape(self, value: bytes) -> bytes:
-        if not self.esc or self.esc not in value:
+    def unescape(self, value: str, codec: str = "latin-1") -> str:
+        if not self.esc_s or self.esc_s not in value:  # the usual case, without a call
             return value
-        return unescape(
-            value,
-            escape=self.esc,
-            field=self.fs,
-            component=self.cs,
-            repetition=self.rs,
-            subcomponent=self.ss,
-        )
+        return unescape(value, codec=codec, **self.delimiters)
 
     def message_type(self, msh9: bytes) -> tuple[str, str, str]:
         found = self.types.get(msh9)
         if found is None:
-            parts = [*msh9.split(self.cs), b"", b"", b""]
+            parts = [*_text(msh9).split(_text(self.cs)), "", "", ""]
             found = _remember(
                 self.types,
                 msh9,
                 (
-                    _text(self.unescape(parts[0])).strip(),
-                    _text(self.unescape(parts[1])).strip(),
-                    _text(self.unescape(parts[2])).strip(),
+                    self.unescape(parts[0]).strip(),
+                    self.unescape(parts[1]).strip(),
+                    self.unescape(parts[2]).strip(),
                 ),
             )
         return found
@@ -199,16 +206,27 @@ class MSHInfo:
     def __init__(
         self,
         dialect: _Dialect,
-        fields: list[bytes],
+        fields: tuple[bytes, ...],
         control_id: str,
         message_type: tuple[str, str, str],
         terminator: bytes,
     ) -> None:
         self._d = dialect
-        self._f = fields  # MSH-n is fields[n - 1], at least 18 of them
+        self._f = fields  # MSH-n is fields[n - 1] (n >= 2), at least 18 of them
         self._cid = control_id
         self._type = message_type
         self._term = terminator
+
+    @property
+    def fields(self) -> tuple[bytes, ...]:
+        """The MSH segment split at the field separator, every field raw.
+
+        ``fields[n - 1]`` is MSH-n for n from 2 (``fields[0]`` is ``b"MSH"``,
+        and MSH-1 is the separator itself), padded with empty fields up to
+        MSH-18: the indexing that ``build_ack`` uses to echo a dozen fields
+        at the cost of one attribute read.
+        """
+        return self._f
 
     @property
     def field_separator(self) -> bytes:
@@ -339,6 +357,15 @@ class MSHInfo:
         """MSH-12.1 as a tuple of ints, e.g. ``(2, 5, 1)``; ``None`` if not numeric."""
         return self._d.version(self._f[11])[1]
 
+    def unescape(self, value: str, *, codec: str = "latin-1") -> str:
+        r"""Resolve the escape sequences of a value from this message (see :func:`unescape`).
+
+        Args:
+            value: A field or component of the message, decoded in ``codec``.
+            codec: The message's Python codec, for ``\X..\`` sequences.
+        """
+        return self._d.unescape(value, codec)
+
     def _key(self) -> tuple[Any, ...]:
         # Equality over the public fields, as the attrs class before it had.
         return tuple(getattr(self, name) for name in _FIELDS)
@@ -409,37 +436,52 @@ def _version_tuple(version_id: str) -> tuple[int, ...] | None:
 
 
 def unescape(
-    value: bytes,
+    value: str,
     *,
-    escape: bytes,
-    field: bytes,
-    component: bytes,
-    repetition: bytes,
-    subcomponent: bytes,
-) -> bytes:
-    r"""Resolve HL7 escape sequences in a raw value.
+    escape: str,
+    field: str,
+    component: str,
+    repetition: str,
+    subcomponent: str,
+    codec: str = "latin-1",
+) -> str:
+    r"""Resolve HL7 escape sequences in one field value.
 
-    ``\F\ \S\ \T\ \R\ \E\`` become the delimiters and ``\Xhh..\`` the bytes
-    it names. Formatting escapes (``\H\``, ``\.br\`` ...) and anything
-    unknown or unterminated are kept verbatim: the interpreted fields
-    (identifiers, codes) have no use for formatting.
+    ``\F\ \S\ \T\ \R\ \E\`` become the delimiters, and ``\Xhh..\`` the
+    bytes it names, decoded in ``codec`` (undecodable bytes become U+FFFD).
+    Formatting escapes (``\H\``, ``\.br\`` ...) and anything unknown or
+    unterminated are kept verbatim: the fields read here (identifiers, codes,
+    error texts) have no use for formatting.
+
+    Args:
+        value: The value, decoded but still escaped.
+        escape: The escape character (MSH-2.3); empty means nothing is escaped.
+        field: The field separator.
+        component: The component separator.
+        repetition: The repetition separator.
+        subcomponent: The subcomponent separator (may be empty).
+        codec: The message's Python codec, for ``\X..\`` sequences. The
+            default, Latin-1, maps each byte to the character of that number.
+
+    Returns:
+        The unescaped value.
     """
     if not escape or escape not in value:
         return value
-    table = {b"F": field, b"S": component, b"T": subcomponent, b"R": repetition, b"E": escape}
-    out: list[bytes] = []
+    table = {"F": field, "S": component, "T": subcomponent, "R": repetition, "E": escape}
+    out: list[str] = []
     pos = 0
     while True:
         start = value.find(escape, pos)
         end = value.find(escape, start + 1) if start >= 0 else -1
         if end < 0:
             out.append(value[pos:])
-            return b"".join(out)
+            return "".join(out)
         out.append(value[pos:start])
         seq = value[start + 1 : end]
         repl = table.get(seq)
-        if repl is None and seq[:1] == b"X" and len(seq) % 2 and _HEX.fullmatch(seq, 1):
-            repl = bytes.fromhex(seq[1:].decode("ascii"))
+        if repl is None and seq[:1] == "X" and len(seq) % 2 and _HEX.fullmatch(seq, 1):
+            repl = bytes.fromhex(seq[1:]).decode(codec, "replace")
         out.append(value[start : end + 1] if repl is None else repl)
         pos = end + 1
 
@@ -472,6 +514,17 @@ def escape_text(text: str, info: MSHInfo) -> str:
     return text
 
 
+def normalise_segments(raw: bytes) -> bytes:
+    """Turn LF and CRLF segment terminators into CR (HL7's own).
+
+    Safe on bytes in every supported charset: 0x0A and 0x0D never occur
+    inside a multibyte character of UTF-8, GB 18030, Big5, EUC-KR or ISO 2022.
+    """
+    if 0x0A not in raw:  # the usual case, found at memchr speed
+        return raw
+    return raw.replace(b"\r\n", b"\r").replace(b"\n", b"\r")
+
+
 def _text(value: bytes) -> str:
     return value.decode("latin-1")
 
@@ -480,7 +533,7 @@ def _text(value: bytes) -> str:
 # would make the message ambiguous.
 _DELIMITERS: Final = frozenset(b for b in range(0x21, 0x7F) if not chr(b).isalnum())
 # Empty fields that bring a short MSH up to MSH-18, by number of fields present.
-_PADDING: Final = [[b""] * (18 - n) for n in range(19)]
+_PADDING: Final = [(b"",) * (18 - n) for n in range(19)]
 
 
 def read_msh(raw: bytes) -> MSHInfo:
@@ -518,19 +571,13 @@ def read_msh(raw: bytes) -> MSHInfo:
         raise MSHError(
             f"MSH is truncated: {count + 1} of at least 12 fields", code=CODE_SEGMENT_SEQUENCE
         )
-    if count < 18:
-        parts += _PADDING[count]
-    dialect = _dialects.get(fs + parts[1]) or _dialect(fs, parts[1])
-    control_id_raw = parts[9]
-    esc = dialect.esc
-    if esc and esc in control_id_raw:
-        control_id_raw = dialect.unescape(control_id_raw)
-    control_id = control_id_raw.decode("latin-1")
+    fields = tuple(parts) if count >= 18 else (*parts, *_PADDING[count])
+    dialect = _dialect(fs, parts[1])
+    control_id = dialect.unescape(parts[9].decode("latin-1"))
     if not control_id:
         raise MSHError("MSH-10 (message control id) is empty", code=CODE_REQUIRED_FIELD_MISSING)
-    msh9 = parts[8]
-    message_type = dialect.types.get(msh9) or dialect.message_type(msh9)
-    header = MSHInfo(dialect, parts, control_id, message_type, term)
+    message_type = dialect.message_type(parts[8])
+    header = MSHInfo(dialect, fields, control_id, message_type, term)
     if dialect.problem:
         raise MSHError("MSH-2 (encoding characters) is invalid", code=CODE_DATA_TYPE, header=header)
     if not header.message_code:

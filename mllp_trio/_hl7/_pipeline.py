@@ -1,9 +1,8 @@
-"""The handler contract and the pipeline from one inbound HL7 message to its acknowledgements.
+"""The pipeline from one inbound HL7 message to its acknowledgements.
 
-The library user writes ``async def handle(message: InboundMessage) -> None |
-bytes`` (or registers several on a :class:`Router`). :func:`respond` runs one
-message through every stage; the stages are public too, so that the server
-can insert its own steps (duplicate check, commit to store) between them::
+:func:`respond` runs one message through every stage; the stages are public
+too, so that the server can insert its own steps (duplicate check, commit to
+store) between them::
 
     header = read_msh(raw)                      # MSHError -> refuse_unreadable()
     if header.is_ack: incoming_ack(...)         # ACKs are never acknowledged
@@ -12,52 +11,58 @@ can insert its own steps (duplicate check, commit to store) between them::
     verdict = await run_handler(handler, message, config=config)
     outcome = acknowledge(message, verdict)
 
-Acknowledgement modes: original mode (MSH-15 and MSH-16 empty) answers
-AA/AE/AR on the connection. Enhanced mode (either valued) answers the accept
-acknowledgement CA/CE/CR on the connection as MSH-15 asks and builds the
-application acknowledgement AA/AE/AR as MSH-16 asks, returned in
-:attr:`Outcome.application_ack` for the caller to deliver on a separate
-connection. An empty MSH-15 or MSH-16 in enhanced mode, or a value outside
-table 0155, is read as ``AL`` (always): sending an unwanted ACK is harmless,
-withholding a wanted one stalls the sender.
+(:func:`admit` is the first four lines.) Acknowledgement modes: original
+mode (MSH-15 and MSH-16 empty) answers AA/AE/AR on the connection. Enhanced
+mode (either valued) answers the accept acknowledgement CA/CE/CR on the
+connection as MSH-15 asks and builds the application acknowledgement
+AA/AE/AR as MSH-16 asks, returned in :attr:`Outcome.application_ack` for the
+caller to deliver on a separate connection. An empty MSH-15 or MSH-16 in
+enhanced mode, or a value outside table 0155, is read as ``AL`` (always):
+sending an unwanted ACK is harmless, withholding a wanted one stalls the
+sender.
 """
 
 from __future__ import annotations
 
 import enum
-import functools
 import logging
 import re
 import traceback
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any, ClassVar, Final, TypeVar
+from typing import Final
 
 import attrs
-import hl7
 
-from mllp_trio._errors import MLLPError
+# Transitional: the `X as X` imports (and _peek_code below) keep the names
+# that lived here (in _app) before the split importable from here, for
+# importers not yet moved to `mllp_trio._hl7`. Once nothing imports them from
+# here, drop _peek_code, Router and the aliases.
 from mllp_trio._hl7._ack import AckCode, ErrorInfo, build_ack, new_control_id
-from mllp_trio._hl7._charsets import Charset, CharsetError, codec_for, decode_text, resolve_charset
+from mllp_trio._hl7._charsets import Charset, CharsetError, decode_text, message_charset
+from mllp_trio._hl7._config import HL7Config as HL7Config
+from mllp_trio._hl7._handler import Handler as Handler
+from mllp_trio._hl7._handler import HL7Error as HL7Error
+from mllp_trio._hl7._handler import HL7Refusal as HL7Refusal
+from mllp_trio._hl7._handler import HL7Reject as HL7Reject
+from mllp_trio._hl7._handler import InboundMessage as InboundMessage
+from mllp_trio._hl7._handler import Router as Router
 from mllp_trio._hl7._msh import MSHError, MSHInfo, read_msh
+from mllp_trio._hl7._msh import normalise_segments as normalise_segments
 from mllp_trio._hl7._peer import PeerInfo
+from mllp_trio._hl7._policy import RETRY_LATER_CODE, is_negative, is_transient
+from mllp_trio._hl7._reply import reply_code
+
+_peek_code = reply_code  # transitional, see above
 
 __all__ = [
     "Disposition",
-    "HL7Config",
-    "HL7Error",
-    "HL7Refusal",
-    "HL7Reject",
-    "Handler",
-    "InboundMessage",
     "Outcome",
-    "Router",
     "Verdict",
     "acknowledge",
     "admit",
     "check_rules",
     "incoming_ack",
-    "normalise_segments",
     "prepare_message",
     "refuse",
     "refuse_unreadable",
@@ -68,282 +73,12 @@ __all__ = [
 logger = logging.getLogger("mllp_trio.hl7")
 
 _VERSION_2X: Final = re.compile(r"2\.\d+(\.\d+)*")
-
-
-# --- Refusals a handler (or a rule) raises ---------------------------------------
-
-
-class HL7Refusal(MLLPError):
-    """Base of the exceptions that answer a message with an error acknowledgement.
-
-    The ``text`` goes to the sender in the ERR segment (MSA-3 before v2.5);
-    mllp_trio never logs it.
-
-    Args:
-        text: Free text for the sender; empty sends the code's standard text.
-        code: HL7 table 0357 error code (ERR-3), e.g. 207.
-        location: ``(segment id, sequence, field)`` of the faulty field, or ``None``.
-
-    Raises:
-        ValueError: ``code`` is not a table 0357 error code.
-    """
-
-    #: The original-mode acknowledgement code this refusal produces.
-    ack_code: ClassVar[AckCode]
-
-    def __init__(
-        self, text: str = "", *, code: int = 207, location: tuple[str, int, int] | None = None
-    ) -> None:
-        super().__init__(text)
-        self.error = ErrorInfo(code=code, text=text, location=location)
-
-
-class HL7Error(HL7Refusal):
-    """Answer AE (CE in enhanced mode before acceptance): the content is in error.
-
-    Example: ``raise HL7Error("unknown patient identifier", code=204)``.
-    """
-
-    ack_code = AckCode.AE
-
-
-class HL7Reject(HL7Refusal):
-    """Answer AR (CR in enhanced mode before acceptance): refused without processing.
-
-    Example: ``raise HL7Reject("try again later", code=206)``.
-    """
-
-    ack_code = AckCode.AR
-
-
-# --- Configuration ---------------------------------------------------------------
-
-
-def _pattern(value: str) -> tuple[str, str]:
-    # MSH-9.3 (the message structure) plays no part in routing: drop it.
-    code, _, rest = value.strip().upper().partition("^")
-    event = rest.partition("^")[0]
-    if not code:
-        raise ValueError(f"invalid message type pattern {value!r}")
-    return code, event or "*"
-
-
-def _patterns(value: Iterable[str] | None) -> tuple[str, ...] | None:
-    if value is None:
-        return None
-    items = (value,) if isinstance(value, str) else tuple(value)
-    return tuple("^".join(_pattern(v)) for v in items)
-
-
-def _strings(value: Iterable[str] | None) -> tuple[str, ...] | None:
-    if value is None:
-        return None
-    items = (value,) if isinstance(value, str) else tuple(value)
-    return tuple(v.strip() for v in items)
-
-
-def _valid_charset(_inst: object, attr: attrs.Attribute[Any], value: str | None) -> None:
-    if value is not None:
-        try:
-            codec_for(value)
-        except CharsetError as exc:
-            raise ValueError(f"{attr.name}: {exc}") from None
-
-
-@attrs.frozen(kw_only=True)
-class HL7Config:
-    """What the HL7 layer accepts and how it reads messages.
-
-    Attributes:
-        message_types: MSH-9 patterns accepted, e.g. ``("ADT^A01", "ORU^*")``
-            (``"ORU"`` means ``"ORU^*"``, ``"*"`` everything); ``None`` (the
-            default) accepts all. Others get AR 200, or 201 when the message
-            code is accepted with other events.
-        processing_ids: MSH-11.1 values accepted, e.g. ``("P",)``; ``None``
-            (default) accepts all. Others get AR 202.
-        versions: MSH-12.1 values accepted, e.g. ``("2.3", "2.5.1")``;
-            ``None`` (default) accepts any ``2.x``. Others get AR 203.
-        default_charset: Character set of messages whose MSH-18 is blank.
-            Default ``"UNICODE UTF-8"``: plain ASCII (the standard's default)
-            decodes the same, today's senders that leave MSH-18 blank mostly
-            send UTF-8, and a Latin-1 message then fails loudly (AE 102)
-            instead of turning names into mojibake. Set ``"8859/1"`` for
-            legacy feeds.
-        charset_override: When set, MSH-18 is ignored and every message is
-            read in this character set (for senders that mislabel it).
-        strict_segment_terminators: When False (default), LF and CRLF between
-            segments are accepted and normalised to CR in
-            :attr:`InboundMessage.text`; when True such a message gets AE 100.
-        log_exception_text: When False (default), a handler's unexpected
-            exception is logged as its type and the line that raised it,
-            since exception texts often quote patient data; True logs the
-            full traceback with the text.
-    """
-
-    message_types: tuple[str, ...] | None = attrs.field(default=None, converter=_patterns)
-    processing_ids: tuple[str, ...] | None = attrs.field(default=None, converter=_strings)
-    versions: tuple[str, ...] | None = attrs.field(default=None, converter=_strings)
-    default_charset: str = attrs.field(default="UNICODE UTF-8", validator=_valid_charset)
-    charset_override: str | None = attrs.field(default=None, validator=_valid_charset)
-    strict_segment_terminators: bool = False
-    log_exception_text: bool = False
-
-
-# --- The message handed to the application ------------------------------------------
-
-
-def normalise_segments(raw: bytes) -> bytes:
-    """Turn LF and CRLF segment terminators into CR (HL7's own).
-
-    Safe on bytes in every supported charset: 0x0A and 0x0D never occur
-    inside a multibyte character of UTF-8, GB 18030, Big5, EUC-KR or ISO 2022.
-    """
-    if 0x0A not in raw:  # the usual case, found at memchr speed
-        return raw
-    return raw.replace(b"\r\n", b"\r").replace(b"\n", b"\r")
-
-
-@attrs.frozen(kw_only=True)
-class InboundMessage:
-    """One received HL7 message, as given to a handler.
-
-    Decoding and full parsing happen on first access and are cached.
-
-    Attributes:
-        raw: The message bytes exactly as received. Not in the repr.
-        header: The MSH fields read from the raw bytes.
-        peer: Who sent it (address, TLS identity).
-        charset: The character set the message is read in.
-    """
-
-    raw: bytes = attrs.field(repr=False)
-    header: MSHInfo
-    peer: PeerInfo
-    charset: Charset
-    _decoded: str | None = attrs.field(default=None, alias="text", repr=False)
-
-    @functools.cached_property
-    def text(self) -> str:
-        """The message decoded per its charset, segments terminated by CR.
-
-        Raises:
-            CharsetError: The bytes are invalid in :attr:`charset` (only
-                possible for a message not built by :func:`prepare_message`).
-        """
-        if self._decoded is not None:
-            return self._decoded
-        return decode_text(normalise_segments(self.raw), self.charset)
-
-    @functools.cached_property
-    def parsed(self) -> hl7.Message:
-        """The message parsed by ``hl7.parse`` (slow: only when asked)."""
-        return hl7.parse(self.text)
-
-    @property
-    def control_id(self) -> str:
-        """MSH-10, unescaped."""
-        return self.header.control_id
-
-    @property
-    def message_type(self) -> str:
-        """``"CODE^EVENT"``, e.g. ``"ADT^A01"``."""
-        return self.header.message_type
-
-    @property
-    def message_code(self) -> str:
-        """MSH-9.1, e.g. ``"ADT"``."""
-        return self.header.message_code
-
-    @property
-    def trigger_event(self) -> str:
-        """MSH-9.2, e.g. ``"A01"``."""
-        return self.header.trigger_event
-
-
-#: What the library user writes: ``None`` answers AA (CA), bytes are sent verbatim.
-Handler = Callable[[InboundMessage], Awaitable[bytes | None]]
-_H = TypeVar("_H", bound=Handler)
-
-
-# --- Routing -------------------------------------------------------------------------
-
-
-class Router:
-    """Dispatch messages to handlers by MSH-9 message code and trigger event.
-
-    The router is itself a handler::
-
-        router = Router()
-
-        @router.route("ADT^A01")
-        async def admit(message: InboundMessage) -> None: ...
-
-        @router.route("ORU^*")
-        async def results(message: InboundMessage) -> None: ...
-
-        @router.default
-        async def other(message: InboundMessage) -> None: ...
-
-    Lookup order: exact ``CODE^EVENT``, then ``CODE^*``, then ``*^EVENT``,
-    then ``*``, then the default. Without a match the message gets AR 201
-    when its code has routes for other events, else AR 200.
-    """
-
-    def __init__(self) -> None:
-        self._routes: dict[tuple[str, str], Handler] = {}
-        self._default: Handler | None = None
-
-    def add(self, pattern: str, handler: Handler) -> None:
-        """Register ``handler`` for a pattern such as ``"ADT^A01"``, ``"ORU^*"`` or ``"ORU"``.
-
-        Raises:
-            ValueError: The pattern is invalid or already registered.
-        """
-        key = _pattern(pattern)
-        if key in self._routes:
-            raise ValueError(f"a handler is already registered for {pattern!r}")
-        self._routes[key] = handler
-
-    def route(self, pattern: str) -> Callable[[_H], _H]:
-        """Decorator form of :meth:`add`."""
-
-        def register(handler: _H) -> _H:
-            self.add(pattern, handler)
-            return handler
-
-        return register
-
-    def default(self, handler: _H) -> _H:
-        """Register (or decorate) the handler for messages no route matches."""
-        self._default = handler
-        return handler
-
-    def resolve(self, message_code: str, trigger_event: str) -> Handler:
-        """Return the handler for a message type.
-
-        Raises:
-            HL7Reject: Nothing matches (code 200 or 201).
-        """
-        code, event = message_code.upper(), trigger_event.upper()
-        for key in ((code, event), (code, "*"), ("*", event), ("*", "*")):
-            found = self._routes.get(key)
-            if found is not None:
-                return found
-        if self._default is not None:
-            return self._default
-        if any(c == code for c, _ in self._routes):
-            raise HL7Reject(
-                f"event {trigger_event!r} is not supported for {message_code!r}",
-                code=201,
-                location=("MSH", 1, 9),
-            )
-        raise HL7Reject(
-            f"message type {message_code!r} is not supported", code=200, location=("MSH", 1, 9)
-        )
-
-    async def __call__(self, message: InboundMessage) -> bytes | None:
-        """Run the matching handler (raising :class:`HL7Reject` when none)."""
-        return await self.resolve(message.message_code, message.trigger_event)(message)
+# The published 2.x versions, which the pattern above accepts: the usual
+# MSH-12 is found here without running it.
+_KNOWN_2X: Final = frozenset(
+    {"2.1", "2.2", "2.3", "2.3.1", "2.4", "2.5", "2.5.1", "2.6", "2.7", "2.7.1", "2.8"}
+    | {"2.8.1", "2.8.2", "2.9", "2.9.1"}
+)
 
 
 # --- Stages ----------------------------------------------------------------------
@@ -357,9 +92,10 @@ def check_rules(header: MSHInfo, config: HL7Config) -> None:
     """
     if config.message_types is not None:
         code, event = header.message_code.upper(), header.trigger_event.upper()
-        pats = _split_patterns(config.message_types)
-        if not any(pc in (code, "*") and pe in (event, "*") for pc, pe in pats):
-            known = any(pc in (code, "*") for pc, _ in pats)
+        # The configuration keeps every pattern as "CODE^EVENT".
+        patterns = [p.split("^") for p in config.message_types]
+        if not any(pc in (code, "*") and pe in (event, "*") for pc, pe in patterns):
+            known = any(pc in (code, "*") for pc, _ in patterns)
             raise HL7Reject(
                 f"message type {header.message_type!r} is not accepted",
                 code=201 if known else 200,
@@ -374,41 +110,16 @@ def check_rules(header: MSHInfo, config: HL7Config) -> None:
     version = header.version_id
     if not version:
         raise HL7Reject("MSH-12 (version id) is empty", code=101, location=("MSH", 1, 12))
-    supported = _is_2x(version) if config.versions is None else version in config.versions
+    if config.versions is None:
+        supported = version in _KNOWN_2X or _VERSION_2X.fullmatch(version) is not None
+    else:
+        supported = version in config.versions
     if not supported:
         raise HL7Reject(f"version {version!r} is not accepted", code=203, location=("MSH", 1, 12))
 
 
-@functools.lru_cache(maxsize=16)
-def _split_patterns(patterns: tuple[str, ...]) -> tuple[tuple[str, ...], ...]:
-    # Split once per configuration, not once per message.
-    return tuple(tuple(p.split("^")) for p in patterns)
-
-
-@functools.lru_cache(maxsize=256)
-def _is_2x(version: str) -> bool:
-    return _VERSION_2X.fullmatch(version) is not None
-
-
 def _charset(header: MSHInfo, config: HL7Config) -> Charset:
-    msh18 = header.charset_raw
-    # Long values (padding, repeated extensions) bypass the cache: keys stay small.
-    resolve = _charset_of if len(msh18) <= 64 else _charset_of.__wrapped__
-    return resolve(
-        msh18, header.repetition_separator, config.default_charset, config.charset_override
-    )
-
-
-# Keyed by the raw bytes, so that the usual message (MSH-18 seen before)
-# costs one lookup; errors are not cached and are raised anew each time.
-@functools.lru_cache(maxsize=256)
-def _charset_of(msh18: bytes, rep_sep: bytes, default: str, override: str | None) -> Charset:
-    return resolve_charset(
-        msh18.decode("latin-1"),
-        repetition_separator=rep_sep.decode("latin-1"),
-        default=default,
-        override=override,
-    )
+    return message_charset(header, default=config.default_charset, override=config.charset_override)
 
 
 def prepare_message(
@@ -467,8 +178,18 @@ class Verdict:
     error: ErrorInfo | None = None
     reply: bytes | None = attrs.field(default=None, repr=False)
 
+    @property
+    def transient(self) -> bool:
+        """Whether the handler failed for a passing reason: run it again later.
 
-_INTERNAL_ERROR: Final = ErrorInfo(code=207)
+        True for an error or reject with table 0357 code 207 (a plain
+        exception in the handler, or ``HL7Error()`` without a code); every
+        other answer is final.
+        """
+        return self.disposition is not Disposition.ACCEPT and is_transient(self.error)
+
+
+_INTERNAL_ERROR: Final = ErrorInfo(code=RETRY_LATER_CODE)
 # Verdicts are frozen: the common ones are shared.
 _ACCEPTED: Final = Verdict(disposition=Disposition.ACCEPT)
 _INTERNAL_FAILURE: Final = Verdict(disposition=Disposition.ERROR, error=_INTERNAL_ERROR)
@@ -555,6 +276,17 @@ class Outcome:
     error: ErrorInfo | None = None
     header: MSHInfo | None = None
     message: InboundMessage | None = None
+
+    @property
+    def transient(self) -> bool:
+        """Whether the message was refused for a passing reason: the sender should resend it.
+
+        True when it was not accepted and the reason is table 0357 code 207
+        (the handler or the store failed); refusals by rule, charset or the
+        handler's own code are final. A release 2 listener answers a
+        transient refusal with a commit NAK instead of committing it.
+        """
+        return not self.accepted and is_transient(self.error)
 
 
 def _wanted(condition: str, success: bool) -> bool:
@@ -686,23 +418,6 @@ def incoming_ack(raw: bytes, header: MSHInfo, *, peer: PeerInfo, config: HL7Conf
     )
 
 
-_NEGATIVE_CODES: Final = frozenset({"AE", "AR", "CE", "CR"})
-# Enum members as module constants: reading them off the class costs a
-# metaclass lookup each time, on the hot path.
-_ACCEPT: Final = Disposition.ACCEPT
-_ERROR: Final = Disposition.ERROR
-_AA: Final = AckCode.AA
-_AE: Final = AckCode.AE
-_AR: Final = AckCode.AR
-_CA: Final = AckCode.CA
-_MSA_CODE: Final = re.compile(rb"(?:^|[\r\n])MSA[^A-Za-z0-9\r\n]([A-Z]{2})(?![A-Za-z0-9])")
-
-
-def _peek_code(reply: bytes) -> str:
-    match = _MSA_CODE.search(reply)
-    return match.group(1).decode("ascii") if match else ""
-
-
 def acknowledge(
     message: InboundMessage,
     verdict: Verdict,
@@ -729,16 +444,14 @@ def acknowledge(
     error = verdict.error
     app_ack = verdict.reply
     if app_ack is not None:
-        app_code: str = _peek_code(app_ack)
+        app_code: str = reply_code(app_ack)
+    elif verdict.disposition is Disposition.ACCEPT:
+        app_code = AckCode.AA
+    elif verdict.disposition is Disposition.ERROR:
+        app_code = AckCode.AE
     else:
-        disposition = verdict.disposition
-        if disposition is _ACCEPT:
-            app_code = _AA
-        elif disposition is _ERROR:
-            app_code = _AE
-        else:
-            app_code = _AR
-    success = app_code not in _NEGATIVE_CODES
+        app_code = AckCode.AR
+    success = not is_negative(app_code)
     if not header.enhanced_mode:
         if app_ack is None:
             app_ack = build_ack(
@@ -754,8 +467,9 @@ def acknowledge(
             message=message,
         )
     reply = None
+    accept_code = AckCode.CA  # taken: the application's answer goes in application_ack
     if _wanted(header.accept_ack_type, success=True):
-        reply = build_ack(header, _CA, codec=codec, now=now, control_id=new_id())
+        reply = build_ack(header, accept_code, codec=codec, now=now, control_id=new_id())
     if not _wanted(header.application_ack_type, success=success):
         app_ack = None
     elif app_ack is None:
@@ -765,7 +479,7 @@ def acknowledge(
     return Outcome(
         reply=reply,
         accepted=True,
-        code=_CA,
+        code=accept_code,
         control_id=header.control_id,
         application_ack=app_ack,
         application_code=app_code,

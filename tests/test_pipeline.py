@@ -1,29 +1,38 @@
 from __future__ import annotations
 
+import gc
 import logging
+import sys
+import tracemalloc
+from collections.abc import Iterator
 
 import hl7
 import pytest
 import trio
 
+from mllp_trio import _hl7
 from mllp_trio._errors import MLLPError
-from mllp_trio._hl7._ack import ErrorInfo
-from mllp_trio._hl7._charsets import Charset
-from mllp_trio._hl7._msh import read_msh
-from mllp_trio._hl7._peer import PeerInfo
-from mllp_trio._hl7._pipeline import (
+from mllp_trio._hl7 import (
+    TABLE_0357,
+    Charset,
     Disposition,
+    ErrorInfo,
     HL7Config,
     HL7Error,
     HL7Refusal,
     HL7Reject,
     InboundMessage,
     Outcome,
+    PeerInfo,
     Router,
     Verdict,
+    _charsets,
+    _msh,
     acknowledge,
+    admit,
     check_rules,
     prepare_message,
+    read_msh,
     respond,
     run_handler,
 )
@@ -188,8 +197,6 @@ async def test_enhanced_v23_application_error_uses_err1() -> None:
 
 
 def err(code: int, text: str, field: int) -> str:
-    from mllp_trio._hl7._ack import TABLE_0357
-
     return f"ERR||MSH^1^{field}|{code}^{TABLE_0357[code]}^HL70357|E||||{text}"
 
 
@@ -235,9 +242,23 @@ async def test_unsupported_version(
     assert f"^{code}&".encode() in outcome.reply or f"|{code}^".encode() in outcome.reply
 
 
-@pytest.mark.parametrize("version", ["2.1", "2.3.1", "2.8", "2.9"])
+@pytest.mark.parametrize("version", ["2.1", "2.3.1", "2.8", "2.9", "2.10", "2.5.1.7"])
 async def test_any_2x_version_by_default(version: str) -> None:
     assert (await run(make_message(version=version))).code == "AA"
+
+
+@pytest.mark.parametrize("version", ["2", "2.", "2.5.", "02.5", "2.x", "2..5", "3.0", "2.5a"])
+def test_other_versions_are_refused_by_default(version: str) -> None:
+    with pytest.raises(HL7Reject) as info:
+        check_rules(read_msh(make_message(version=version)), CONFIG)
+    assert info.value.error.code == 203
+
+
+def test_known_versions_are_ones_the_pattern_accepts() -> None:
+    # The set only spares the regex for the usual versions: it must not widen it.
+    from mllp_trio._hl7._pipeline import _KNOWN_2X, _VERSION_2X
+
+    assert all(_VERSION_2X.fullmatch(v) for v in _KNOWN_2X)
 
 
 async def test_unreadable_msh_with_control_id_gets_ar() -> None:
@@ -382,7 +403,7 @@ async def test_plain_exception_is_ae_207_and_text_not_logged(
     assert SECRET not in caplog.text
     assert all(r.exc_info is None for r in caplog.records)
     assert "builtins.RuntimeError" in caplog.text
-    assert "test_app.py" in caplog.text  # where it was raised
+    assert "test_pipeline.py" in caplog.text  # where it was raised
     assert "in fails" in caplog.text
     assert "MSG00001" in caplog.text
     assert SECRET.encode() not in (outcome.reply or b"")
@@ -490,7 +511,7 @@ def make_router(log: list[str], *, default: bool = False) -> Router:
     router = Router()
 
     @router.route("ADT^A01")
-    async def admit(message: InboundMessage) -> None:
+    async def admission(message: InboundMessage) -> None:
         log.append("admit")
 
     @router.route("oru^*")
@@ -613,16 +634,14 @@ def test_check_rules_with_several_configurations() -> None:
 
 
 async def test_padded_msh18_is_read_but_not_cached() -> None:
-    from mllp_trio._hl7 import _pipeline as _app
-
-    before = _app._charset_of.cache_info().currsize
+    before = _charsets._resolve_cached.cache_info().currsize
     padded = "UNICODE UTF-8" + " " * 200
     outcome = await run(make_message(charset=padded, patient_name="M\u00fcller^X", codec="utf_8"))
     assert outcome.code == "AA"
     assert outcome.message is not None
     assert outcome.message.charset.codec == "utf_8"
     assert "M\u00fcller" in outcome.message.text
-    assert _app._charset_of.cache_info().currsize == before
+    assert _charsets._resolve_cached.cache_info().currsize == before
 
 
 async def test_shared_verdicts_and_ids_across_messages() -> None:
@@ -638,6 +657,94 @@ async def test_shared_verdicts_and_ids_across_messages() -> None:
 
 
 def test_message_type_pattern_with_structure_is_accepted() -> None:
-    from mllp_trio._hl7._pipeline import HL7Config as _Config
+    assert HL7Config(message_types="ADT^A01^ADT_A01").message_types == ("ADT^A01",)
 
-    assert _Config(message_types="ADT^A01^ADT_A01").message_types == ("ADT^A01",)
+
+# --- the retry policy on outcomes and verdicts ----------------------------------------
+
+
+async def test_outcome_is_transient_only_for_a_refusal_with_code_207() -> None:
+    async def busy(message: InboundMessage) -> None:
+        raise HL7Reject("busy", code=206)
+
+    async def no_code(message: InboundMessage) -> None:
+        raise HL7Error("database down")
+
+    assert (await run(make_message(), fails)).transient  # AE 207
+    assert (await run(make_message(), no_code)).transient  # HL7Error's default code
+    assert not (await run(make_message(), busy)).transient  # the handler's own code
+    assert not (await run(make_message())).transient  # AA
+    assert not (await run(make_message(version="3.0"))).transient  # AR 203, by rule
+    assert not (await run(make_message(charset="KLINGON"))).transient  # AE 103
+    assert not (await run(b"PID|1\r")).transient  # unanswerable, no reason
+    # Enhanced mode: CA means taken, whatever the application answers.
+    enhanced_failure = await run(enhanced("AL", "AL"), fails)
+    assert enhanced_failure.application_code == "AE"
+    assert not enhanced_failure.transient
+
+
+def test_verdict_is_transient_only_for_an_error_or_reject_with_code_207() -> None:
+    internal = ErrorInfo(code=207)
+    assert Verdict(disposition=Disposition.ERROR, error=internal).transient
+    assert Verdict(disposition=Disposition.REJECT, error=internal).transient
+    assert not Verdict(disposition=Disposition.ERROR, error=ErrorInfo(code=204)).transient
+    assert not Verdict(disposition=Disposition.ACCEPT).transient
+    assert not Verdict(disposition=Disposition.ACCEPT, error=internal).transient
+
+
+# --- bounded memory (issue 9) ----------------------------------------------------------
+
+
+def _cache_sizes() -> dict[str, int]:
+    """The size of every cache in the HL7 layer, found rather than listed."""
+    sizes = {}
+    for name, module in sys.modules.items():
+        if not name.startswith(_hl7.__name__):
+            continue
+        for attr, value in vars(module).items():
+            info = getattr(value, "cache_info", None)
+            if callable(info):
+                sizes[f"{name}.{attr}"] = info().currsize
+    sizes["_msh._dialects"] = len(_msh._dialects)
+    sizes["_msh._ack_types"] = len(_msh._ack_types)
+    for key, dialect in _msh._dialects.items():
+        sizes[f"dialect {key!r} types"] = len(dialect.types)
+        sizes[f"dialect {key!r} versions"] = len(dialect.versions)
+    return sizes
+
+
+def _huge_headers(count: int, size: int) -> Iterator[bytes]:
+    # Valid headers, each with a distinct huge MSH-12 and MSH-18: "2.111...1"
+    # is a 2.x version, and spaces inside a charset name are ignored.
+    for n in range(count):
+        version = b"2." + b"1" * (size + n)
+        charset = b"UNICODE" + b" " * (size + n) + b"UTF-8"
+        yield (b"MSH|^~\\&|A|B|C|D|1||ADT^A01|X%d|P|%s||||||%s\rPID|1\r" % (n, version, charset))
+
+
+async def test_huge_msh12_and_msh18_values_are_never_cached() -> None:
+    # A peer sending distinct huge MSH-12 / MSH-18 values used to pin them in
+    # lru caches keyed by the whole text (20 x 2 MiB per round: RSS 40 -> 307
+    # MiB, never released). Cached or not, every message is answered right.
+    (warm_up,) = _huge_headers(1, 1)
+    assert (await run(warm_up)).code == "AA"
+    before = _cache_sizes()
+    gc.collect()
+    tracemalloc.start()
+    try:
+        baseline = tracemalloc.get_traced_memory()[0]
+        for raw in _huge_headers(20, 256 * 1024):
+            outcome = await respond(raw, peer=PEER, handler=ok, config=CONFIG)
+            assert outcome.code == "AA"
+            assert outcome.message is not None
+            assert outcome.message.charset.codec == "utf_8"
+            admitted = admit(raw, peer=PEER, config=HL7Config(versions=None))
+            assert isinstance(admitted, InboundMessage)
+            del raw, outcome, admitted
+        gc.collect()
+        retained = tracemalloc.get_traced_memory()[0] - baseline
+    finally:
+        tracemalloc.stop()
+    assert _cache_sizes() == before
+    # 20 messages of 1 MiB went through; what stays is far less than one of them.
+    assert retained < 256 * 1024
