@@ -21,31 +21,35 @@ from mllp_trio._errors import (
     TLSHandshakeError,
     TransportError,
 )
-from mllp_trio._hl7._ack import AckCode, ErrorInfo, build_ack
-from mllp_trio._hl7._charsets import Charset, CharsetError
-from mllp_trio._hl7._msh import MSHError, MSHInfo, read_msh
-from mllp_trio._hl7._peer import ClientIdentity, PeerInfo
-from mllp_trio._hl7._pipeline import (
+from mllp_trio._hl7 import (
+    AckCode,
+    AckErrorDetail,
+    AckReply,
+    ApplicationError,
+    ApplicationReject,
+    Charset,
+    CharsetError,
+    ClientIdentity,
+    CommitError,
+    CommitReject,
+    ControlIdMismatch,
+    ErrorInfo,
     Handler,
     HL7Config,
     HL7Error,
     HL7Refusal,
     HL7Reject,
     InboundMessage,
-    Outcome,
-    Router,
-)
-from mllp_trio._hl7._reply import (
-    AckErrorDetail,
-    AckReply,
-    ApplicationError,
-    ApplicationReject,
-    CommitError,
-    CommitReject,
-    ControlIdMismatch,
     InvalidReply,
+    MSHError,
+    MSHInfo,
     NegativeAcknowledgement,
+    Outcome,
+    PeerInfo,
+    Router,
+    build_ack,
     parse_reply,
+    read_msh,
 )
 from mllp_trio._public import expose
 from mllp_trio._server import HL7Processor, MLLPServer, Processor, ServerStats, serve_mllp

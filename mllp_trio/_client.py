@@ -18,10 +18,7 @@ from mllp_trio._errors import (
     MLLPTimeoutError,
     TLSHandshakeError,
 )
-from mllp_trio._hl7._ack import AckReply, parse_reply
-from mllp_trio._hl7._charsets import resolve_charset
-from mllp_trio._hl7._msh import read_msh
-from mllp_trio._hl7._pipeline import normalise_segments
+from mllp_trio._hl7 import AckReply, normalise_segments, parse_reply, read_msh, resolve_charset
 from mllp_trio._io._stream import MLLPStream
 from mllp_trio._io._tcpstream import LeanTCPStream
 from mllp_trio._io._watchdog import Expiry, Watchdog

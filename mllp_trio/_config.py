@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 import attrs
 
-from mllp_trio._hl7._pipeline import HL7Config
+from mllp_trio._hl7 import HL7Config
 from mllp_trio._io._tlsstream import TLSStreamFactory, ssl_socket_stream, trio_ssl_stream
 from mllp_trio.proto._config import Framing, FramingConfig
 

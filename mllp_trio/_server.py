@@ -15,8 +15,15 @@ import trio
 
 from mllp_trio._config import ServerConfig, tls_stream_factory
 from mllp_trio._errors import DeliveryFailed, MLLPError, MLLPTimeoutError, RemoteProtocolError
-from mllp_trio._hl7._peer import ClientIdentity, PeerInfo
-from mllp_trio._hl7._pipeline import Handler, HL7Config, InboundMessage, Outcome, respond
+from mllp_trio._hl7 import (
+    ClientIdentity,
+    Handler,
+    HL7Config,
+    InboundMessage,
+    Outcome,
+    PeerInfo,
+    respond,
+)
 from mllp_trio._io._stream import MLLPStream
 from mllp_trio._io._tcpstream import LeanTCPStream
 from mllp_trio._io._watchdog import Expiry, Watchdog
@@ -85,13 +92,11 @@ def _committed(outcome: Outcome) -> bool:
     Taken: the handler (or the journal) decided for good (AA, or a final
     AE), or it was an acknowledgement, which is never answered. Not taken: a
     frame without a readable MSH, a message refused before processing (AR),
-    a passing failure (code 207: the sender should send it again).
+    a passing failure (``outcome.transient``: the sender should send it again).
     """
     if outcome.header is not None and outcome.header.is_ack:
         return True
-    if outcome.message is None:
-        return False
-    return outcome.error is None or outcome.error.code != 207
+    return outcome.message is not None and not outcome.transient
 
 
 @attrs.define(kw_only=True)

@@ -8,22 +8,25 @@ from typing import Literal
 import attrs
 import trio
 
-from mllp_trio._hl7._msh import MSHError, read_msh
-from mllp_trio._hl7._peer import PeerInfo
-from mllp_trio._hl7._pipeline import (
+from mllp_trio._hl7 import (
+    RETRY_LATER_CODE,
     Disposition,
     Handler,
     HL7Config,
     HL7Error,
     HL7Refusal,
     InboundMessage,
+    MSHError,
     Outcome,
+    PeerInfo,
     Verdict,
-    _peek_code,
     acknowledge,
     admit,
+    is_negative,
     prepare_message,
+    read_msh,
     refuse,
+    reply_code,
     run_handler,
 )
 from mllp_trio._io._waker import Waker
@@ -39,7 +42,6 @@ log = logging.getLogger("mllp_trio.durable")
 Delivery = Literal["before_ack", "after_commit"]
 
 _STORE_FAILED_TEXT = "message could not be stored; send it again"
-_INTERNAL = 207  # table 0357: application internal error, a passing failure
 
 
 async def _accept_all(message: InboundMessage) -> None:
@@ -154,7 +156,7 @@ class JournalProcessor:
         try:
             verdict = await run_handler(self.handler, message, config=self.config)
             outcome = acknowledge(message, verdict)
-            if _is_final(verdict):
+            if not verdict.transient:
                 answer = outcome.reply if outcome.reply is not None else b""
                 in_hand.final, in_hand.reply = True, answer
                 try:
@@ -179,12 +181,12 @@ class JournalProcessor:
         )
         if not stored:
             return fresh
-        code = _peek_code(stored)
+        code = reply_code(stored)
         return attrs.evolve(
             fresh,
             reply=stored,
             code=code or fresh.code,
-            accepted=code not in ("AE", "AR", "CE", "CR"),
+            accepted=not is_negative(code),
         )
 
     def _store_failed(self, message: InboundMessage, exc: StoreError) -> Outcome:
@@ -192,7 +194,9 @@ class JournalProcessor:
         # A refusal, not a handler verdict: in enhanced mode ``acknowledge``
         # would answer CA ("safely stored"), which is exactly what failed.
         # ``refuse`` gives AE, or CE in enhanced mode, never a positive code.
-        return refuse(message.header, HL7Error(_STORE_FAILED_TEXT, code=207), config=self.config)
+        return refuse(
+            message.header, HL7Error(_STORE_FAILED_TEXT, code=RETRY_LATER_CODE), config=self.config
+        )
 
     def wake(self) -> None:
         """Tell :meth:`run_delivery` that new messages are waiting."""
@@ -259,14 +263,7 @@ class JournalProcessor:
             await self.store.mark_delivered(message_id)
             return False
         verdict = await run_handler(self.handler, message, config=self.config)
-        if not _is_final(verdict):
+        if verdict.transient:
             return False
         await self.store.mark_delivered(message_id)
         return True
-
-
-def _is_final(verdict: Verdict) -> bool:
-    """Whether the handler's answer stands (not a passing internal failure)."""
-    return verdict.disposition != Disposition.ERROR or (
-        verdict.error is not None and verdict.error.code != _INTERNAL
-    )

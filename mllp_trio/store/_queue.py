@@ -13,9 +13,7 @@ import trio
 from mllp_trio._client import MLLPClient
 from mllp_trio._config import ClientConfig
 from mllp_trio._errors import MLLPError
-from mllp_trio._hl7._ack import AckReply
-from mllp_trio._hl7._msh import MSHError, read_msh
-from mllp_trio._hl7._pipeline import normalise_segments
+from mllp_trio._hl7 import AckReply, MSHError, is_rejection, normalise_segments, read_msh
 from mllp_trio._io._waker import Waker
 from mllp_trio.store._base import MessageStore, OutboundMessage, backoff_delay
 
@@ -184,7 +182,7 @@ class QueuedSender:
             report.delivered += 1
             report.replies.append((control_id, reply.code, reply.text))
             return
-        if reply is not None and reply.code in ("AR", "CR"):
+        if reply is not None and is_rejection(reply.code):
             await self.store.mark_dead(head.message_id, f"{reply.code} {reply.text}".strip())
             report.dead += 1
             report.replies.append((control_id, reply.code, reply.text))
