@@ -97,9 +97,14 @@ class SSLSocketStream(trio.abc.Stream):
     stream cannot pass a partial message off as whole, and many HL7 peers
     close without the alert. With ``suppress_ragged_eofs=False`` it raises
     ``trio.BrokenResourceError`` instead. A TCP reset seen while receiving
-    follows the same rule, because Python's ``ssl`` module (OpenSSL 3)
-    reports it exactly like a FIN; a reset seen while sending is always
-    ``trio.BrokenResourceError``.
+    follows the same rule (on every Python version, although the ``ssl``
+    module reports it as ``SSLEOFError`` before 3.13 and as
+    ``ConnectionResetError`` from 3.13); a reset seen while sending is
+    always ``trio.BrokenResourceError``.
+
+    Checkpoints: every method is a full trio checkpoint (cancel point and
+    schedule point), as ``trio.abc.Stream`` asks; the stream passes
+    ``trio.testing.check_two_way_stream`` unmodified.
 
     Errors: ``ssl.SSLError`` and ``OSError`` surface as
     ``trio.BrokenResourceError`` with the original as ``__cause__``. A
@@ -408,7 +413,9 @@ class SSLSocketStream(trio.abc.Stream):
                     direction = _READ
                 except ssl.SSLWantWriteError:
                     direction = _WRITE
-                except ssl.SSLEOFError as exc:
+                except (ssl.SSLEOFError, ConnectionResetError) as exc:
+                    # Python 3.13 reports a reset as ConnectionResetError
+                    # (CPython gh-115627), older versions as SSLEOFError.
                     if not self._suppress_ragged_eofs:
                         raise self._broken(
                             "TCP connection closed without TLS close_notify", exc
@@ -508,23 +515,23 @@ class SSLSocketStream(trio.abc.Stream):
         never finished, the stream is broken, or another task is mid-send.
         Closing twice is fine. Tasks blocked in :meth:`receive_some` or
         :meth:`send_all` get ``trio.ClosedResourceError``.
+
+        A full checkpoint: when cancelled it still closes (the alert goes
+        out if it can without waiting), then raises ``trio.Cancelled``.
         """
-        if self._state is _State.CLOSED:
-            await trio.lowlevel.checkpoint()
-            return
-        try:
-            if (
-                self._state is _State.OK
-                and self._handshake_done
-                and not self._sock_closed
-                and not self._send_conflict.held
-            ):
-                await self._send_close_notify()
-            else:
-                await trio.lowlevel.checkpoint()
-        finally:
-            self._state = _State.CLOSED
-            self._close_socket()
+        if self._state is not _State.CLOSED:
+            try:
+                if (
+                    self._state is _State.OK
+                    and self._handshake_done
+                    and not self._sock_closed
+                    and not self._send_conflict.held
+                ):
+                    await self._send_close_notify()
+            finally:
+                self._state = _State.CLOSED
+                self._close_socket()
+        await trio.lowlevel.checkpoint()
 
     async def _send_close_notify(self) -> None:
         with trio.move_on_after(_CLOSE_NOTIFY_TIMEOUT):
@@ -541,4 +548,3 @@ class SSLSocketStream(trio.abc.Stream):
                     # The peer is gone or already shut TLS down: nothing to say.
                     pass
                 break
-        await trio.lowlevel.cancel_shielded_checkpoint()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import operator
 import socket as stdlib_socket
 from typing import Any, Final
 
@@ -23,9 +24,14 @@ class LeanTCPStream(trio.abc.HalfCloseableStream):
     the socket was ready (two extra round trips per request/response). This
     stream calls ``recv``/``send`` first and waits with
     ``trio.lowlevel.wait_readable``/``wait_writable`` only when the kernel
-    says so. A call that did not wait still honours cancellation
-    (``checkpoint_if_cancelled``), and every sixteenth such call yields
-    fully, so a busy connection cannot starve the others.
+    says so.
+
+    Checkpoints: :meth:`receive_some` and :meth:`send_all` are always cancel
+    points, but a call that did not have to wait is a schedule point only
+    every sixteenth time (the fairness yield, so that a connection that is
+    always ready cannot starve the others). This is the one way the stream
+    departs from the ``trio.abc.Stream`` contract, which asks every call to
+    be a full checkpoint. The other methods are full checkpoints.
 
     It takes over the socket of the ``trio.SocketStream`` it is made from
     (which is unusable afterwards) and closes it in :meth:`aclose`.
@@ -41,6 +47,7 @@ class LeanTCPStream(trio.abc.HalfCloseableStream):
         sock.setblocking(False)
         self.socket = sock
         self._closed = False
+        self._eof_sent = False
         self._broken: str | None = None
         self._receiving = False
         self._sending = False
@@ -56,6 +63,16 @@ class LeanTCPStream(trio.abc.HalfCloseableStream):
         if self._broken is not None:
             raise trio.BrokenResourceError(self._broken)
 
+    def _check_send(self) -> None:
+        self._check()
+        if self._eof_sent:
+            raise trio.ClosedResourceError("the sending side was shut down with send_eof")
+
+    def _claim_send(self) -> None:
+        if self._sending:
+            raise trio.BusyResourceError("another task is already sending on this stream")
+        self._sending = True
+
     async def _checkpoint(self) -> None:
         self._unyielded += 1
         if self._unyielded >= _FAIRNESS_INTERVAL:
@@ -69,10 +86,10 @@ class LeanTCPStream(trio.abc.HalfCloseableStream):
         self._receiving = True
         try:
             self._check()
-            await trio.lowlevel.checkpoint_if_cancelled()
-            size = _DEFAULT_RECEIVE_SIZE if max_bytes is None else max_bytes
+            size = _DEFAULT_RECEIVE_SIZE if max_bytes is None else operator.index(max_bytes)
             if size < 1:
                 raise ValueError("max_bytes must be >= 1")
+            await trio.lowlevel.checkpoint_if_cancelled()
             recv = self.socket.recv
             while True:
                 try:
@@ -93,11 +110,9 @@ class LeanTCPStream(trio.abc.HalfCloseableStream):
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         """Send all of ``data``; a cancelled send leaves the stream broken."""
-        if self._sending:
-            raise trio.BusyResourceError("another task is already sending on this stream")
-        self._sending = True
+        self._claim_send()
         try:
-            self._check()
+            self._check_send()
             await trio.lowlevel.checkpoint_if_cancelled()
             send = self.socket.send
             view = memoryview(data).cast("B")
@@ -129,21 +144,39 @@ class LeanTCPStream(trio.abc.HalfCloseableStream):
 
     async def wait_send_all_might_not_block(self) -> None:
         """Wait until the socket has room to send."""
-        self._check()
-        await trio.lowlevel.wait_writable(self.socket)
+        self._claim_send()
+        try:
+            self._check()
+            await trio.lowlevel.wait_writable(self.socket)
+        finally:
+            self._sending = False
 
     async def send_eof(self) -> None:
-        """Shut down the sending side (TCP FIN)."""
-        self._check()
-        await trio.lowlevel.checkpoint()
+        """Shut down the sending side (TCP FIN); later calls do nothing.
+
+        Raises:
+            trio.BusyResourceError: Another task is sending.
+            trio.ClosedResourceError: The stream was closed.
+        """
+        self._claim_send()
         try:
-            self.socket.shutdown(stdlib_socket.SHUT_WR)
-        except OSError as exc:
-            if exc.errno != errno.ENOTCONN:
-                raise trio.BrokenResourceError(f"send_eof failed: {exc}") from exc
+            self._check()
+            # Cancel point before the effect, schedule point after it: a
+            # cancelled call leaves the stream as it was.
+            await trio.lowlevel.checkpoint_if_cancelled()
+            if not self._eof_sent:
+                self._eof_sent = True
+                try:
+                    self.socket.shutdown(stdlib_socket.SHUT_WR)
+                except OSError as exc:
+                    if exc.errno != errno.ENOTCONN:
+                        raise trio.BrokenResourceError(f"send_eof failed: {exc}") from exc
+            await trio.lowlevel.cancel_shielded_checkpoint()
+        finally:
+            self._sending = False
 
     async def aclose(self) -> None:
-        """Close the socket."""
+        """Close the socket (a full checkpoint, which still closes when cancelled)."""
         if not self._closed:
             self._closed = True
             trio.lowlevel.notify_closing(self.socket)
