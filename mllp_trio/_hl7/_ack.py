@@ -273,7 +273,8 @@ def build_ack(
     Raises:
         ValueError: ``code`` is not one of :class:`AckCode`.
     """
-    if code not in _ACK_CODES:
+    msa1 = _MSA1.get(code)
+    if msa1 is None:
         raise ValueError(f"{code!r} is not an acknowledgement code (HL7 table 0008)")
     fs, cs = header.field_separator, header.component_separator
     f = header.fields  # MSH-n is f[n - 1]
@@ -299,7 +300,6 @@ def build_ack(
     )
     if f[17]:
         msh += fs * 6 + f[17]  # MSH-13 to MSH-17 empty, then MSH-18 echoed
-    msa1 = code.encode("ascii")
     if error is None:
         return b"%s\rMSA%s%s%s%s\r" % (msh, fs, msa1, fs, f[9])
     msa = [b"MSA", msa1, f[9]]
@@ -310,5 +310,6 @@ def build_ack(
     return b"\r".join(segments) + b"\r"
 
 
-# AckCode is a StrEnum: its members and their plain strings are found alike.
-_ACK_CODES: Final = frozenset(AckCode)
+# MSA-1 as bytes, by code. AckCode is a StrEnum: its members and their plain
+# strings find the same entry.
+_MSA1: Final[dict[str, bytes]] = {code: code.encode("ascii") for code in AckCode}

@@ -50,7 +50,7 @@ from mllp_trio._hl7._handler import Router as Router
 from mllp_trio._hl7._msh import MSHError, MSHInfo, read_msh
 from mllp_trio._hl7._msh import normalise_segments as normalise_segments
 from mllp_trio._hl7._peer import PeerInfo
-from mllp_trio._hl7._policy import RETRY_LATER_CODE, is_negative, is_transient
+from mllp_trio._hl7._policy import NEGATIVE_CODES, RETRY_LATER_CODE, is_transient
 from mllp_trio._hl7._reply import reply_code
 
 _peek_code = reply_code  # transitional, see above
@@ -451,7 +451,7 @@ def acknowledge(
         app_code = AckCode.AE
     else:
         app_code = AckCode.AR
-    success = not is_negative(app_code)
+    success = app_code not in NEGATIVE_CODES
     if not header.enhanced_mode:
         if app_ack is None:
             app_ack = build_ack(
