@@ -663,7 +663,7 @@ def test_message_type_pattern_with_structure_is_accepted() -> None:
 # --- the retry policy on outcomes and verdicts ----------------------------------------
 
 
-async def test_outcome_is_transient_only_for_a_refusal_with_code_207() -> None:
+async def test_outcome_is_transient_only_for_code_207() -> None:
     async def busy(message: InboundMessage) -> None:
         raise HL7Reject("busy", code=206)
 
@@ -677,10 +677,12 @@ async def test_outcome_is_transient_only_for_a_refusal_with_code_207() -> None:
     assert not (await run(make_message(version="3.0"))).transient  # AR 203, by rule
     assert not (await run(make_message(charset="KLINGON"))).transient  # AE 103
     assert not (await run(b"PID|1\r")).transient  # unanswerable, no reason
-    # Enhanced mode: CA means taken, whatever the application answers.
+    # Enhanced mode: taken (CA), yet the application failed for a passing reason.
     enhanced_failure = await run(enhanced("AL", "AL"), fails)
-    assert enhanced_failure.application_code == "AE"
-    assert not enhanced_failure.transient
+    assert (enhanced_failure.code, enhanced_failure.application_code) == ("CA", "AE")
+    assert enhanced_failure.transient
+    enhanced_reject = await run(enhanced("AL", "AL", version="3.0"))
+    assert (enhanced_reject.code, enhanced_reject.transient) == ("CR", False)
 
 
 def test_verdict_is_transient_only_for_an_error_or_reject_with_code_207() -> None:

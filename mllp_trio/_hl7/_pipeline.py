@@ -279,14 +279,14 @@ class Outcome:
 
     @property
     def transient(self) -> bool:
-        """Whether the message was refused for a passing reason: the sender should resend it.
+        """Whether processing failed for a passing reason: the sender should resend it.
 
-        True when it was not accepted and the reason is table 0357 code 207
-        (the handler or the store failed); refusals by rule, charset or the
-        handler's own code are final. A release 2 listener answers a
-        transient refusal with a commit NAK instead of committing it.
+        True when the reason is table 0357 code 207 (the handler or the store
+        failed); refusals by rule, charset or the handler's own code are
+        final. In enhanced mode this holds for an AE 207 application
+        acknowledgement even though the accept acknowledgement is CA.
         """
-        return not self.accepted and is_transient(self.error)
+        return is_transient(self.error)
 
 
 def _wanted(condition: str, success: bool) -> bool:
