@@ -7,7 +7,7 @@ import itertools
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mllp_trio import (
+from mllp_trio.proto import (
     NEED_DATA,
     EndOfStream,
     HLLPConnection,

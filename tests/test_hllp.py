@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mllp_trio import (
+from mllp_trio.proto import (
     BadBlock,
     HLLPConnection,
     HLLPNak,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import mllp_trio
-from mllp_trio import (
+from mllp_trio.proto import (
     NEED_DATA,
     CommitAck,
     CommitNak,
@@ -39,13 +39,14 @@ def test_public_names_are_reexported() -> None:
         "CommitNak",
         "HLLPNak",
         "NEED_DATA",
-        "MLLPError",
+        "ProtocolError",
         "LocalProtocolError",
         "RemoteProtocolError",
+        "Exchange",
     ]:
-        assert hasattr(mllp_trio, name), name
-    assert issubclass(mllp_trio.LocalProtocolError, mllp_trio.MLLPError)
-    assert issubclass(mllp_trio.RemoteProtocolError, mllp_trio.MLLPError)
+        assert hasattr(mllp_trio.proto, name), name
+    assert issubclass(mllp_trio.proto.LocalProtocolError, mllp_trio.MLLPError)
+    assert issubclass(mllp_trio.proto.RemoteProtocolError, mllp_trio.MLLPError)
 
 
 @pytest.mark.parametrize("make", [lenient, strict])
@@ -145,14 +146,16 @@ def test_oversize_frame_is_fatal(make_mode: bool) -> None:
     ]
 
 
-def test_oversize_detected_before_end_byte_arrives() -> None:
+def test_oversize_open_frame_is_discarded_and_judged_at_its_end() -> None:
+    """An unended oversize frame costs no memory past the limit; its end byte makes it fatal."""
     conn = MLLPConnection(max_message_size=100)
     conn.receive_data(SB)
-    for _ in range(100):
+    for _ in range(1000):
         conn.receive_data(b"x")
         assert conn.next_event() is NEED_DATA
-    conn.receive_data(b"x")
-    with pytest.raises(RemoteProtocolError, match="maximum message size"):
+        assert conn.buffered <= 101
+    conn.receive_data(EB + CR)
+    with pytest.raises(RemoteProtocolError, match="frame of 1000 bytes exceeds the maximum"):
         conn.next_event()
     with pytest.raises(LocalProtocolError, match="unusable"):
         conn.next_event()
@@ -200,8 +203,8 @@ def test_message_repr_hides_content() -> None:
 def test_data_after_eof_is_local_error() -> None:
     conn = MLLPConnection()
     conn.receive_data(b"")
-    assert isinstance(conn.next_event(), mllp_trio.EndOfStream)
-    assert isinstance(conn.next_event(), mllp_trio.EndOfStream)
+    assert isinstance(conn.next_event(), mllp_trio.proto.EndOfStream)
+    assert isinstance(conn.next_event(), mllp_trio.proto.EndOfStream)
     with pytest.raises(LocalProtocolError):
         conn.receive_data(b"x")
 
@@ -276,7 +279,7 @@ def test_release2_receiver_must_commit_before_sending() -> None:
 def test_release2_rejected_frame_is_owed_a_nak() -> None:
     receiver = MLLPConnection(mllp2=True)
     receiver.receive_data(SB + EB + CR)
-    assert isinstance(receiver.next_event(), mllp_trio.InvalidFrame)
+    assert isinstance(receiver.next_event(), mllp_trio.proto.InvalidFrame)
     assert receiver.send(CommitNak()) == COMMIT_NAK
 
 

@@ -58,17 +58,30 @@ class FrameReader:
     The buffer is a ``bytearray`` with a consumed offset; each search resumes
     where the previous one stopped, so a stream fed one byte at a time costs
     O(n) in total. It looks for the single end byte (``memchr`` speed) and
-    then checks the byte after it. When a read holds several complete frames
-    with nothing between them, they are split out with one C-level
-    ``bytes.split`` call and validated with two ``count`` calls.
+    then checks the byte after it. Clean frames that follow each other with
+    nothing between them take a fast path (:meth:`_fast_run`); anything
+    unusual is left to the careful path, which applies the same rules.
 
     Release 1 receiver rules (SPEC.md section 1): bytes outside frames are
     discarded and counted (strict: error); a start byte inside an open frame
     restarts it (strict: error); an end byte not followed by the trailer
     rejects the frame unless ``accept_missing_trailer``; an empty frame is
-    rejected; a frame over ``max_size`` is a fatal error (``oversize="error"``)
-    or is skipped to its end and reported (``oversize="skip"``, for HLLP,
-    whose NAK ``B`` says exactly that).
+    rejected; a frame cut short by the end of the stream is dropped and
+    reported; a frame over ``max_size`` is a fatal error
+    (``oversize="error"``) or is reported and skipped (``oversize="skip"``,
+    for HLLP, whose NAK ``B`` says exactly that).
+
+    The outcome (events, counters, the point of a fatal error) depends only
+    on the bytes, never on how they were split into reads. The size limit
+    therefore bounds memory without judging early: an open frame that grows
+    past ``max_size`` keeps its place but its content is discarded (only its
+    length is counted), so at most ``max_size`` plus one read is buffered.
+    It is judged where a fully buffered frame would be: at the next start
+    byte (a restart, counted as a dropped partial; strict: error), at its
+    end byte (the trailer rule first, then the size rule: an oversize
+    frame), or at the end of the stream (a dropped partial). A start byte
+    inside an open frame is looked for lazily, when the frame is judged or
+    its content discarded, which gives the same verdict as looking at once.
     """
 
     def __init__(
@@ -103,8 +116,8 @@ class FrameReader:
         self._in_frame = False
         self._frame_start = 0  # first content byte of the open frame
         self._scan = 0  # where the end-byte search resumes
-        self._sb_scan = 0  # where the restart search (lenient size check) resumes
-        self._skipping = 0  # >0: inside an oversize frame, this many bytes dropped so far
+        self._sb_scan = 0  # where the start-byte (restart) search resumes
+        self._discarded = 0  # content bytes of the open frame dropped for the size limit
         self._swallow_trailer = False  # frame ended on a lone end byte at the buffer's end
         self.eof = False
         self._error: RemoteProtocolError | None = None
@@ -170,10 +183,6 @@ class FrameReader:
         fast = True  # after one refusal the careful path takes the rest of this call
         while True:
             n = len(buf)
-            if self._skipping:
-                if not self._skip_to_end(out, n):
-                    break
-                continue
             if not self._in_frame:
                 if self._swallow_trailer:
                     if self._pos >= n:
@@ -198,9 +207,12 @@ class FrameReader:
             if not self._finish_frame(out, n):
                 break
         if self.eof and self._in_frame:
-            size = len(buf) - self._frame_start
+            n = len(buf)
+            self._restarts(n)
+            size = self._discarded + n - self._frame_start
             self._in_frame = False
-            self._pos = len(buf)
+            self._discarded = 0
+            self._pos = n
             self.dropped_partials += 1
             out.append(InvalidFrame("end of stream inside a frame", size))
 
@@ -252,23 +264,17 @@ class FrameReader:
         if eb < 0:
             self._scan = n
             if n - self._frame_start > self._max:
-                self._too_big_while_open(n)
-            return bool(self._skipping)
+                self._discard_open_frame(n)
+            return False
         if eb + 1 >= n and not self._accept_missing_trailer and not self.eof:
             self._scan = eb  # the trailer byte has not arrived yet
             return False
+        if buf.find(self._sb, self._sb_scan, eb) >= 0:
+            self._restarts(eb)
         start = self._frame_start
-        restart = buf.rfind(self._sb, start, eb)
-        if restart >= 0:
-            if self._strict:
-                raise RemoteProtocolError(
-                    "start-of-block byte inside an open frame (strict mode); "
-                    "the previous frame was never ended"
-                )
-            self.dropped_partials += buf.count(self._sb, start, restart + 1)
-            start = restart + 1
-        size = eb - start
+        size = self._discarded + eb - start
         self._in_frame = False
+        self._discarded = 0
         if eb + 1 < n and buf[eb + 1] == self._cr:
             self._pos = eb + 2
         elif self._accept_missing_trailer:
@@ -290,42 +296,40 @@ class FrameReader:
             out.append(self._wrap(bytes(buf[start:eb])))
         return True
 
-    def _too_big_while_open(self, n: int) -> None:
-        # A lenient reader first checks whether a later start byte restarted
-        # the frame; only new bytes are searched.
-        if not self._strict:
-            restart = self._buf.rfind(self._sb, max(self._sb_scan, self._frame_start), n)
-            self._sb_scan = n
-            if restart >= 0:
-                self.dropped_partials += self._buf.count(self._sb, self._frame_start, restart + 1)
-                self._frame_start = restart + 1
-                self._pos = restart
-                if n - self._frame_start <= self._max:
-                    return
-        size = n - self._frame_start
-        if not self._skip_oversize:
-            self.rejected_frames += 1
-            raise RemoteProtocolError(
-                f"frame exceeds the maximum message size of {self._max} bytes "
-                f"({size} bytes buffered and no end-of-block yet)"
-            )
-        # Skip mode: drop what is buffered and discard up to the end byte.
-        self._skipping = size
-        self._in_frame = False
-        self._pos = n
+    def _restarts(self, end: int) -> None:
+        """Apply the start bytes of the open frame found before ``end``.
 
-    def _skip_to_end(self, out: list[Item], n: int) -> bool:
-        eb = self._buf.find(self._eb, self._pos)
-        if eb < 0:
-            self._skipping += n - self._pos
-            self._pos = n
-            return False
-        size = self._skipping + eb - self._pos
-        self._skipping = 0
-        self._pos = eb + 1
-        self._swallow_trailer = True
-        self._oversize_complete(out, size)
-        return True
+        Lenient: the frame restarts after the last one, and each counts as a
+        dropped partial. Strict: a start byte inside a frame is fatal. Only
+        bytes not searched before are searched.
+        """
+        buf = self._buf
+        begin = self._sb_scan  # never before the frame's start
+        self._sb_scan = end
+        restart = buf.rfind(self._sb, begin, end)
+        if restart < 0:
+            return
+        if self._strict:
+            raise RemoteProtocolError(
+                "start-of-block byte inside an open frame (strict mode); "
+                "the previous frame was never ended"
+            )
+        self.dropped_partials += buf.count(self._sb, begin, restart + 1)
+        self._discarded = 0
+        self._frame_start = restart + 1
+        self._pos = restart
+
+    def _discard_open_frame(self, n: int) -> None:
+        """Drop the content of an open frame that outgrew the limit.
+
+        The frame stays open: only its length is kept, and it is judged
+        when its end byte, a start byte or the end of the stream comes.
+        """
+        self._restarts(n)
+        if n - self._frame_start <= self._max:
+            return  # a restart left a partial within the limit
+        self._discarded += n - self._frame_start
+        self._frame_start = self._scan = self._sb_scan = self._pos = n
 
     def _oversize_complete(self, out: list[Item], size: int) -> None:
         self.rejected_frames += 1

@@ -89,8 +89,8 @@ class HLLPConnection:
             :func:`oracle_checksum`, :func:`sum_checksum`, or your own.
         send_checksum: Compute the checksum on send; if False send ``999``.
         strict: As for :class:`MLLPConnection`.
-        max_message_size: Largest data part accepted (default and maximum
-            99 994 bytes, the most a five-digit block size can count).
+        max_message_size: Largest data part accepted and sent (default and
+            maximum 99 994 bytes, the most a five-digit block size can count).
         start_byte: Start-of-block byte (default ``0x0B``).
         end_byte: End-of-block byte (default ``0x1C``).
         trailer_byte: Byte after the end byte (default ``0x0D``).
@@ -124,6 +124,7 @@ class HLLPConnection:
             oversize="skip",
             wrap=self._parse_block,
         )
+        self._max_data = max_message_size
         self._vv = protocol_id.encode("ascii")
         self._sb = bytes((start_byte,))
         self._cr = bytes((trailer_byte,))
@@ -209,14 +210,19 @@ class HLLPConnection:
 
         Raises:
             LocalProtocolError: The data cannot be framed (framing bytes
-                inside, longer than the block size field can count).
+                inside) or is longer than ``max_message_size``.
         """
         self._check_usable()
         if type(event) is Message:
             data = event.data
+            # Checked here, not by the reader, whose limit also counts the
+            # block header and trailer: send what a receiver with the same
+            # setting accepts, not 12 bytes more.
+            if len(data) > self._max_data:
+                raise LocalProtocolError(
+                    f"message of {len(data)} bytes exceeds max_message_size ({self._max_data})"
+                )
             self._reader.check_outgoing(data)
-            if len(data) > HLLP_MAX_DATA:
-                raise LocalProtocolError(f"HLLP data blocks carry at most {HLLP_MAX_DATA} bytes")
             kind = b"D"
         elif type(event) is HLLPNak:
             data = event.reason.value.encode("ascii")
