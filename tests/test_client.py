@@ -20,13 +20,12 @@ from mllp_trio._errors import (
     DeliveryFailed,
     MLLPTimeoutError,
 )
-from mllp_trio._hl7._ack import AckCode, ApplicationError, ControlIdMismatch
-from mllp_trio._hl7._msh import read_msh
-from .raw_peer import RawPeer
+from mllp_trio._hl7 import AckCode, ApplicationError, ControlIdMismatch, read_msh
 from mllp_trio.proto._events import CommitAck, CommitNak, EndOfStream, HLLPNak, Message, NakReason
 from mllp_trio.proto._hllp import HLLPConnection
 
 from .hl7_samples import make_message
+from .raw_peer import RawPeer
 
 FRAMINGS: list[Framing] = ["mllp", "mllp2", "hllp"]
 
@@ -224,7 +223,7 @@ async def test_connection_refused() -> None:
     port = listeners[0].socket.getsockname()[1]
     await listeners[0].aclose()
     # A transport failure comes as our own error type, not a bare OSError.
-    with pytest.raises(ConnectError, match="cannot connect to 127.0.0.1:.*refused"):
+    with pytest.raises(ConnectError, match=r"cannot connect to 127\.0\.0\.1:\d+: .*refused"):
         async with open_mllp_client("127.0.0.1", port):
             pass  # pragma: no cover
 

@@ -23,7 +23,7 @@ import pytest
 import trio
 
 from mllp_trio._config import ClientConfig
-from mllp_trio._hl7._msh import read_msh
+from mllp_trio._hl7 import read_msh
 from mllp_trio.store._queue import QueueConfig, QueuedSender, SendReport
 from mllp_trio.store._sqlite import DB_FILENAME, SQLiteStore, SQLiteStoreConfig, open_sqlite_store
 

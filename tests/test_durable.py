@@ -7,9 +7,9 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterable, Sequence
-from typing import Any
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -18,9 +18,7 @@ import trio.testing
 from mllp_trio._client import open_mllp_client
 from mllp_trio._config import ClientConfig, FramingConfig, ServerConfig
 from mllp_trio._errors import DeliveryFailed
-from mllp_trio._hl7._ack import parse_reply
-from mllp_trio._hl7._pipeline import HL7Error, InboundMessage
-from .raw_peer import RawPeer
+from mllp_trio._hl7 import HL7Error, InboundMessage, parse_reply
 from mllp_trio._server import MLLPServer
 from mllp_trio.proto._events import CommitNak, Message
 from mllp_trio.store._base import (
@@ -39,6 +37,7 @@ from mllp_trio.store._sqlite import SQLiteStore, SQLiteStoreConfig, open_sqlite_
 
 from .conftest import StartServer
 from .hl7_samples import make_message
+from .raw_peer import RawPeer
 from .store_helpers import Blocker
 
 #: Appears in every test message; must never be printed by the store commands.

@@ -22,7 +22,7 @@ async def test_accept_ack_on_the_connection_application_ack_to_the_callback(
         handed.append(outcome)
 
     port = await start_server(MLLPServer(on_application_ack=take))
-    async with mllp_trio.open_mllp_connection("127.0.0.1", port) as conn:
+    async with mllp_trio.open_mllp_client("127.0.0.1", port) as conn:
         reply = await conn.send(ENHANCED)
     assert reply.code == "CA"
     assert reply.control_id == "ENH001"
@@ -36,7 +36,7 @@ async def test_accept_ack_on_the_connection_application_ack_to_the_callback(
 
 async def test_no_callback_means_no_application_ack_sent(start_server: StartServer) -> None:
     port = await start_server(MLLPServer())
-    async with mllp_trio.open_mllp_connection("127.0.0.1", port) as conn:
+    async with mllp_trio.open_mllp_client("127.0.0.1", port) as conn:
         reply = await conn.send(ENHANCED)
         # The next exchange still works: nothing else was written on the connection.
         second = await conn.send(ENHANCED.replace(b"ENH001", b"ENH002"))

@@ -8,7 +8,7 @@ import trio.testing
 
 import mllp_trio
 from mllp_trio._config import FramingConfig, ServerConfig
-from mllp_trio._hl7._config import HL7Config
+from mllp_trio._hl7 import HL7Config
 from mllp_trio._server import MLLPServer
 from mllp_trio.proto import CommitAck, CommitNak, EndOfStream, Message
 from mllp_trio.store import JournalProcessor, open_sqlite_store

@@ -16,8 +16,7 @@ import trio
 import trio.testing
 
 from mllp_trio._config import ClientConfig
-from mllp_trio._hl7._msh import MSHError
-from mllp_trio._hl7._pipeline import HL7Error, HL7Reject, InboundMessage
+from mllp_trio._hl7 import HL7Error, HL7Reject, InboundMessage, MSHError
 from mllp_trio._server import MLLPServer
 from mllp_trio.store._base import (
     CommitResult,

@@ -16,9 +16,7 @@ import trio.testing
 from mllp_trio._client import open_mllp_client
 from mllp_trio._config import ClientConfig, Framing, FramingConfig, ServerConfig
 from mllp_trio._errors import ConnectionClosedError, DeliveryFailed
-from mllp_trio._hl7._ack import AckCode, ApplicationError, parse_reply
-from mllp_trio._hl7._pipeline import HL7Error, InboundMessage
-from .raw_peer import RawPeer
+from mllp_trio._hl7 import AckCode, ApplicationError, HL7Error, InboundMessage, parse_reply
 from mllp_trio._server import MLLPServer, serve_mllp
 from mllp_trio.proto._events import CommitAck, CommitNak, EndOfStream, HLLPNak, Message, NakReason
 from mllp_trio.proto._hllp import HLLPConnection
@@ -27,6 +25,7 @@ from mllp_trio.proto._mllp import MLLPConnection
 from .conftest import StartServer, assert_no_content, log_text
 from .framing_helpers import CR, EB, SB, frame
 from .hl7_samples import make_message
+from .raw_peer import RawPeer
 
 FRAMINGS: list[Framing] = ["mllp", "mllp2", "hllp"]
 

@@ -21,9 +21,7 @@ from mllp_trio._config import (
     tls_stream_factory,
 )
 from mllp_trio._errors import ConnectionClosedError, MLLPError, TLSHandshakeError
-from mllp_trio._hl7._ack import AckCode
-from mllp_trio._hl7._peer import PeerInfo
-from mllp_trio._hl7._pipeline import InboundMessage
+from mllp_trio._hl7 import AckCode, InboundMessage, PeerInfo
 from mllp_trio._server import MLLPServer
 from mllp_trio._tls._context import ServerTLS, TLSConfigError
 from mllp_trio.proto._events import CommitAck, Message

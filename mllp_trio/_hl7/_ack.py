@@ -18,31 +18,17 @@ Reading the acknowledgements we receive is ``_reply``'s job.
 from __future__ import annotations
 
 import enum
-import importlib
 import itertools
 import os
 import secrets
 import time
 from collections.abc import Iterator
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Final
+from typing import Final
 
 import attrs
 
 from mllp_trio._hl7._msh import MSHInfo, escape_text
-
-if TYPE_CHECKING:
-    # Transitional re-exports, see _MOVED below.
-    from mllp_trio._hl7._reply import AckErrorDetail as AckErrorDetail
-    from mllp_trio._hl7._reply import AckReply as AckReply
-    from mllp_trio._hl7._reply import ApplicationError as ApplicationError
-    from mllp_trio._hl7._reply import ApplicationReject as ApplicationReject
-    from mllp_trio._hl7._reply import CommitError as CommitError
-    from mllp_trio._hl7._reply import CommitReject as CommitReject
-    from mllp_trio._hl7._reply import ControlIdMismatch as ControlIdMismatch
-    from mllp_trio._hl7._reply import InvalidReply as InvalidReply
-    from mllp_trio._hl7._reply import NegativeAcknowledgement as NegativeAcknowledgement
-    from mllp_trio._hl7._reply import parse_reply as parse_reply
 
 __all__ = [
     "TABLE_0357",
@@ -52,32 +38,6 @@ __all__ = [
     "hl7_timestamp",
     "new_control_id",
 ]
-
-# Transitional: the reply readers moved to _reply. Until every importer uses
-# `mllp_trio._hl7` (or _reply), these old paths resolve lazily (_reply imports
-# this module, so a plain import here would be a cycle). Delete this table,
-# __getattr__ and the TYPE_CHECKING block above once nothing imports them here.
-_MOVED: Final = frozenset(
-    {
-        "AckErrorDetail",
-        "AckReply",
-        "ApplicationError",
-        "ApplicationReject",
-        "CommitError",
-        "CommitReject",
-        "ControlIdMismatch",
-        "InvalidReply",
-        "NegativeAcknowledgement",
-        "parse_reply",
-    }
-)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _MOVED:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module("mllp_trio._hl7._reply"), name)
-
 
 #: HL7 table 0357 (message error condition codes) with their standard texts.
 TABLE_0357: Final[dict[int, str]] = {

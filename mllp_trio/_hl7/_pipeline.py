@@ -34,26 +34,14 @@ from typing import Final
 
 import attrs
 
-# Transitional: the `X as X` imports (and _peek_code below) keep the names
-# that lived here (in _app) before the split importable from here, for
-# importers not yet moved to `mllp_trio._hl7`. Once nothing imports them from
-# here, drop _peek_code, Router and the aliases.
 from mllp_trio._hl7._ack import AckCode, ErrorInfo, build_ack, new_control_id
 from mllp_trio._hl7._charsets import Charset, CharsetError, decode_text, message_charset
-from mllp_trio._hl7._config import HL7Config as HL7Config
-from mllp_trio._hl7._handler import Handler as Handler
-from mllp_trio._hl7._handler import HL7Error as HL7Error
-from mllp_trio._hl7._handler import HL7Refusal as HL7Refusal
-from mllp_trio._hl7._handler import HL7Reject as HL7Reject
-from mllp_trio._hl7._handler import InboundMessage as InboundMessage
-from mllp_trio._hl7._handler import Router as Router
-from mllp_trio._hl7._msh import MSHError, MSHInfo, read_msh
-from mllp_trio._hl7._msh import normalise_segments as normalise_segments
+from mllp_trio._hl7._config import HL7Config
+from mllp_trio._hl7._handler import Handler, HL7Error, HL7Refusal, HL7Reject, InboundMessage
+from mllp_trio._hl7._msh import MSHError, MSHInfo, normalise_segments, read_msh
 from mllp_trio._hl7._peer import PeerInfo
 from mllp_trio._hl7._policy import NEGATIVE_CODES, RETRY_LATER_CODE, is_transient
 from mllp_trio._hl7._reply import reply_code
-
-_peek_code = reply_code  # transitional, see above
 
 __all__ = [
     "Disposition",
