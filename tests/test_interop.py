@@ -27,7 +27,7 @@ from mllp_trio import (
     HL7Reject,
     InboundMessage,
     Router,
-    open_mllp_connection,
+    open_mllp_client,
     serve_mllp,
 )
 
@@ -220,7 +220,7 @@ def python_hl7_server(make_ack: AckFactory) -> Iterator[int]:
 
 
 async def send_all(port: int, messages: list[bytes]) -> list[AckReply]:
-    async with open_mllp_connection("127.0.0.1", port) as conn:
+    async with open_mllp_client("127.0.0.1", port) as conn:
         return [await conn.send(message) for message in messages]
 
 
@@ -256,7 +256,7 @@ async def test_our_client_against_python_hl7_server() -> None:
 @pytest.mark.filterwarnings("ignore:datetime.datetime.utcnow:DeprecationWarning")
 async def test_our_client_detects_wrong_msa2_from_python_hl7_server() -> None:
     with python_hl7_server(ack_for_someone_else) as port:
-        async with open_mllp_connection("127.0.0.1", port) as conn:
+        async with open_mllp_client("127.0.0.1", port) as conn:
             with pytest.raises(ControlIdMismatch) as caught:
                 await conn.send(make_message(control_id="MINE0001"))
 
