@@ -117,8 +117,10 @@ def test_bad_block_tells_which_nak_to_send() -> None:
 
 
 def test_refusals() -> None:
-    with pytest.raises(LocalProtocolError):
+    with pytest.raises(ValueError, match="two digits"):
         HLLPConnection(protocol_id="2x")
+    with pytest.raises(ValueError):
+        HLLPConnection(max_message_size=0)
     conn = HLLPConnection()
     with pytest.raises(LocalProtocolError):
         conn.send(Message(b"x" * 99995))

@@ -312,3 +312,19 @@ def test_byte_at_a_time_buffer_never_rescans() -> None:
             seen += 1
         assert conn.buffered <= len(frame(MSG_A))
     assert seen == 50
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"start_byte": 300},
+        {"end_byte": -1},
+        {"start_byte": 0x1C},  # the same as the end byte
+        {"max_message_size": 0},
+    ],
+)
+def test_bad_constructor_arguments_raise_value_error(kwargs: dict[str, int]) -> None:
+    # Bad arguments are a ValueError, as in the standard library, not a
+    # protocol error (which is about the bytes of a connection).
+    with pytest.raises(ValueError):
+        MLLPConnection(**kwargs)  # type: ignore[arg-type]

@@ -48,7 +48,7 @@ Item = Any  # the wrapped frame content, InvalidFrame or Oversize
 
 def _byte(name: str, value: int) -> int:
     if not 0 <= value <= 255:
-        raise LocalProtocolError(f"{name} must be a byte value 0-255, got {value!r}")
+        raise ValueError(f"{name} must be a byte value 0-255, got {value!r}")
     return value
 
 
@@ -100,9 +100,9 @@ class FrameReader:
         self._eb = _byte("end_byte", end_byte)
         self._cr = _byte("trailer_byte", trailer_byte)
         if len({self._sb, self._eb, self._cr}) != 3:
-            raise LocalProtocolError("start, end and trailer bytes must all differ")
+            raise ValueError("start, end and trailer bytes must all differ")
         if max_size < 1:
-            raise LocalProtocolError(f"max_message_size must be positive, got {max_size}")
+            raise ValueError(f"max_message_size must be positive, got {max_size}")
         self._strict = strict
         self._accept_missing_trailer = accept_missing_trailer
         self._max = max_size

@@ -111,9 +111,9 @@ class HLLPConnection:
         accept_missing_trailer: bool = False,
     ) -> None:
         if len(protocol_id) != 2 or not protocol_id.isdigit() or not protocol_id.isascii():
-            raise LocalProtocolError(f"protocol_id must be two digits, got {protocol_id!r}")
+            raise ValueError(f"protocol_id must be two digits, got {protocol_id!r}")
         if not 0 < max_message_size <= HLLP_MAX_DATA:
-            raise LocalProtocolError(f"max_message_size must be between 1 and {HLLP_MAX_DATA}")
+            raise ValueError(f"max_message_size must be between 1 and {HLLP_MAX_DATA}")
         self._reader = FrameReader(
             start_byte=start_byte,
             end_byte=end_byte,

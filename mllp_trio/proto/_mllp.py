@@ -42,13 +42,17 @@ class MLLPConnection:
     content block is answered by exactly one commit acknowledgement before
     the same side sends another content block.
 
+    Bad constructor arguments raise ``ValueError``.
+
     Args:
         mllp2: Speak MLLP release 2 (commit ACK/NAK).
         strict: Treat bytes outside frames and a start byte inside an open
             frame as fatal protocol errors instead of discarding and counting.
         max_message_size: Largest content accepted, in bytes (default 16 MiB).
-            Checked while a frame is still open, so a peer that never sends
-            the end byte cannot grow the buffer past it. Exceeding it is fatal.
+            The buffer never grows past it: an open frame that exceeds it is
+            discarded as it arrives and judged at its end (a fatal error at
+            its end byte; in lenient mode a start byte restarts it; the end
+            of the stream drops it).
         start_byte: Start-of-block byte (default ``0x0B``).
         end_byte: End-of-block byte (default ``0x1C``).
         trailer_byte: Byte after the end byte (default ``0x0D``).
