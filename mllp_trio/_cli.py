@@ -15,7 +15,7 @@ from typing import Any, Literal, NoReturn
 import trio
 
 import mllp_trio
-from mllp_trio._tls._devcerts import DevCertPaths, DevCertsExist, ensure_dev_certs, write_dev_certs
+from mllp_trio._devcerts import DevCertPaths, DevCertsExist, ensure_dev_certs, write_dev_certs
 
 DEFAULT_PORT = 2575  # IANA's hl7 port
 DEFAULT_HOST = "127.0.0.1"

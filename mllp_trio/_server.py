@@ -27,7 +27,7 @@ from mllp_trio._hl7 import (
 from mllp_trio._io._stream import MLLPStream
 from mllp_trio._io._tcpstream import LeanTCPStream
 from mllp_trio._io._watchdog import Expiry, Watchdog
-from mllp_trio._tls._context import ClientNotAllowed, ServerTLS, identity_from_ssl
+from mllp_trio._tls import ClientNotAllowed, ServerTLS, identity_from_ssl
 from mllp_trio.proto._events import EndOfStream, Message
 from mllp_trio.proto._exchange import Delivered, DeliveryFailure, Rejected, Resend
 

@@ -51,6 +51,7 @@ LAYERS: dict[str, int] = {
     "mllp_trio.store": 4,
     # 5: the command line
     "mllp_trio._cli": 5,
+    "mllp_trio._devcerts": 5,
     "mllp_trio.__main__": 5,
 }
 #: The package ``__init__`` is the facade: it may import anything, and as a

@@ -9,18 +9,15 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from mllp_trio._errors import MLLPError
-from mllp_trio._tls import (
+from mllp_trio._devcerts import (
     DEV_CLIENT_NAME,
     DevCertPaths,
     DevCertsExist,
-    check_allowed,
-    client_ssl_context,
     ensure_dev_certs,
-    identity_from_ssl,
-    server_ssl_context,
     write_dev_certs,
 )
+from mllp_trio._errors import MLLPError
+from mllp_trio._tls import check_allowed, client_ssl_context, identity_from_ssl, server_ssl_context
 
 from .tls_helpers import tls_handshake
 

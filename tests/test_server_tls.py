@@ -23,7 +23,7 @@ from mllp_trio._config import (
 from mllp_trio._errors import ConnectionClosedError, MLLPError, TLSHandshakeError
 from mllp_trio._hl7 import AckCode, InboundMessage, PeerInfo
 from mllp_trio._server import MLLPServer
-from mllp_trio._tls._context import ServerTLS, TLSConfigError
+from mllp_trio._tls import ServerTLS, TLSConfigError
 from mllp_trio.proto._events import CommitAck, Message
 
 from .conftest import StartServer, assert_no_content, log_text

@@ -7,7 +7,6 @@ Modules, lowest first (at run time each imports only those before it):
 * ``_allowlist``: who may connect, applied after the handshake;
 * ``_context``: the TLS profile, the context builders and the settings classes;
 * ``_reload``: :class:`ServerTLS`, the listener's reloadable context and allow list;
-* ``_devcerts``: development certificates for trying mutual TLS locally.
 
 Import from this package (``from mllp_trio._tls import ServerTLS``), not from
 the modules. The package is private: the public names are re-exported by
@@ -21,35 +20,21 @@ from mllp_trio._tls._context import (
     client_ssl_context,
     server_ssl_context,
 )
-from mllp_trio._tls._devcerts import (
-    DEV_CLIENT_NAME,
-    DEV_SERVER_NAMES,
-    DevCertPaths,
-    DevCertsExist,
-    ensure_dev_certs,
-    write_dev_certs,
-)
 from mllp_trio._tls._errors import TLSConfigError
 from mllp_trio._tls._identity import PeerCertificateSource, identity_from_der, identity_from_ssl
 from mllp_trio._tls._reload import ServerTLS
 
 __all__ = [
-    "DEV_CLIENT_NAME",
-    "DEV_SERVER_NAMES",
     "AllowList",
     "ClientNotAllowed",
     "ClientTLSConfig",
-    "DevCertPaths",
-    "DevCertsExist",
     "PeerCertificateSource",
     "ServerTLS",
     "ServerTLSConfig",
     "TLSConfigError",
     "check_allowed",
     "client_ssl_context",
-    "ensure_dev_certs",
     "identity_from_der",
     "identity_from_ssl",
     "server_ssl_context",
-    "write_dev_certs",
 ]

@@ -12,12 +12,11 @@ files are. Who the peer is lives in ``_identity``, who may connect in
 from __future__ import annotations
 
 import datetime
-import importlib
 import os
 import re
 import ssl
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, TypeAlias
+from typing import Final, TypeAlias
 
 import attrs
 from cryptography import x509
@@ -25,27 +24,10 @@ from cryptography import x509
 from mllp_trio._tls._allowlist import AllowList
 from mllp_trio._tls._errors import TLSConfigError
 
-if TYPE_CHECKING:
-    # Transitional re-exports, see _MOVED below.
-    from mllp_trio._tls._allowlist import ClientNotAllowed as ClientNotAllowed
-    from mllp_trio._tls._allowlist import check_allowed as check_allowed
-    from mllp_trio._tls._identity import PeerCertificateSource as PeerCertificateSource
-    from mllp_trio._tls._identity import identity_from_der as identity_from_der
-    from mllp_trio._tls._identity import identity_from_ssl as identity_from_ssl
-    from mllp_trio._tls._reload import ServerTLS as ServerTLS
-
 __all__ = [
-    "AllowList",
-    "ClientNotAllowed",
     "ClientTLSConfig",
-    "PeerCertificateSource",
-    "ServerTLS",
     "ServerTLSConfig",
-    "TLSConfigError",
-    "check_allowed",
     "client_ssl_context",
-    "identity_from_der",
-    "identity_from_ssl",
     "server_ssl_context",
 ]
 
@@ -58,27 +40,6 @@ _TLS12_CIPHERS: Final = (
 )
 
 _PEM_BEGIN: Final = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----")
-
-# Transitional: names that lived here before the module was split. Importers
-# outside mllp_trio/_tls still spell `from mllp_trio._tls._context import X`;
-# once they import from `mllp_trio._tls`, delete this table, __getattr__ and
-# the TYPE_CHECKING block above (AllowList and TLSConfigError stay: this
-# module uses them). Resolved lazily because _reload imports this module.
-_MOVED: Final = {
-    "ClientNotAllowed": "mllp_trio._tls._allowlist",
-    "check_allowed": "mllp_trio._tls._allowlist",
-    "PeerCertificateSource": "mllp_trio._tls._identity",
-    "identity_from_der": "mllp_trio._tls._identity",
-    "identity_from_ssl": "mllp_trio._tls._identity",
-    "ServerTLS": "mllp_trio._tls._reload",
-}
-
-
-def __getattr__(name: str) -> Any:
-    module = _MOVED.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
 
 
 def _harden(ctx: ssl.SSLContext) -> None:
