@@ -13,17 +13,16 @@ from mllp_trio._config import ClientConfig, tls_stream_factory
 from mllp_trio._errors import (
     ConnectError,
     ConnectionClosedError,
-    DeliveryFailed,
     MLLPError,
     MLLPTimeoutError,
     TLSHandshakeError,
 )
 from mllp_trio._hl7 import AckReply, normalise_segments, parse_reply, read_msh, resolve_charset
-from mllp_trio._io._stream import MLLPStream
+from mllp_trio._io._stream import MLLPStream, gave_up
 from mllp_trio._io._tcpstream import LeanTCPStream
 from mllp_trio._io._watchdog import Expiry, Watchdog
 from mllp_trio.proto._events import EndOfStream, Message
-from mllp_trio.proto._exchange import Delivered, DeliveryFailure, Rejected, Resend
+from mllp_trio.proto._exchange import DeliveryFailure, Rejected, Resend
 
 __all__ = ["MLLPClient", "open_mllp_client"]
 
@@ -220,7 +219,14 @@ class MLLPClient:
                     exchange.send(Message(data), retries=retries), timeout=config.write_timeout
                 )
                 if exchange.framing == "mllp2":
-                    await self._await_commit(stream)
+                    try:
+                        await stream.await_commit(
+                            "message",
+                            ack_timeout=config.ack_timeout,
+                            write_timeout=config.write_timeout,
+                        )
+                    except ConnectionClosedError as exc:
+                        raise _Lost(self._closed(str(exc))) from None
                 return await self._await_reply(stream)
         except _TRANSPORT_ERRORS as exc:
             raise _Lost(
@@ -234,30 +240,6 @@ class MLLPClient:
         with trio.CancelScope() as wait:
             event = await stream.receive_event(deadline=deadline, reason=Expiry.ACK, scope=wait)
         return None if wait.cancelled_caught else event
-
-    async def _await_commit(self, stream: MLLPStream) -> None:
-        """Release 2: wait for the commit ACK; resend on NAK or timeout."""
-        config = self.config
-        exchange = stream.exchange
-        while True:
-            event = await self._receive(stream, trio.current_time() + config.ack_timeout)
-            if event is None:
-                event = exchange.timeout()
-            if type(event) is Delivered:
-                return
-            if type(event) is Resend:
-                log.info("%s: message not committed (%s); resending", self._where, event.reason)
-                await stream.send_all(event.data, timeout=config.write_timeout)
-            elif type(event) is DeliveryFailure:
-                raise DeliveryFailed(
-                    f"{self._where} refused the message {event.attempts} time(s): {event.reason}"
-                )
-            elif isinstance(event, EndOfStream):
-                raise _Lost(self._closed("connection closed before the commit acknowledgement"))
-            else:
-                raise _Lost(
-                    self._closed(f"expected a commit acknowledgement, got {type(event).__name__}")
-                )
 
     async def _await_reply(self, stream: MLLPStream) -> bytes:
         config = self.config
@@ -276,9 +258,7 @@ class MLLPClient:
                 await stream.send_all(event.data, timeout=config.write_timeout)
                 deadline = trio.current_time() + config.ack_timeout
             elif type(event) is DeliveryFailure:
-                raise DeliveryFailed(
-                    f"{self._where} refused the message {event.attempts} time(s): {event.reason}"
-                )
+                raise gave_up(event, "message")
             elif type(event) is Rejected:
                 # A damaged copy of the reply: the answer asks for it again.
                 log.warning("%s: invalid frame: %s", self._where, event.reason)

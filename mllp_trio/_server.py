@@ -24,12 +24,12 @@ from mllp_trio._hl7 import (
     PeerInfo,
     respond,
 )
-from mllp_trio._io._stream import MLLPStream
+from mllp_trio._io._stream import MLLPStream, gave_up
 from mllp_trio._io._tcpstream import LeanTCPStream
 from mllp_trio._io._watchdog import Expiry, Watchdog
 from mllp_trio._tls import ClientNotAllowed, ServerTLS, identity_from_ssl
 from mllp_trio.proto._events import EndOfStream, Message
-from mllp_trio.proto._exchange import Delivered, DeliveryFailure, Rejected, Resend
+from mllp_trio.proto._exchange import DeliveryFailure, Rejected, Resend
 
 __all__ = ["HL7Processor", "MLLPServer", "Processor", "ServerStats", "serve_mllp"]
 
@@ -479,7 +479,7 @@ class MLLPServer:
                 log.info("peer %s NAKed our reply (%s); resending", peer.address, event.reason)
                 await stream.send_all(event.data, timeout=write_timeout)
             elif type(event) is DeliveryFailure:
-                raise _gave_up(event)
+                raise gave_up(event, "reply")
             elif isinstance(event, EndOfStream):
                 return
             # Delivered cannot come here: the commit wait below consumes it.
@@ -487,39 +487,13 @@ class MLLPServer:
     async def _reply_release2(self, stream: MLLPStream, reply: bytes) -> None:
         """Send the reply and wait for its commit; resend on NAK or ACK timeout."""
         config = self.config
-        exchange = stream.exchange
-        await stream.send_all(exchange.send(Message(reply)), timeout=config.write_timeout)
-        while True:
-            with trio.CancelScope() as wait:
-                event = await stream.receive_event(
-                    deadline=trio.current_time() + config.ack_timeout,
-                    reason=Expiry.ACK,
-                    read_timeout=config.read_timeout,
-                    scope=wait,
-                )
-            if wait.cancelled_caught:
-                event = exchange.timeout()
-            if type(event) is Delivered:
-                return
-            if type(event) is Resend:
-                log.info("reply not committed (%s); resending", event.reason)
-                await stream.send_all(event.data, timeout=config.write_timeout)
-            elif type(event) is DeliveryFailure:
-                raise _gave_up(event)
-            elif isinstance(event, EndOfStream):
-                raise trio.ClosedResourceError("peer closed before committing our reply")
-            elif type(event) is Rejected:
-                raise RemoteProtocolError(
-                    f"expected a commit ACK/NAK, got a bad frame: {event.reason}"
-                )
-
-
-def _gave_up(failure: DeliveryFailure) -> DeliveryFailed:
-    if "NAK" in failure.reason:
-        what = f"NAKed our reply {failure.attempts} times"
-    else:
-        what = f"did not commit our reply after {failure.attempts} attempts"
-    return DeliveryFailed(f"peer {what} ({failure.reason}); closing")
+        await stream.send_all(stream.exchange.send(Message(reply)), timeout=config.write_timeout)
+        await stream.await_commit(
+            "reply",
+            ack_timeout=config.ack_timeout,
+            write_timeout=config.write_timeout,
+            read_timeout=config.read_timeout,
+        )
 
 
 def _peer_address(stream: trio.abc.Stream) -> tuple[str, str]:

@@ -2,16 +2,34 @@
 
 from __future__ import annotations
 
+import logging
 import math
 
 import trio
 
-from mllp_trio._errors import ConnectionClosedError
+from mllp_trio._errors import ConnectionClosedError, DeliveryFailed, RemoteProtocolError
 from mllp_trio._io._watchdog import Expiry, Watchdog
-from mllp_trio.proto._events import NEED_DATA
-from mllp_trio.proto._exchange import Exchange, ExchangeEvent
+from mllp_trio.proto._events import NEED_DATA, EndOfStream
+from mllp_trio.proto._exchange import (
+    Delivered,
+    DeliveryFailure,
+    Exchange,
+    ExchangeEvent,
+    Resend,
+)
 
-__all__ = ["ConflictDetector", "MLLPStream"]
+__all__ = ["ConflictDetector", "MLLPStream", "gave_up"]
+
+log = logging.getLogger("mllp_trio.io")
+
+
+def gave_up(failure: DeliveryFailure, what: str) -> DeliveryFailed:
+    """The error for a block the peer refused, or left uncommitted, on every attempt."""
+    if "NAK" in failure.reason:
+        text = f"peer NAKed our {what} {failure.attempts} times"
+    else:
+        text = f"peer did not commit our {what} after {failure.attempts} attempts"
+    return DeliveryFailed(f"{text} ({failure.reason})")
 
 
 class ConflictDetector:
@@ -118,6 +136,58 @@ class MLLPStream:
                 data = await self.transport.receive_some(self._receive_size)
                 watchdog.disarm()
                 exchange.receive_data(data)
+
+    async def await_commit(
+        self,
+        what: str,
+        *,
+        ack_timeout: float,
+        write_timeout: float | None,
+        read_timeout: float | None = None,
+    ) -> None:
+        """Release 2: wait until the peer commits our block; resend it on a NAK or timeout.
+
+        The one commit wait of listener (for its reply) and client (for its
+        message): each wait gets ``ack_timeout``; the :class:`Exchange`
+        decides between resending and giving up.
+
+        Args:
+            what: What the block is ("reply", "message"), for errors and logs.
+            ack_timeout: Seconds the peer has to commit each copy.
+            write_timeout: Seconds a resend has to be written.
+            read_timeout: Seconds a frame has once started (default: the ACK deadline).
+
+        Raises:
+            DeliveryFailed: NAKed or unanswered on every attempt.
+            ConnectionClosedError: The peer closed the connection first.
+            RemoteProtocolError: Something other than a commit ACK/NAK came.
+        """
+        exchange = self.exchange
+        while True:
+            with trio.CancelScope() as wait:
+                event = await self.receive_event(
+                    deadline=trio.current_time() + ack_timeout,
+                    reason=Expiry.ACK,
+                    read_timeout=read_timeout,
+                    scope=wait,
+                )
+            if wait.cancelled_caught:
+                event = exchange.timeout()
+            if type(event) is Delivered:
+                return
+            if type(event) is Resend:
+                log.info("%s not committed (%s); resending", what, event.reason)
+                await self.send_all(event.data, timeout=write_timeout)
+            elif type(event) is DeliveryFailure:
+                raise gave_up(event, what)
+            elif isinstance(event, EndOfStream):
+                raise ConnectionClosedError(
+                    f"peer closed the connection before committing our {what}"
+                )
+            else:
+                raise RemoteProtocolError(
+                    f"expected a commit ACK/NAK for our {what}, got {type(event).__name__}"
+                )
 
     async def send_all(self, data: bytes, *, timeout: float | None = None) -> None:
         """Write bytes the exchange produced, within ``timeout`` seconds.
