@@ -187,26 +187,37 @@ class MLLPClient:
             ConnectionClosedError: The peer closed the connection every time.
             ConnectError, TLSHandshakeError: The connection could not be opened.
         """
-        async with self._lock:
-            retries = self.config.retries
-            used = 0
-            while True:
-                await self.connect()
-                stream = self._stream
-                assert stream is not None
-                try:
-                    return await self._exchange(stream, data, retries - used)
-                except _Lost as exc:
-                    used += max(stream.exchange.attempts, 1)
-                    await self._close_stream()
-                    if used > retries:
-                        raise exc.error from None
-                    log.info("%s; resending on a new connection", exc.error)
-                except BaseException:
-                    # Cancelled or failed mid-exchange: a late reply could
-                    # arrive, so this connection is out of step for good.
-                    await self._close_stream()
-                    raise
+        # Callers wait their turn in order; the uncontended path takes the
+        # lock without a scheduler round trip (the exchange checkpoints anyway).
+        try:
+            self._lock.acquire_nowait()
+        except trio.WouldBlock:
+            await self._lock.acquire()
+        try:
+            return await self._send_locked(data)
+        finally:
+            self._lock.release()
+
+    async def _send_locked(self, data: bytes) -> bytes:
+        retries = self.config.retries
+        used = 0
+        while True:
+            await self.connect()
+            stream = self._stream
+            assert stream is not None
+            try:
+                return await self._exchange(stream, data, retries - used)
+            except _Lost as exc:
+                used += max(stream.exchange.attempts, 1)
+                await self._close_stream()
+                if used > retries:
+                    raise exc.error from None
+                log.info("%s; resending on a new connection", exc.error)
+            except BaseException:
+                # Cancelled or failed mid-exchange: a late reply could
+                # arrive, so this connection is out of step for good.
+                await self._close_stream()
+                raise
 
     async def _exchange(self, stream: MLLPStream, data: bytes, retries: int) -> bytes:
         config = self.config
@@ -232,23 +243,18 @@ class MLLPClient:
             raise _Lost(
                 ConnectionClosedError(f"{self._where}: connection lost ({_reason(exc)})")
             ) from None
-        expired = watchdog.check() or Expiry.WRITE
-        raise _Lost(MLLPTimeoutError(f"{self._where}: {expired}"))
-
-    async def _receive(self, stream: MLLPStream, deadline: float) -> object:
-        """The next event, or ``None`` when ``deadline`` passed first."""
-        with trio.CancelScope() as wait:
-            event = await stream.receive_event(deadline=deadline, reason=Expiry.ACK, scope=wait)
-        return None if wait.cancelled_caught else event
+        expired = watchdog.check()
+        what = "timed out waiting for the reply" if expired is Expiry.ACK else str(expired)
+        raise _Lost(MLLPTimeoutError(f"{self._where}: {what}"))
 
     async def _await_reply(self, stream: MLLPStream) -> bytes:
         config = self.config
         exchange = stream.exchange
+        # The ACK deadline goes on the exchange's scope: when it passes, the
+        # exchange is over (a late reply would be out of step: new connection).
         deadline = trio.current_time() + config.ack_timeout
         while True:
-            event = await self._receive(stream, deadline)
-            if event is None:
-                raise _Lost(MLLPTimeoutError(f"{self._where}: timed out waiting for the reply"))
+            event = await stream.receive_event(deadline=deadline, reason=Expiry.ACK)
             if type(event) is Message:
                 # Release 2: we hold the reply now; commit it.
                 await stream.send_all(exchange.commit(), timeout=config.write_timeout)

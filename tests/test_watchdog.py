@@ -115,8 +115,11 @@ async def test_direct_mode_puts_the_deadline_on_the_scope(
         watchdog.retarget(scope)
         watchdog.arm(4.0, Expiry.CONNECT)
         await trio.sleep(1)
-        watchdog.disarm()
+        watchdog.arm(20.0, Expiry.ACK)  # a new deadline replaces the first
         await trio.sleep(10)
+    assert watchdog.check() is None
+    # A deadline left armed when the scope ends does not outlive it.
+    await trio.sleep(30)
     assert watchdog.check() is None
     with pytest.raises(RuntimeError):
         await watchdog.run()

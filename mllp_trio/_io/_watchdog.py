@@ -74,21 +74,29 @@ class Watchdog:
         self, deadline: float, reason: Expiry, scope: trio.CancelScope | None = None
     ) -> None:
         """Start an absolute deadline; ``scope`` (default: the connection's) is cancelled at it."""
+        target = self.scope if scope is None else scope
+        if self.poll is None and (deadline != self.deadline or target is not self._target):
+            # Trio re-files a scope in its deadline heap on every change:
+            # only a new deadline is worth it.
+            target.deadline = deadline
         self.deadline = deadline
         self.reason = reason
-        self._target = self.scope if scope is None else scope
-        if self.poll is None:
-            self._target.deadline = deadline
+        self._target = target
 
     def disarm(self) -> None:
-        """No deadline until the next :meth:`arm`."""
-        self.deadline = math.inf
-        if self.poll is None:
-            self._target.deadline = math.inf
+        """No deadline until the next :meth:`arm`.
+
+        Direct mode leaves the scope's deadline in place until the next arm:
+        the scope guards one exchange and ends with it, so moving the
+        deadline back and forth would only cost time.
+        """
+        if self.poll is not None:
+            self.deadline = math.inf
 
     def retarget(self, scope: trio.CancelScope) -> None:
         """Direct mode: guard ``scope`` from now on (one per exchange); clears :attr:`expired`."""
         self.scope = self._target = scope
+        self.deadline = math.inf
         self.expired = None
 
     def check(self) -> Expiry | None:
