@@ -31,7 +31,7 @@ from mllp_trio._tls import ClientNotAllowed, ServerTLS, identity_from_ssl
 from mllp_trio.proto._events import EndOfStream, Message
 from mllp_trio.proto._exchange import DeliveryFailure, Rejected, Resend
 
-__all__ = ["HL7Processor", "MLLPServer", "Processor", "ServerStats", "serve_mllp"]
+__all__ = ["AnswerObserver", "HL7Processor", "MLLPServer", "Processor", "ServerStats", "serve_mllp"]
 
 log = logging.getLogger("mllp_trio.server")
 
@@ -114,6 +114,14 @@ class ServerStats:
         invalid_frames: Frames rejected by the framing layer.
         protocol_errors: Connections closed for a framing violation.
         timeouts: Connections closed by a timeout.
+        refused_by_cause: Connections refused, by cause (``connection_limit``,
+            ``peer_limit``, ``not_allowed``).
+        handshake_failures_by_reason: Failed TLS handshakes, by reason (the
+            OpenSSL reason in lower case, ``timeout``, ``connection_lost``).
+        answered_by_code: Messages answered, by MSA-1 code (``none`` when
+            nothing could be answered).
+        timeouts_by_kind: Timeouts, by deadline (``handshake``, ``idle``,
+            ``frame``, ``write``, ``ack``, ``other``).
     """
 
     accepted: int = 0
@@ -126,6 +134,16 @@ class ServerStats:
     invalid_frames: int = 0
     protocol_errors: int = 0
     timeouts: int = 0
+    refused_by_cause: Counter[str] = attrs.Factory(Counter)
+    handshake_failures_by_reason: Counter[str] = attrs.Factory(Counter)
+    answered_by_code: Counter[str] = attrs.Factory(Counter)
+    timeouts_by_kind: Counter[str] = attrs.Factory(Counter)
+
+
+#: Called after each answered message with the peer, the outcome and the
+#: seconds from the complete frame to the answer written (release 2: to the
+#: peer's commit of it). Set ``MLLPServer.on_answered`` to observe messages.
+AnswerObserver = Callable[[PeerInfo, Outcome, float], None]
 
 
 @attrs.define(eq=False)
@@ -190,6 +208,8 @@ class MLLPServer:
         )
         self._on_application_ack = on_application_ack
         self.stats = ServerStats()
+        #: Metrics and the per-message log line; None costs nothing per message.
+        self.on_answered: AnswerObserver | None = None
         self.listeners: list[trio.SocketListener] = []
         self._per_peer: Counter[str] = Counter()
         self._connections: set[_Connection] = set()
@@ -296,16 +316,21 @@ class MLLPServer:
                     continue
                 raise
             host, address = _peer_address(stream)
-            if (
-                self.stats.active >= self.config.max_connections
-                or self._per_peer[host] >= self.config.max_connections_per_peer
-            ):
+            if self.stats.active >= self.config.max_connections:
+                cause = "connection_limit"
+            elif self._per_peer[host] >= self.config.max_connections_per_peer:
+                cause = "peer_limit"
+            else:
+                cause = ""
+            if cause:
                 self.stats.refused_limit += 1
+                self.stats.refused_by_cause[cause] += 1
                 log.warning("connection from %s refused: connection limit reached", address)
                 await trio.aclose_forcefully(stream)
                 continue
             # Counted before the task starts, so the next accept sees it.
             self._count_open(host)
+            log.debug("connection from %s accepted", address)
             nursery.start_soon(self._run_connection, stream, host, address)
 
     async def handle_stream(self, stream: trio.abc.Stream, address: str = "memory") -> None:
@@ -342,8 +367,10 @@ class MLLPServer:
                     finally:
                         nursery.cancel_scope.cancel()
             if watchdog.expired is not None:
+                self.stats.timeouts_by_kind[watchdog.expired.name.lower()] += 1
                 if watchdog.expired is Expiry.HANDSHAKE:
                     self.stats.handshake_failures += 1
+                    self.stats.handshake_failures_by_reason["timeout"] += 1
                     log.warning("TLS handshake with %s timed out", address)
                 else:
                     self.stats.timeouts += 1
@@ -355,6 +382,7 @@ class MLLPServer:
             if not self._per_peer[host]:
                 del self._per_peer[host]
             self.stats.active -= 1
+            log.debug("connection from %s closed", address)
             if not self._connections:
                 self._all_closed.set()
 
@@ -395,6 +423,7 @@ class MLLPServer:
             log.warning("closing connection from %s: %s", address, exc)
         elif isinstance(exc, MLLPTimeoutError):
             self.stats.timeouts += 1
+            self.stats.timeouts_by_kind["other"] += 1
             log.info("closing connection from %s: %s", address, exc)
         elif isinstance(exc, trio.BrokenResourceError | trio.ClosedResourceError | OSError):
             log.info("connection from %s lost: %s", address, type(exc).__name__)
@@ -420,6 +449,7 @@ class MLLPServer:
             await wrapped.do_handshake()
         except (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError) as exc:
             self.stats.handshake_failures += 1
+            self.stats.handshake_failures_by_reason[_tls_reason_label(exc)] += 1
             log.warning("TLS handshake with %s failed: %s", address, _tls_reason(exc))
             return False
         try:
@@ -429,6 +459,7 @@ class MLLPServer:
                 conn.identity = identity_from_ssl(wrapped)
         except ClientNotAllowed as exc:
             self.stats.refused_clients += 1
+            self.stats.refused_by_cause["not_allowed"] += 1
             log.warning("TLS client %s refused: %s", address, exc.reason)
             return False
         return True
@@ -452,6 +483,9 @@ class MLLPServer:
             conn.idle = False
             if type(event) is Message:
                 self.stats.messages += 1
+                log.debug("frame of %d bytes from %s", len(event.data), peer.address)
+                observer = self.on_answered
+                started = trio.current_time() if observer is not None else 0.0
                 outcome = await self.processor(event.data, peer)
                 if outcome.accepted:
                     self.stats.accepted_messages += 1
@@ -467,6 +501,9 @@ class MLLPServer:
                 elif outcome.reply is not None:
                     data = exchange.send(Message(outcome.reply))
                     await stream.send_all(data, timeout=write_timeout)
+                self.stats.answered_by_code[outcome.code or "none"] += 1
+                if observer is not None:
+                    observer(peer, outcome, trio.current_time() - started)
                 if outcome.application_ack is not None and self._on_application_ack is not None:
                     await self._on_application_ack(outcome)
                 if idle is not None:
@@ -508,6 +545,15 @@ def _peer_address(stream: trio.abc.Stream) -> tuple[str, str]:
         host, port = name[0], name[1]
         return host, f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     return str(name), str(name)
+
+
+def _tls_reason_label(exc: BaseException) -> str:
+    """A bounded metric label for a failed handshake: no peer-chosen text."""
+    cause = exc.__cause__ if exc.__cause__ is not None else exc
+    if isinstance(cause, ssl.SSLError):
+        reason = cause.reason or "ssl_error"
+        return reason.lower() if reason.replace("_", "").isalnum() else "ssl_error"
+    return "connection_lost"
 
 
 def _tls_reason(exc: BaseException) -> str:
