@@ -12,6 +12,7 @@ from mllp_trio._public import expose
 from mllp_trio.store._base import (
     CommitResult,
     InboundRecord,
+    JournalStats,
     MessageInfo,
     MessageStore,
     OutboundMessage,
@@ -30,6 +31,7 @@ __all__ = [
     "Delivery",
     "InboundRecord",
     "JournalProcessor",
+    "JournalStats",
     "MessageInfo",
     "MessageStore",
     "OutboundMessage",

@@ -18,8 +18,11 @@ import attrs
 from mllp_trio._errors import MLLPError
 
 __all__ = [
+    "BATCH_SIZE_BUCKETS",
+    "COMMIT_SECONDS_BUCKETS",
     "CommitResult",
     "InboundRecord",
+    "JournalStats",
     "MessageInfo",
     "MessageStore",
     "OutboundMessage",
@@ -215,6 +218,30 @@ class OutboundStats:
     dead: int
 
 
+#: Upper bounds (seconds) of the commit latency histogram in :class:`StoreStats`.
+COMMIT_SECONDS_BUCKETS: tuple[float, ...] = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    float("inf"),
+)
+#: Upper bounds of the group-commit size histogram in :class:`StoreStats`.
+BATCH_SIZE_BUCKETS: tuple[float, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, float("inf"))
+
+
+def _zeros(bounds: tuple[float, ...]) -> tuple[int, ...]:
+    return (0,) * len(bounds)
+
+
 @attrs.frozen(kw_only=True)
 class StoreStats:
     """Group-commit counters since the store was opened.
@@ -224,12 +251,47 @@ class StoreStats:
         records_committed: Inbound records written (duplicates excluded).
         max_batch_size: The most write operations that shared one transaction.
         duplicates: Inbound records recognised as duplicates.
+        commit_seconds: Per bucket of :data:`COMMIT_SECONDS_BUCKETS` (not
+            cumulative), how many write transactions took at most that long,
+            from ``BEGIN`` to the end of ``COMMIT`` (the fsync included).
+        commit_seconds_sum: Their total duration, in seconds.
+        batch_sizes: Per bucket of :data:`BATCH_SIZE_BUCKETS` (not
+            cumulative), how many transactions carried that many writes.
+        batch_size_sum: The writes of all transactions.
     """
 
     transactions: int = 0
     records_committed: int = 0
     max_batch_size: int = 0
     duplicates: int = 0
+    commit_seconds: tuple[int, ...] = _zeros(COMMIT_SECONDS_BUCKETS)
+    commit_seconds_sum: float = 0.0
+    batch_sizes: tuple[int, ...] = _zeros(BATCH_SIZE_BUCKETS)
+    batch_size_sum: int = 0
+
+
+@attrs.frozen(kw_only=True)
+class JournalStats:
+    """What a store holds, for ``mllp-trio store stats`` and the metrics.
+
+    Attributes:
+        size_bytes: The database file plus its ``-wal`` and ``-shm`` files.
+        inbound_delivered: Journal entries marked delivered.
+        inbound_undelivered: Journal entries not yet delivered.
+        outbound: Outbound messages by status (``pending``, ``sent``, ``dead``).
+        outbound_attempts: Failed attempts recorded on messages still
+            pending or dead.
+        oldest_entry: Arrival time of the oldest journal entry, or ``None``.
+        oldest_undelivered: Arrival time of the oldest undelivered entry, or ``None``.
+    """
+
+    size_bytes: int
+    inbound_delivered: int
+    inbound_undelivered: int
+    outbound: dict[str, int]
+    outbound_attempts: int
+    oldest_entry: datetime | None
+    oldest_undelivered: datetime | None
 
 
 class MessageStore(Protocol):

@@ -23,10 +23,15 @@ recognised as a duplicate.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
+import logging
+import os
 import queue
 import sqlite3
+import stat
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -37,8 +42,11 @@ import attrs
 import trio
 
 from mllp_trio.store._base import (
+    BATCH_SIZE_BUCKETS,
+    COMMIT_SECONDS_BUCKETS,
     CommitResult,
     InboundRecord,
+    JournalStats,
     MessageInfo,
     OutboundMessage,
     OutboundStats,
@@ -51,6 +59,8 @@ from mllp_trio.store._base import (
 __all__ = ["DB_FILENAME", "SQLiteStore", "SQLiteStoreConfig", "open_sqlite_store"]
 
 T = TypeVar("T")
+
+log = logging.getLogger("mllp_trio.store")
 
 #: The database file inside the store directory (SQLite adds ``-wal`` and ``-shm``).
 DB_FILENAME: Final = "journal.sqlite3"
@@ -301,7 +311,8 @@ def _requeue(conn: sqlite3.Connection, ids: list[int] | None, now: float) -> int
 
 def _prune(conn: sqlite3.Connection, cutoff: float) -> int:
     # Undelivered entries are kept whatever their age: deleting them would
-    # lose acknowledged messages.
+    # lose acknowledged messages. The caller keeps the cutoff at or before
+    # the duplicate window, whose entries duplicate detection still reads.
     inbound = conn.execute(
         "DELETE FROM inbound WHERE delivered_at IS NOT NULL AND received_at < ?", (cutoff,)
     ).rowcount
@@ -313,6 +324,71 @@ def _prune(conn: sqlite3.Connection, cutoff: float) -> int:
 
 def _outbound_counts(conn: sqlite3.Connection) -> dict[str, int]:
     return dict(conn.execute("SELECT status, count(*) FROM outbound GROUP BY status").fetchall())
+
+
+def _journal_stats(conn: sqlite3.Connection, files: list[Path]) -> JournalStats:
+    delivered, undelivered, oldest = conn.execute(
+        "SELECT count(delivered_at), count(*) - count(delivered_at), min(received_at) FROM inbound"
+    ).fetchone()
+    (oldest_undelivered,) = conn.execute(
+        "SELECT min(received_at) FROM inbound WHERE delivered_at IS NULL"
+    ).fetchone()
+    (attempts,) = conn.execute(
+        "SELECT coalesce(sum(attempts), 0) FROM outbound WHERE status != 'sent'"
+    ).fetchone()
+    size = 0
+    for file in files:
+        with contextlib.suppress(OSError):
+            size += file.stat().st_size
+    return JournalStats(
+        size_bytes=size,
+        inbound_delivered=delivered,
+        inbound_undelivered=undelivered,
+        outbound={"pending": 0, "sent": 0, "dead": 0, **_outbound_counts(conn)},
+        outbound_attempts=attempts,
+        oldest_entry=_opt_ts(oldest),
+        oldest_undelivered=_opt_ts(oldest_undelivered),
+    )
+
+
+def _private_directory(directory: Path) -> None:
+    """Create the store directory 0700, or tighten an existing looser one to 0700.
+
+    The journal holds patient data: group and others get no access whatever
+    the umask. An existing directory readable by others is tightened (and
+    the change logged) rather than refused, so an upgrade keeps running.
+    """
+    if not directory.exists():
+        directory.mkdir(mode=0o700, parents=True)
+    mode = stat.S_IMODE(directory.stat().st_mode)
+    if mode != 0o700:
+        # mkdir's mode is masked by the umask, and an existing folder keeps its own.
+        os.chmod(directory, 0o700)
+        if mode & 0o077:
+            log.warning(
+                "store directory %s was mode %04o (open to group or others); set to 0700",
+                directory,
+                mode,
+            )
+
+
+def _private_files(db_file: Path) -> None:
+    """Create the database file 0600 and tighten existing journal files to 0600.
+
+    SQLite creates its ``-wal`` and ``-shm`` files with the mode of the
+    database file, so a 0600 database keeps them private as well.
+    """
+    fd = os.open(db_file, os.O_CREAT | os.O_RDWR | getattr(os, "O_CLOEXEC", 0), 0o600)
+    try:
+        if stat.S_IMODE(os.fstat(fd).st_mode) != 0o600:
+            os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+    for suffix in ("-wal", "-shm", "-journal"):
+        other = db_file.with_name(db_file.name + suffix)
+        with contextlib.suppress(FileNotFoundError):
+            if stat.S_IMODE(other.stat().st_mode) != 0o600:
+                os.chmod(other, 0o600)
 
 
 # ---------------------------------------------------------------------------
@@ -415,8 +491,8 @@ class SQLiteStore:
                     f"{DB_FILENAME} in it)",
                     kind=StoreErrorKind.IO,
                 )
-            # 0o700: the journal holds patient data.
-            self._directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            _private_directory(self._directory)
+            _private_files(self._db_file)
             conn = sqlite3.connect(self._db_file, isolation_level=None, timeout=cfg.busy_timeout)
         try:
             if not cfg.read_only:
@@ -516,6 +592,7 @@ class SQLiteStore:
 
     def _run_writes(self, conn: sqlite3.Connection, writes: list[_Request]) -> None:
         results: list[tuple[object, BaseException | None]] = []
+        started = time.perf_counter()
         try:
             conn.execute("BEGIN IMMEDIATE")
             for r in writes:
@@ -541,11 +618,11 @@ class SQLiteStore:
             for r in writes:
                 self._deliver(r.slot, None, _translate(exc, self._db_file, self._config))
             return
-        self._count(results)
+        self._count(results, time.perf_counter() - started)
         for r, (value, error) in zip(writes, results, strict=True):
             self._deliver(r.slot, value, error)
 
-    def _count(self, results: list[tuple[object, BaseException | None]]) -> None:
+    def _count(self, results: list[tuple[object, BaseException | None]], seconds: float) -> None:
         committed = duplicates = 0
         for value, _ in results:
             if isinstance(value, CommitResult):
@@ -554,12 +631,20 @@ class SQLiteStore:
                 else:
                     committed += 1
         s = self._stats
+        commit_seconds = list(s.commit_seconds)
+        commit_seconds[bisect.bisect_left(COMMIT_SECONDS_BUCKETS, seconds)] += 1
+        batch_sizes = list(s.batch_sizes)
+        batch_sizes[bisect.bisect_left(BATCH_SIZE_BUCKETS, len(results))] += 1
         # One reference swap: the Trio thread always reads a consistent snapshot.
         self._stats = StoreStats(
             transactions=s.transactions + 1,
             records_committed=s.records_committed + committed,
             max_batch_size=max(s.max_batch_size, len(results)),
             duplicates=s.duplicates + duplicates,
+            commit_seconds=tuple(commit_seconds),
+            commit_seconds_sum=s.commit_seconds_sum + seconds,
+            batch_sizes=tuple(batch_sizes),
+            batch_size_sum=s.batch_size_sum + len(results),
         )
 
     # -- Trio side ----------------------------------------------------------
@@ -668,15 +753,22 @@ class SQLiteStore:
             write=True,
         )
 
-    async def prune(self, *, now: datetime | None = None) -> int:
+    async def prune(
+        self, *, now: datetime | None = None, older_than: timedelta | None = None
+    ) -> int:
         """Delete what the retention window no longer needs.
 
         Removes delivered journal entries and sent outbound messages older
-        than ``duplicate_window``. Undelivered entries and dead letters are
-        never pruned. Does nothing when the window is ``None``.
+        than ``older_than`` or ``duplicate_window``, whichever is longer:
+        duplicate detection still reads every entry inside its window.
+        Undelivered entries and dead letters are never pruned. Does nothing
+        when the duplicate window is ``None`` (duplicates are then detected
+        against every entry ever kept).
 
         Args:
             now: The reference time; defaults to now.
+            older_than: The retention asked for (``--retention``,
+                ``store prune --older-than``); default: the duplicate window.
 
         Returns:
             How many rows were deleted.
@@ -684,8 +776,14 @@ class SQLiteStore:
         window = self._config.duplicate_window
         if window is None:
             return 0
-        cutoff = ((now or datetime.now(UTC)) - window).timestamp()
+        keep = window if older_than is None else max(window, older_than)
+        cutoff = ((now or datetime.now(UTC)) - keep).timestamp()
         return await self._call(lambda conn: _prune(conn, cutoff), write=True)
+
+    async def journal_stats(self) -> JournalStats:
+        """Size on disk, counts by state and the oldest entries; never content."""
+        files = [self._db_file.with_name(self._db_file.name + s) for s in ("", "-wal", "-shm")]
+        return await self._call(lambda conn: _journal_stats(conn, files), write=False)
 
     async def enqueue(self, destination: str, data: bytes) -> int:
         """Append a message to a destination's outbound queue, durably.
