@@ -357,6 +357,6 @@ def test_console_script_listen_help(tmp_path: Path) -> None:
         timeout=STEP_TIMEOUT,
     )
     assert result.returncode == 0
-    assert result.stdout.startswith("usage: mllp-trio listen")
+    assert result.stdout.lower().startswith("usage: mllp-trio listen")
     missing = [o for o in SHARED_OPTIONS if not re.search(rf"{o}\b(?!-)", result.stdout)]
     assert missing == []

@@ -1,0 +1,208 @@
+"""``mllp-trio listen``: run a listener."""
+
+from __future__ import annotations
+
+import signal
+from contextlib import AsyncExitStack
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import click
+import trio
+
+import mllp_trio
+from mllp_trio._cli._common import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_STORE, log, run_trio
+from mllp_trio._cli._common import setup_logging as _setup_logging
+from mllp_trio._cli._options import (
+    LISTEN_PORT,
+    OPTIONAL_SECONDS,
+    POSITIVE_INT,
+    POSITIVE_SECONDS,
+    FramingOptions,
+    ServerTLSOptions,
+    choice,
+    framing_options,
+    handshake_timeout_option,
+    log_level_option,
+    retries_option,
+    server_tls_options,
+)
+
+
+@click.command()
+@click.option("--host", default=DEFAULT_HOST, show_default=True, help="address to listen on")
+@click.option(
+    "--port",
+    type=LISTEN_PORT,
+    default=DEFAULT_PORT,
+    show_default=True,
+    help="TCP port (0: any free port)",
+)
+@server_tls_options
+@framing_options
+@handshake_timeout_option()
+@click.option(
+    "--idle-timeout",
+    type=OPTIONAL_SECONDS,
+    default=300.0,
+    show_default=True,
+    help="seconds between messages before the connection is closed; 0 or 'none': no limit",
+)
+@click.option(
+    "--read-timeout",
+    type=POSITIVE_SECONDS,
+    default=30.0,
+    show_default=True,
+    help="seconds to finish a started frame",
+)
+@click.option(
+    "--write-timeout",
+    type=POSITIVE_SECONDS,
+    default=30.0,
+    show_default=True,
+    help="seconds to write a reply",
+)
+@click.option(
+    "--max-connections", type=POSITIVE_INT, default=1000, show_default=True, help="in total"
+)
+@click.option(
+    "--max-connections-per-peer",
+    type=POSITIVE_INT,
+    default=100,
+    show_default=True,
+    help="per client address",
+)
+@click.option(
+    "--shutdown-grace",
+    type=POSITIVE_SECONDS,
+    default=10.0,
+    show_default=True,
+    help="seconds for in-flight messages on shutdown",
+)
+@click.option(
+    "--ack-timeout",
+    type=POSITIVE_SECONDS,
+    default=30.0,
+    show_default=True,
+    help="seconds the peer has to commit our reply (release 2)",
+)
+@retries_option()
+@click.option(
+    "--store",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=DEFAULT_STORE,
+    show_default=True,
+    help="journal folder: every message is stored before it is acknowledged",
+)
+@click.option("--no-store", is_flag=True, help="keep no journal (stateless relays, benchmarks)")
+@click.option(
+    "--delivery",
+    type=choice("before_ack", "after_commit"),
+    default="before_ack",
+    show_default=True,
+    help="with a store: handle before acknowledging, or acknowledge on commit",
+)
+@log_level_option()
+def listen(
+    *,
+    host: str,
+    port: int,
+    tls: ServerTLSOptions,
+    framing: FramingOptions,
+    handshake_timeout: float,
+    idle_timeout: float | None,
+    read_timeout: float,
+    write_timeout: float,
+    max_connections: int,
+    max_connections_per_peer: int,
+    shutdown_grace: float,
+    ack_timeout: float,
+    retries: int,
+    store: Path,
+    no_store: bool,
+    delivery: str,
+    log_level: str,
+) -> int:
+    """Run a listener (mutual TLS on 127.0.0.1:2575 by default).
+
+    Every message is stored in the journal (--store) before it is
+    acknowledged. SIGINT and SIGTERM stop it gracefully; SIGHUP reloads the
+    certificates, key, CA, CRL and allow list.
+    """
+    _setup_logging(log_level)
+    config = mllp_trio.ServerConfig(
+        framing=framing.config(),
+        handshake_timeout=handshake_timeout,
+        idle_timeout=idle_timeout,
+        read_timeout=read_timeout,
+        write_timeout=write_timeout,
+        max_connections=max_connections,
+        max_connections_per_peer=max_connections_per_peer,
+        shutdown_grace=shutdown_grace,
+        retries=retries,
+        ack_timeout=ack_timeout,
+        tls_stream=tls.tls_stream,
+    )
+    server_tls = tls.server_tls()
+    journal = None if no_store else store
+    run_trio(partial(_listen, host, port, config, server_tls, journal, delivery.lower()))
+    return 0
+
+
+async def _listen(
+    host: str,
+    port: int,
+    config: mllp_trio.ServerConfig,
+    tls: mllp_trio.ServerTLS | None,
+    journal: Path | None,
+    delivery: Any,
+) -> None:
+    async with AsyncExitStack() as stack:
+        processor = None
+        if journal is None:
+            click.echo(
+                "running without a journal (--no-store): "
+                "messages are acknowledged without being stored"
+            )
+        else:
+            store = await stack.enter_async_context(mllp_trio.store.open_sqlite_store(journal))
+            click.echo(f"journal: {journal}/ (messages are stored before they are acknowledged)")
+            processor = mllp_trio.store.JournalProcessor(
+                store, None, config=config.hl7, delivery=delivery
+            )
+        server = mllp_trio.MLLPServer(ssl_context=tls, config=config, processor=processor)
+        await _serve_until_signal(server, host, port, tls)
+
+
+async def _serve_until_signal(
+    server: mllp_trio.MLLPServer, host: str, port: int, tls: mllp_trio.ServerTLS | None
+) -> None:
+    # The signal handlers go in before "listening on" is printed: a supervisor
+    # that signals as soon as it reads that line must not kill the process.
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
+        async with trio.open_nursery() as nursery:
+            listeners = await nursery.start(partial(server.serve, port, host=host))
+            where = ", ".join(_sockname(listener) for listener in listeners)
+            mode = (
+                "plaintext"
+                if tls is None
+                else ("mutual TLS" if tls.config.require_client_cert else "TLS")
+            )
+            framing = server.config.framing.framing
+            click.echo(f"listening on {where} ({framing}, {mode}); Ctrl-C stops")
+            async for signum in signals:
+                if signum == signal.SIGHUP:
+                    try:
+                        server.reload_tls()
+                    except mllp_trio.MLLPError as exc:
+                        log.error("certificate reload failed, keeping the old ones: %s", exc)
+                    continue
+                click.echo("shutting down (in-flight messages get the grace period)")
+                server.shutdown()
+                break
+
+
+def _sockname(listener: Any) -> str:
+    host, port = listener.socket.getsockname()[:2]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -1,0 +1,407 @@
+"""Option sets shared by commands, as click decorators.
+
+Each set adds its options to a command and hands the command one frozen
+value object instead of a dozen keyword arguments: ``@client_tls_options``
+gives ``tls: ClientTLSOptions``, ``@client_options`` gives
+``client: ClientOptions`` and so on. ``send`` and ``batch send`` use the
+same sets, so their flags, defaults, validation and help are the same.
+
+Validation lives in the option types (``PORT``, ``POSITIVE_SECONDS``...):
+click refuses a bad value before any command code runs, and its message
+names the flag (``Invalid value for '--port': 70000 is not in the range
+1<=x<=65535``).
+"""
+
+from __future__ import annotations
+
+import functools
+import ssl
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
+
+import attrs
+import click
+
+import mllp_trio
+from mllp_trio._cli._common import DEFAULT_CERTS, log
+from mllp_trio._devcerts import DevCertPaths, ensure_dev_certs
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+if TYPE_CHECKING:
+    # click 8.2+ types ParamType as a generic; older releases cannot subscript it.
+    ParamTypeBase = click.ParamType[Any]
+    ChoiceType = click.Choice[str]
+else:
+    ParamTypeBase = click.ParamType
+    ChoiceType = click.Choice
+
+# --- types: each refuses a bad value with the flag named ----------------------------------
+
+#: A TCP port to connect to.
+PORT = click.IntRange(1, 65535)
+#: A TCP port to listen on; 0 asks the system for a free one.
+LISTEN_PORT = click.IntRange(0, 65535)
+#: A duration in seconds, more than zero.
+POSITIVE_SECONDS = click.FloatRange(min=0, min_open=True)
+#: A count or size, at least one.
+POSITIVE_INT = click.IntRange(min=1)
+#: A count that may be zero (retries).
+NON_NEGATIVE_INT = click.IntRange(min=0)
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class OptionalSeconds(ParamTypeBase):
+    """Seconds more than zero, or ``0``/``none``/``off`` for no limit (``None``)."""
+
+    name = "seconds|none"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if value is None or isinstance(value, float):
+            return value
+        text = str(value).strip().lower()
+        if text in ("none", "off", "0", "0.0"):
+            return None
+        try:
+            seconds = float(text)
+        except ValueError:
+            self.fail(f"{value!r} is not a number of seconds, nor 'none'", param, ctx)
+        if not seconds > 0 or seconds != seconds:
+            self.fail(f"{value!r} must be more than 0 (or 0/'none' for no limit)", param, ctx)
+        return seconds
+
+
+OPTIONAL_SECONDS = OptionalSeconds()
+
+
+def choice(*values: str) -> ChoiceType:
+    """A case-insensitive choice (``--log-level warning`` is ``WARNING``)."""
+    return click.Choice(values, case_sensitive=False)
+
+
+def _option_set(
+    name: str, factory: Callable[..., Any], *options: Callable[[Any], Any]
+) -> Callable[[F], F]:
+    """A decorator adding ``options`` and passing their values as one ``factory`` object.
+
+    The values of the options go to ``factory`` as keyword arguments (by
+    their parameter names) and the command gets the result as ``name``.
+    """
+    names = [_param_name(option) for option in options]
+
+    def decorator(command: F) -> F:
+        @functools.wraps(command)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            values = {n: kwargs.pop(n) for n in names}
+            kwargs[name] = factory(**values)
+            return command(*args, **kwargs)
+
+        decorated: Any = wrapper
+        for option in reversed(options):
+            decorated = option(decorated)
+        return cast(F, decorated)
+
+    return decorator
+
+
+def _param_name(option: Callable[[Any], Any]) -> str:
+    def probe() -> None:
+        """Carries the option's parameter to read its name."""
+
+    params = option(probe).__click_params__
+    name = params[-1].name
+    assert isinstance(name, str)
+    return name
+
+
+def log_level_option(default: str = "info") -> Callable[[F], F]:
+    """``--log-level``, case-insensitive."""
+    return click.option(
+        "--log-level",
+        type=choice(*LOG_LEVELS),
+        default=default,
+        show_default=True,
+        help="log messages at this level and above go to stderr",
+    )
+
+
+# --- framing ---------------------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class FramingOptions:
+    """``--framing`` and ``--max-message-size``."""
+
+    framing: Literal["mllp", "mllp2", "hllp"]
+    max_message_size: int
+
+    def config(self) -> mllp_trio.FramingConfig:
+        """The library's framing configuration."""
+        return mllp_trio.FramingConfig(framing=self.framing, max_message_size=self.max_message_size)
+
+
+_FRAMING = click.option(
+    "--framing",
+    type=choice("mllp", "mllp2", "hllp"),
+    default="mllp",
+    show_default=True,
+    help="MLLP release 1, MLLP release 2 (commit ACK/NAK) or HLLP",
+)
+_MAX_MESSAGE_SIZE = click.option(
+    "--max-message-size",
+    type=POSITIVE_INT,
+    default=mllp_trio.proto.DEFAULT_MAX_MESSAGE_SIZE,
+    show_default="16 MiB",
+    help="bytes",
+)
+#: ``--framing`` and ``--max-message-size``, as ``framing: FramingOptions``.
+framing_options = _option_set(
+    "framing",
+    lambda **v: FramingOptions(framing=v["framing"].lower(), **_without(v, "framing")),
+    _FRAMING,
+    _MAX_MESSAGE_SIZE,
+)
+
+
+def _without(values: dict[str, Any], *names: str) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if k not in names}
+
+
+# --- TLS -------------------------------------------------------------------------------
+
+TLSStream = Literal["ssl_socket", "trio"]
+
+
+def _tls_stream(value: str) -> TLSStream:
+    return "trio" if value.lower() == "trio" else "ssl_socket"
+
+
+_CERT = click.option(
+    "--cert",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="PEM certificate  [default: the development one in --certs-dir]",
+)
+_KEY = click.option(
+    "--key",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="PEM private key  [default: the development one]",
+)
+_CA = click.option(
+    "--ca",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="PEM CA bundle that verifies the peer  [default: the development CA]",
+)
+_CERTS_DIR = click.option(
+    "--certs-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=DEFAULT_CERTS,
+    show_default=True,
+    help="development certificates folder",
+)
+_PLAINTEXT = click.option(
+    "--plaintext",
+    is_flag=True,
+    help="no TLS at all: only behind a VPN or an SSH tunnel (loudly warned)",
+)
+_TLS_STREAM = click.option(
+    "--tls-stream",
+    type=choice("ssl-socket", "trio"),
+    default="ssl-socket",
+    show_default=True,
+    help="TLS implementation: non-blocking ssl.SSLSocket (faster) or trio.SSLStream",
+)
+
+
+@attrs.frozen(kw_only=True)
+class ServerTLSOptions:
+    """The listener's TLS flags."""
+
+    cert: Path | None
+    key: Path | None
+    ca: Path | None
+    certs_dir: Path
+    plaintext: bool
+    tls_stream: TLSStream
+    crl: Path | None
+    allow: tuple[str, ...]
+    no_client_cert: bool
+
+    def server_tls(self) -> mllp_trio.ServerTLS | None:
+        """The listener's TLS, creating development certificates when none are given.
+
+        Returns ``None`` for ``--plaintext``, after a loud warning.
+        """
+        if self.plaintext:
+            log.warning(
+                "PLAINTEXT MODE: messages travel unencrypted and clients are not authenticated. "
+                "Use it only behind a VPN or an SSH tunnel."
+            )
+            return None
+        cert, key, ca = self.cert, self.key, self.ca
+        if cert is None:
+            paths, created = ensure_dev_certs(self.certs_dir)
+            if created:
+                click.echo(
+                    f"created development certificates in {paths.directory}/ (not for production)"
+                )
+            cert, key = paths.server_cert, paths.server_key
+            ca = ca or paths.ca
+        return mllp_trio.ServerTLS(
+            mllp_trio.ServerTLSConfig(
+                cert_file=cert,
+                key_file=key,
+                ca_file=ca,
+                crl_file=self.crl,
+                # attrs' ``converter=tuple`` hides the field's type from mypy.
+                allow=cast(Any, self.allow),
+                require_client_cert=not self.no_client_cert,
+            )
+        )
+
+
+server_tls_options = _option_set(
+    "tls",
+    lambda **v: ServerTLSOptions(
+        tls_stream=_tls_stream(v["tls_stream"]),
+        allow=tuple(v["allow"]),
+        **_without(v, "tls_stream", "allow"),
+    ),
+    _CERT,
+    _KEY,
+    _CA,
+    _CERTS_DIR,
+    _PLAINTEXT,
+    _TLS_STREAM,
+    click.option(
+        "--crl",
+        type=click.Path(path_type=Path, dir_okay=False),
+        help="PEM CRL checked for client certificates",
+    ),
+    click.option(
+        "--allow",
+        multiple=True,
+        metavar="IDENTITY",
+        help="allowed client (DNS:, IP:, URI:, email:, CN:, sha256:, or a name); repeatable",
+    ),
+    click.option(
+        "--no-client-cert",
+        is_flag=True,
+        help="do not require client certificates (server-only TLS)",
+    ),
+)
+
+
+@attrs.frozen(kw_only=True)
+class ClientTLSOptions:
+    """The sender's TLS flags."""
+
+    cert: Path | None
+    key: Path | None
+    ca: Path | None
+    certs_dir: Path
+    plaintext: bool
+    tls_stream: TLSStream
+    server_hostname: str | None
+    no_check_hostname: bool
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The client context: the given files, else the development ones found in --certs-dir.
+
+        Returns ``None`` for ``--plaintext``.
+        """
+        if self.plaintext:
+            return None
+        paths = DevCertPaths.in_directory(self.certs_dir)
+        cert = self.cert or (paths.client_cert if paths.client_cert.exists() else None)
+        key = self.key or (paths.client_key if self.cert is None and cert is not None else None)
+        ca = self.ca or (paths.ca if paths.ca.exists() else None)
+        return mllp_trio.ClientTLSConfig(
+            ca_file=ca, cert_file=cert, key_file=key, check_hostname=not self.no_check_hostname
+        ).build_context()
+
+
+client_tls_options = _option_set(
+    "tls",
+    lambda **v: ClientTLSOptions(
+        tls_stream=_tls_stream(v["tls_stream"]), **_without(v, "tls_stream")
+    ),
+    _CERT,
+    _KEY,
+    _CA,
+    _CERTS_DIR,
+    _PLAINTEXT,
+    _TLS_STREAM,
+    click.option("--server-hostname", help="name the server certificate must carry"),
+    click.option("--no-check-hostname", is_flag=True, help="do not check the server name"),
+)
+
+
+# --- timeouts and retries --------------------------------------------------------------
+
+
+def handshake_timeout_option() -> Callable[[F], F]:
+    """``--handshake-timeout``."""
+    return click.option(
+        "--handshake-timeout",
+        type=POSITIVE_SECONDS,
+        default=10.0,
+        show_default=True,
+        help="seconds for the TLS handshake",
+    )
+
+
+def retries_option() -> Callable[[F], F]:
+    """``--retries``: MLLP release 2 resends."""
+    return click.option(
+        "--retries",
+        type=NON_NEGATIVE_INT,
+        default=2,
+        show_default=True,
+        help="resends after a NAK or a timeout",
+    )
+
+
+@attrs.frozen(kw_only=True)
+class ClientOptions:
+    """How the sender frames, waits and retries."""
+
+    framing: FramingOptions
+    handshake_timeout: float
+    ack_timeout: float
+    retries: int
+
+    def config(self, tls_stream: TLSStream = "ssl_socket") -> mllp_trio.ClientConfig:
+        """The library's client configuration."""
+        return mllp_trio.ClientConfig(
+            framing=self.framing.config(),
+            handshake_timeout=self.handshake_timeout,
+            ack_timeout=self.ack_timeout,
+            retries=self.retries,
+            tls_stream=tls_stream,
+        )
+
+
+def _make_client_options(**values: Any) -> ClientOptions:
+    framing = FramingOptions(
+        framing=values.pop("framing").lower(), max_message_size=values.pop("max_message_size")
+    )
+    return ClientOptions(framing=framing, **values)
+
+
+#: Framing, timeouts and retries of a sender, as ``client: ClientOptions``.
+client_options = _option_set(
+    "client",
+    _make_client_options,
+    _FRAMING,
+    _MAX_MESSAGE_SIZE,
+    handshake_timeout_option(),
+    click.option(
+        "--ack-timeout",
+        type=POSITIVE_SECONDS,
+        default=30.0,
+        show_default=True,
+        help="seconds to wait for each reply",
+    ),
+    retries_option(),
+)
