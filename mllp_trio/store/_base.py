@@ -21,7 +21,13 @@ __all__ = [
     "BATCH_SIZE_BUCKETS",
     "COMMIT_SECONDS_BUCKETS",
     "CommitResult",
+    "FileIdentity",
+    "FileJournal",
+    "FileMessageResult",
+    "FileProgress",
+    "FileStatus",
     "InboundRecord",
+    "JournalEntry",
     "JournalStats",
     "MessageInfo",
     "MessageStore",
@@ -375,6 +381,128 @@ class MessageStore(Protocol):
 
     async def export_message(self, message_id: int) -> bytes:
         """The stored bytes of one journal entry."""
+        ...
+
+
+class FileStatus(enum.StrEnum):
+    """Where a file of the folder transport stands in the journal."""
+
+    ACTIVE = "active"
+    """Seen and being processed; its progress says how far it got."""
+    DONE = "done"
+    """Every message committed and the file moved to ``done/``."""
+    ERROR = "error"
+    """Refused as a whole (unreadable, malformed structure) and moved to ``error/``."""
+
+
+@attrs.frozen(kw_only=True)
+class FileIdentity:
+    """What makes an inbox file the same file across restarts.
+
+    Attributes:
+        inbox: The watched folder (absolute path).
+        name: The file name inside it.
+        size: Its size in bytes.
+        mtime_ns: Its modification time in nanoseconds.
+        sha256: Lower-case hex SHA-256 of its content.
+    """
+
+    inbox: str
+    name: str
+    size: int
+    mtime_ns: int
+    sha256: str
+
+
+@attrs.frozen(kw_only=True)
+class FileProgress:
+    """A file's record in the journal, as :meth:`FileJournal.open_file` returns it.
+
+    Attributes:
+        file_id: The record id.
+        status: Active, done or error.
+        next_seq: Messages ``0 .. next_seq - 1`` have their results recorded
+            (the resume point after a crash).
+        failed: How many recorded results are negative (AE/AR/CE/CR).
+        created: True when this call created the record (a new file).
+    """
+
+    file_id: int
+    status: FileStatus
+    next_seq: int
+    failed: int
+    created: bool
+
+
+@attrs.frozen(kw_only=True)
+class FileMessageResult:
+    """The recorded answer to one message of a file.
+
+    Attributes:
+        seq: The message's position in the file, from 0.
+        control_id: Its MSH-10 (empty when unreadable).
+        code: MSA-1 of the answer (AA, AE, AR, CA, CE, CR), empty without one.
+        ack: The acknowledgement message, for the acknowledgement batch.
+    """
+
+    seq: int
+    control_id: str
+    code: str
+    ack: bytes | None = attrs.field(default=None, repr=_ack_repr)
+
+
+@attrs.frozen(kw_only=True)
+class JournalEntry:
+    """A journal entry with its saved acknowledgement, for journal consumers (sinks).
+
+    Attributes:
+        message: The entry and its content.
+        ack: The acknowledgement saved with it, ``b""`` when none was
+            sent, ``None`` while its answer is not final yet.
+    """
+
+    message: StoredMessage
+    ack: bytes | None = attrs.field(default=None, repr=_ack_repr)
+
+
+class FileJournal(Protocol):
+    """Journal records of the folder transport and of journal consumers.
+
+    A separate protocol, so that a :class:`MessageStore` written for the
+    listener alone need not implement it. Every write has committed
+    durably when it returns; every method raises :class:`StoreError`.
+    """
+
+    async def open_file(self, identity: FileIdentity) -> FileProgress:
+        """The record of a file with this identity, created (active) if none exists."""
+        ...
+
+    async def record_file_results(self, file_id: int, results: Sequence[FileMessageResult]) -> None:
+        """Record the answers to messages of a file, in one transaction."""
+        ...
+
+    async def finish_file(
+        self, file_id: int, status: FileStatus, reason: str | None = None
+    ) -> None:
+        """Mark a file done or error, with the reason of an error."""
+        ...
+
+    async def file_results(
+        self, file_id: int, *, after_seq: int = -1, limit: int = 1000
+    ) -> list[FileMessageResult]:
+        """Recorded answers of a file with ``seq > after_seq``, in file order."""
+        ...
+
+    async def journal_after(self, after_id: int, limit: int = 100) -> list[JournalEntry]:
+        """Journal entries with an id above ``after_id``, oldest first, with their answers."""
+        ...
+
+    async def sink_position(self, name: str) -> int:
+        """The last journal id a named consumer has finished with (0 if none)."""
+        ...
+
+    async def set_sink_position(self, name: str, last_id: int) -> None:
+        """Record that a named consumer has finished with journal ids up to ``last_id``."""
         ...
 
 

@@ -32,7 +32,7 @@ import sqlite3
 import stat
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -41,11 +41,17 @@ from typing import Any, Final, TypeVar, cast
 import attrs
 import trio
 
+from mllp_trio._hl7 import is_negative
 from mllp_trio.store._base import (
     BATCH_SIZE_BUCKETS,
     COMMIT_SECONDS_BUCKETS,
     CommitResult,
+    FileIdentity,
+    FileMessageResult,
+    FileProgress,
+    FileStatus,
     InboundRecord,
+    JournalEntry,
     JournalStats,
     MessageInfo,
     OutboundMessage,
@@ -101,6 +107,42 @@ _SCHEMA: Final = (
     )""",
     "CREATE INDEX outbound_queue ON outbound (destination, id) WHERE status = 'pending'",
     f"PRAGMA user_version = {_SCHEMA_VERSION}",
+)
+
+#: Tables added after schema version 1, created on every writable open.
+_EXTENSIONS: Final = (
+    # Folder transport (issue 10): one row per inbox file, with its progress,
+    # and the answer to each of its messages (for the acknowledgement batch
+    # and for resuming after a crash).
+    """CREATE TABLE IF NOT EXISTS folder_file (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        inbox TEXT NOT NULL,
+        name TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        mtime_ns INTEGER NOT NULL,
+        sha256 TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('active', 'done', 'error')),
+        next_seq INTEGER NOT NULL DEFAULT 0,
+        failed INTEGER NOT NULL DEFAULT 0,
+        started_at REAL NOT NULL,
+        finished_at REAL,
+        reason TEXT
+    )""",
+    """CREATE INDEX IF NOT EXISTS folder_file_identity ON folder_file
+        (inbox, name, size, mtime_ns, sha256)""",
+    """CREATE TABLE IF NOT EXISTS folder_message (
+        file_id INTEGER NOT NULL,
+        seq INTEGER NOT NULL,
+        control_id TEXT NOT NULL,
+        code TEXT NOT NULL,
+        ack BLOB,
+        PRIMARY KEY (file_id, seq)
+    ) WITHOUT ROWID""",
+    # Journal consumers (batch and directory sinks): the last id each finished.
+    """CREATE TABLE IF NOT EXISTS sink_position (
+        name TEXT PRIMARY KEY,
+        last_id INTEGER NOT NULL
+    ) WITHOUT ROWID""",
 )
 
 # SQLite primary result codes (the low byte of an extended code).
@@ -391,6 +433,72 @@ def _private_files(db_file: Path) -> None:
                 os.chmod(other, 0o600)
 
 
+def _open_file(conn: sqlite3.Connection, identity: FileIdentity, now: float) -> FileProgress:
+    key = (identity.inbox, identity.name, identity.size, identity.mtime_ns, identity.sha256)
+    row = conn.execute(
+        "SELECT id, status, next_seq, failed FROM folder_file WHERE inbox = ? AND name = ?"
+        " AND size = ? AND mtime_ns = ? AND sha256 = ? ORDER BY id DESC LIMIT 1",
+        key,
+    ).fetchone()
+    if row is not None:
+        return FileProgress(
+            file_id=row[0], status=FileStatus(row[1]), next_seq=row[2], failed=row[3], created=False
+        )
+    cur = conn.execute(
+        "INSERT INTO folder_file (inbox, name, size, mtime_ns, sha256, status, started_at)"
+        " VALUES (?, ?, ?, ?, ?, 'active', ?)",
+        (*key, now),
+    )
+    assert cur.lastrowid is not None
+    return FileProgress(
+        file_id=cur.lastrowid, status=FileStatus.ACTIVE, next_seq=0, failed=0, created=True
+    )
+
+
+def _record_file_results(
+    conn: sqlite3.Connection, file_id: int, results: list[FileMessageResult]
+) -> None:
+    row = conn.execute("SELECT next_seq FROM folder_file WHERE id = ?", (file_id,)).fetchone()
+    if row is None:
+        raise StoreError(f"no folder file with id {file_id}", kind=StoreErrorKind.NOT_FOUND)
+    # Results below the resume point are recorded already: counting them
+    # again would inflate the failure count.
+    fresh = [r for r in results if r.seq >= row[0]]
+    if not fresh:
+        return
+    conn.executemany(
+        "INSERT OR REPLACE INTO folder_message (file_id, seq, control_id, code, ack)"
+        " VALUES (?, ?, ?, ?, ?)",
+        [(file_id, r.seq, r.control_id, r.code, r.ack) for r in fresh],
+    )
+    conn.execute(
+        "UPDATE folder_file SET next_seq = max(next_seq, ?), failed = failed + ? WHERE id = ?",
+        (max(r.seq for r in fresh) + 1, sum(is_negative(r.code) for r in fresh), file_id),
+    )
+
+
+def _file_results(
+    conn: sqlite3.Connection, file_id: int, after_seq: int, limit: int
+) -> list[FileMessageResult]:
+    rows = conn.execute(
+        "SELECT seq, control_id, code, ack FROM folder_message WHERE file_id = ? AND seq > ?"
+        " ORDER BY seq LIMIT ?",
+        (file_id, after_seq, limit),
+    ).fetchall()
+    return [FileMessageResult(seq=r[0], control_id=r[1], code=r[2], ack=r[3]) for r in rows]
+
+
+def _journal_after(conn: sqlite3.Connection, after_id: int, limit: int) -> list[JournalEntry]:
+    rows = conn.execute(
+        f"SELECT {_INFO_COLUMNS}, data, ack FROM inbound WHERE id > ? ORDER BY id LIMIT ?",
+        (after_id, limit),
+    ).fetchall()
+    return [
+        JournalEntry(message=StoredMessage(info=_info(row[:-2]), data=row[-2]), ack=row[-1])
+        for row in rows
+    ]
+
+
 # ---------------------------------------------------------------------------
 # The writer thread.
 
@@ -521,6 +629,9 @@ class SQLiteStore:
                 for statement in _SCHEMA:
                     conn.execute(statement)
                 conn.execute("COMMIT")
+            if not cfg.read_only:
+                for statement in _EXTENSIONS:
+                    conn.execute(statement)
             if cfg.max_database_bytes is not None:
                 (page_size,) = conn.execute("PRAGMA page_size").fetchone()
                 pages = max(1, cfg.max_database_bytes // page_size)
@@ -938,6 +1049,80 @@ class SQLiteStore:
             StoreError: With kind ``NOT_FOUND`` for an unknown id.
         """
         return await self._call(lambda conn: _export(conn, message_id), write=False)
+
+    # -- folder transport and journal consumers (FileJournal) ----------------
+
+    async def open_file(self, identity: FileIdentity) -> FileProgress:
+        """The record of an inbox file with this identity, created (active) if none exists.
+
+        The identity is the whole of (inbox, name, size, mtime, SHA-256): the
+        same file seen again after a restart finds its record and progress.
+        """
+        now = datetime.now(UTC).timestamp()
+        return await self._call(lambda conn: _open_file(conn, identity, now), write=True)
+
+    async def record_file_results(self, file_id: int, results: Sequence[FileMessageResult]) -> None:
+        """Record the answers to messages of a file, and its resume point, in one transaction.
+
+        Results at or past the recorded resume point are written; those
+        below it were recorded before and are ignored.
+
+        Raises:
+            StoreError: With kind ``NOT_FOUND`` for an unknown file id, or a storage fault.
+        """
+        batch = list(results)
+        await self._call(lambda conn: _record_file_results(conn, file_id, batch), write=True)
+
+    async def finish_file(
+        self, file_id: int, status: FileStatus, reason: str | None = None
+    ) -> None:
+        """Mark a file done or error (with the reason of an error).
+
+        Raises:
+            StoreError: With kind ``NOT_FOUND`` for an unknown file id, or a storage fault.
+        """
+        now = datetime.now(UTC).timestamp()
+        await self._call(
+            lambda conn: _update_one(
+                conn,
+                "UPDATE folder_file SET status = ?, reason = ?, finished_at = ? WHERE id = ?",
+                (str(status), reason, now, file_id),
+                "folder file",
+            ),
+            write=True,
+        )
+
+    async def file_results(
+        self, file_id: int, *, after_seq: int = -1, limit: int = 1000
+    ) -> list[FileMessageResult]:
+        """Recorded answers of a file with ``seq > after_seq``, in file order (for paging)."""
+        return await self._call(
+            lambda conn: _file_results(conn, file_id, after_seq, limit), write=False
+        )
+
+    async def journal_after(self, after_id: int, limit: int = 100) -> list[JournalEntry]:
+        """Journal entries with an id above ``after_id``, oldest first, with their answers."""
+        return await self._call(lambda conn: _journal_after(conn, after_id, limit), write=False)
+
+    async def sink_position(self, name: str) -> int:
+        """The last journal id the consumer ``name`` has finished with (0 if none)."""
+        row = await self._call(
+            lambda conn: conn.execute(
+                "SELECT last_id FROM sink_position WHERE name = ?", (name,)
+            ).fetchone(),
+            write=False,
+        )
+        return 0 if row is None else int(row[0])
+
+    async def set_sink_position(self, name: str, last_id: int) -> None:
+        """Record, durably, that the consumer ``name`` is done up to journal id ``last_id``."""
+        await self._call(
+            lambda conn: conn.execute(
+                "INSERT OR REPLACE INTO sink_position (name, last_id) VALUES (?, ?)",
+                (name, last_id),
+            ),
+            write=True,
+        )
 
 
 @asynccontextmanager
