@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import select
+import socket
 import ssl
+from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Final
 
 import trio
 
@@ -16,8 +21,17 @@ from mllp_trio._errors import (
     MLLPError,
     MLLPTimeoutError,
     TLSHandshakeError,
+    TLSRefusedError,
 )
-from mllp_trio._hl7 import AckReply, normalise_segments, parse_reply, read_msh, resolve_charset
+from mllp_trio._hl7 import (
+    AckReply,
+    ControlIdMismatch,
+    acknowledged_id,
+    normalise_segments,
+    parse_reply,
+    read_msh,
+    resolve_charset,
+)
 from mllp_trio._io._stream import MLLPStream, gave_up
 from mllp_trio._io._tcpstream import LeanTCPStream
 from mllp_trio._io._watchdog import Expiry, Watchdog
@@ -32,15 +46,23 @@ log = logging.getLogger("mllp_trio.client")
 _TRANSPORT_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 
 
+#: Control ids of earlier messages remembered per connection, to recognise
+#: a late copy of their replies; longer ids are not remembered.
+_EARLIER: Final = 64
+_EARLIER_ID_SIZE: Final = 199
+
+
 class _Lost(Exception):
     """The exchange timed out or the connection ended: resend on a new connection.
 
-    Carries the error to raise if no attempt is left.
+    Carries the error to raise if no attempt is left, and whether the peer
+    closed without a byte in answer (``silent``).
     """
 
-    def __init__(self, error: MLLPError) -> None:
+    def __init__(self, error: MLLPError, *, silent: bool = False) -> None:
         super().__init__(str(error))
         self.error = error
+        self.silent = silent
 
 
 class MLLPClient:
@@ -49,10 +71,15 @@ class MLLPClient:
     Use :func:`open_mllp_client` to get one. Send one message at a time
     (concurrent calls wait their turn); each call returns when the reply has
     arrived. If a call is cancelled or times out mid-exchange, the
-    connection is replaced before the next message, never reused out of step.
-    Every failure is an :class:`MLLPError`: transport failures come as
-    :class:`ConnectError`, :class:`TLSHandshakeError`,
-    :class:`ConnectionClosedError` and :class:`MLLPTimeoutError`.
+    connection is replaced before the next message, never reused out of
+    step; so is a connection that received a reply for no message of ours
+    (:class:`ControlIdMismatch`). A late copy of the reply to an earlier
+    message on the same connection is dropped. A connection the peer closed
+    while it sat idle is replaced before the next message, without counting
+    as a retry. Every failure is an :class:`MLLPError`: transport failures
+    come as :class:`ConnectError`, :class:`TLSHandshakeError` (and
+    :class:`TLSRefusedError`, never retried), :class:`ConnectionClosedError`
+    and :class:`MLLPTimeoutError`.
 
     Args:
         host: The listener's address.
@@ -60,7 +87,7 @@ class MLLPClient:
         ssl_context: ``None`` for plain TCP, else a client context.
         server_hostname: Name to check the server certificate against
             (default: ``host``).
-        config: Framing, timeouts and retries.
+        config: Framing, timeouts, retries, charsets and socket options.
     """
 
     def __init__(
@@ -82,6 +109,12 @@ class MLLPClient:
         self._lock = trio.StrictFIFOLock()
         # Direct mode: each exchange's deadlines go on its own cancel scope.
         self._watchdog = Watchdog(trio.CancelScope(), poll=None)
+        # Per connection: exchanges completed, the socket to look at while
+        # idle, and the control ids sent (for late copies of their replies).
+        self._exchanges = 0
+        self._idle_check: _IdleCheck | None = None
+        self._earlier: deque[bytes] = deque(maxlen=_EARLIER)
+        self._answered = False
 
     @property
     def _where(self) -> str:
@@ -92,7 +125,9 @@ class MLLPClient:
 
         Raises:
             ConnectError: The connection was refused, or the host is unknown or unreachable.
-            TLSHandshakeError: The TLS handshake failed.
+            TLSRefusedError: The TLS handshake failed for good (certificate
+                refused on either side, no common protocol, not a TLS server).
+            TLSHandshakeError: The TLS handshake failed otherwise.
             MLLPTimeoutError: Connecting or the handshake took too long.
         """
         if self._stream is not None and not self._stream.broken:
@@ -104,11 +139,18 @@ class MLLPClient:
             watchdog.retarget(scope)
             watchdog.arm(config.connect_timeout, Expiry.CONNECT)
             try:
-                tcp = await trio.open_tcp_stream(self.host, self.port)
+                tcp = await trio.open_tcp_stream(
+                    self.host, self.port, local_address=config.local_address
+                )
             except OSError as exc:
                 raise ConnectError(f"cannot connect to {self._where}: {_reason(exc)}") from None
         if watchdog.check() is not None:
-            raise MLLPTimeoutError(f"connecting to {self._where} timed out")
+            raise MLLPTimeoutError(
+                f"connecting to {self._where} timed out after {config.connect_timeout:g} s"
+            )
+        if config.keepalive is not None:
+            _set_keepalive(tcp.socket, config.keepalive)
+        idle_check = _IdleCheck(tcp.socket.fileno())
         transport: trio.abc.Stream = tcp
         if self._ssl_context is not None:
             tls = await self._tls_stream(
@@ -123,15 +165,16 @@ class MLLPClient:
                     await trio.aclose_forcefully(tls)
                     # The TLS reason stays attached (trio wraps ssl.SSLError).
                     cause = exc.__cause__ if isinstance(exc.__cause__, ssl.SSLError) else exc
-                    raise TLSHandshakeError(
-                        f"TLS handshake with {self._where} failed: {_reason(exc)}"
-                    ) from cause
+                    raise _handshake_error(exc, self._where) from cause
                 except BaseException:
                     await trio.aclose_forcefully(tls)
                     raise
             if watchdog.check() is not None:
                 await trio.aclose_forcefully(tls)
-                raise MLLPTimeoutError(f"TLS handshake with {self._where} timed out")
+                raise MLLPTimeoutError(
+                    f"TLS handshake with {self._where} timed out after "
+                    f"{config.handshake_timeout:g} s (is it a TLS listener?)"
+                )
             transport = tls
         else:
             transport = LeanTCPStream(tcp)
@@ -141,6 +184,9 @@ class MLLPClient:
             watchdog,
             receive_size=config.receive_size,
         )
+        self._exchanges = 0
+        self._idle_check = idle_check
+        self._earlier.clear()
 
     async def aclose(self) -> None:
         """Close the connection."""
@@ -149,13 +195,17 @@ class MLLPClient:
     async def _close_stream(self) -> None:
         if self._stream is not None:
             stream, self._stream = self._stream, None
+            self._idle_check = None
             await trio.aclose_forcefully(stream.transport)
 
     async def send(self, message: bytes | str, *, raise_on_negative: bool = True) -> AckReply:
         """Send an HL7 message and return its parsed acknowledgement.
 
         Segments may be separated by CR, LF or CRLF; they are sent as CR.
-        A ``str`` is encoded in the character set its MSH-18 names.
+        A ``str`` is encoded in the character set its MSH-18 names (or
+        ``config.default_charset`` when blank, ``config.charset_override``
+        when set). The reply must acknowledge this message's MSH-10 (compared
+        as the same characters, whatever the charsets).
 
         Args:
             message: The HL7 message.
@@ -164,14 +214,31 @@ class MLLPClient:
         Raises:
             ApplicationError: AE. ApplicationReject: AR. CommitError: CE.
             CommitReject: CR (all :class:`NegativeAcknowledgement`).
-            ControlIdMismatch: MSA-2 is not the MSH-10 we sent.
+            ControlIdMismatch: MSA-2 names neither this message nor an
+                earlier one; the connection is closed (it is out of step).
             InvalidReply: The reply is not an acknowledgement.
             MLLPError: as :meth:`send_raw`.
         """
-        data = _normalise(message)
-        header = read_msh(data)
-        reply = await self.send_raw(data)
-        return parse_reply(reply, header.control_id, raise_on_negative=raise_on_negative)
+        config = self.config
+        data = self._normalise(message)
+        expected = read_msh(data).control_id_raw
+        await self._acquire()
+        try:
+            reply = await self._send_locked(data, expected)
+            try:
+                return parse_reply(
+                    reply,
+                    expected,
+                    raise_on_negative=raise_on_negative,
+                    default_charset=config.default_charset,
+                    charset_override=config.charset_override,
+                )
+            except ControlIdMismatch:
+                # Not our reply and not a late one: the connection is out of step.
+                await self._close_stream()
+                raise
+        finally:
+            self._lock.release()
 
     async def send_raw(self, data: bytes) -> bytes:
         """Send one frame and return the reply frame's bytes, unparsed.
@@ -179,37 +246,73 @@ class MLLPClient:
         Retries, up to ``config.retries`` times in all: a commit NAK or a
         commit ACK that does not come in time (release 2), or a NAK block
         (HLLP), resends on the same connection; a reply that does not come in
-        time or a closed connection resends on a new one.
+        time or a closed connection resends on a new one. A connection found
+        closed before sending, or closed without a byte in answer after it
+        sat idle, is replaced once without counting as a retry.
 
         Raises:
             MLLPTimeoutError: No reply in time, on every attempt.
             DeliveryFailed: The peer NAKed every attempt.
             ConnectionClosedError: The peer closed the connection every time.
+            TLSRefusedError: The TLS peer refused us (or we it) for good: never retried.
             ConnectError, TLSHandshakeError: The connection could not be opened.
         """
+        await self._acquire()
+        try:
+            return await self._send_locked(data, None)
+        finally:
+            self._lock.release()
+
+    async def _acquire(self) -> None:
         # Callers wait their turn in order; the uncontended path takes the
         # lock without a scheduler round trip (the exchange checkpoints anyway).
         try:
             self._lock.acquire_nowait()
         except trio.WouldBlock:
             await self._lock.acquire()
-        try:
-            return await self._send_locked(data)
-        finally:
-            self._lock.release()
 
-    async def _send_locked(self, data: bytes) -> bytes:
+    def _normalise(self, message: bytes | str) -> bytes:
+        if isinstance(message, bytes):
+            return normalise_segments(message)
+        config = self.config
+        text = message.replace("\r\n", "\r").replace("\n", "\r")
+        header = read_msh(text.encode("ascii", "replace"))
+        charset = resolve_charset(
+            header.charset,
+            repetition_separator=header.repetition_separator.decode("ascii") or "~",
+            default=config.default_charset,
+            override=config.charset_override,
+        )
+        return text.encode(charset.codec)
+
+    async def _send_locked(self, data: bytes, expected: bytes | None) -> bytes:
         retries = self.config.retries
         used = 0
+        free_reconnect = True
         while True:
+            reused = self._stream is not None and self._exchanges > 0
+            if reused and self._idle_input():
+                # The peer closed (or wrote) while we were idle: replace the
+                # connection before sending; not a retry.
+                log.info("%s closed the idle connection; reconnecting", self._where)
+                await self._close_stream()
+                reused = False
             await self.connect()
             stream = self._stream
             assert stream is not None
             try:
-                return await self._exchange(stream, data, retries - used)
+                reply = await self._exchange(stream, data, retries - used, expected)
             except _Lost as exc:
-                used += max(stream.exchange.attempts, 1)
                 await self._close_stream()
+                if exc.silent and reused and free_reconnect:
+                    # Closed unanswered after sitting idle: most likely
+                    # closed while idle, just before we wrote.
+                    free_reconnect = False
+                    log.info("%s; resending on a new connection", exc.error)
+                    continue
+                if exc.silent and not reused and self._ssl_context is not None and used == 0:
+                    raise _refused_after_handshake(self._where) from None
+                used += max(stream.exchange.attempts, 1)
                 if used > retries:
                     raise exc.error from None
                 log.info("%s; resending on a new connection", exc.error)
@@ -218,11 +321,24 @@ class MLLPClient:
                 # arrive, so this connection is out of step for good.
                 await self._close_stream()
                 raise
+            else:
+                self._exchanges += 1
+                if expected is not None and len(expected) <= _EARLIER_ID_SIZE:
+                    self._earlier.append(expected)
+                return reply
 
-    async def _exchange(self, stream: MLLPStream, data: bytes, retries: int) -> bytes:
+    def _idle_input(self) -> bool:
+        """Whether anything (bytes, EOF, reset) arrived while the connection sat idle."""
+        check = self._idle_check
+        return check is not None and check.readable()
+
+    async def _exchange(
+        self, stream: MLLPStream, data: bytes, retries: int, expected: bytes | None
+    ) -> bytes:
         config = self.config
         exchange = stream.exchange
         watchdog = self._watchdog
+        self._answered = False  # any event from the peer for this message
         try:
             with trio.CancelScope() as scope:
                 watchdog.retarget(scope)
@@ -237,28 +353,45 @@ class MLLPClient:
                             write_timeout=config.write_timeout,
                         )
                     except ConnectionClosedError as exc:
-                        raise _Lost(self._closed(str(exc))) from None
-                return await self._await_reply(stream)
+                        silent = exchange.attempts <= 1 and not exchange.buffered
+                        raise _Lost(self._closed(str(exc)), silent=silent) from None
+                    self._answered = True
+                return await self._await_reply(stream, expected)
         except _TRANSPORT_ERRORS as exc:
+            refused = _tls_refusal(exc)
+            if refused is not None:
+                raise TLSRefusedError(f"TLS connection to {self._where}: {refused}") from None
             raise _Lost(
-                ConnectionClosedError(f"{self._where}: connection lost ({_reason(exc)})")
+                ConnectionClosedError(f"{self._where}: connection lost ({_reason(exc)})"),
+                silent=not self._answered and not exchange.buffered,
             ) from None
         expired = watchdog.check()
-        what = "timed out waiting for the reply" if expired is Expiry.ACK else str(expired)
+        what = (
+            f"no reply within {config.ack_timeout:g} s" if expired is Expiry.ACK else str(expired)
+        )
         raise _Lost(MLLPTimeoutError(f"{self._where}: {what}"))
 
-    async def _await_reply(self, stream: MLLPStream) -> bytes:
+    async def _await_reply(self, stream: MLLPStream, expected: bytes | None) -> bytes:
         config = self.config
         exchange = stream.exchange
         # The ACK deadline goes on the exchange's scope: when it passes, the
         # exchange is over (a late reply would be out of step: new connection).
         deadline = trio.current_time() + config.ack_timeout
+        earlier = self._earlier
         while True:
             event = await stream.receive_event(deadline=deadline, reason=Expiry.ACK)
             if type(event) is Message:
                 # Release 2: we hold the reply now; commit it.
                 await stream.send_all(exchange.commit(), timeout=config.write_timeout)
+                if expected is not None and earlier:
+                    acked = acknowledged_id(event.data)
+                    if acked is not None and acked != expected and acked in earlier:
+                        # A late copy of the reply to an earlier message.
+                        log.warning("%s: dropped a second reply to an earlier message", self._where)
+                        continue
                 return event.data
+            if not isinstance(event, EndOfStream):
+                self._answered = True
             if type(event) is Resend:
                 log.info("%s: message NAKed (%s); resending", self._where, event.reason)
                 await stream.send_all(event.data, timeout=config.write_timeout)
@@ -270,10 +403,143 @@ class MLLPClient:
                 log.warning("%s: invalid frame: %s", self._where, event.reason)
                 await stream.send_all(event.answer, timeout=config.write_timeout)
             elif isinstance(event, EndOfStream):
-                raise _Lost(self._closed("connection closed before the reply"))
+                raise _Lost(
+                    self._closed("connection closed before the reply"),
+                    silent=not self._answered,
+                )
 
     def _closed(self, what: str) -> ConnectionClosedError:
         return ConnectionClosedError(f"{self._where}: {what}")
+
+
+class _IdleCheck:
+    """Looks, without waiting, whether a socket has anything to read.
+
+    While a connection sits between exchanges the peer has nothing to say:
+    readable means it closed (EOF or reset) or wrote out of turn.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._poll: select.poll | None = None
+        if hasattr(select, "poll"):
+            self._poll = select.poll()
+            self._poll.register(fd, select.POLLIN | select.POLLPRI)
+
+    def readable(self) -> bool:
+        try:
+            if self._poll is not None:
+                return bool(self._poll.poll(0))
+            ready, _, _ = select.select([self._fd], [], [], 0)
+            return bool(ready)
+        except (OSError, ValueError):
+            return True  # a socket we cannot look at is no socket to reuse
+
+
+def _set_keepalive(sock: trio.socket.SocketType, idle: float) -> None:
+    """TCP keepalive: probes after ``idle`` seconds of silence, where the OS allows tuning."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    seconds = max(1, round(idle))
+    for name, value in (
+        ("TCP_KEEPIDLE", seconds),
+        ("TCP_KEEPALIVE", seconds),  # macOS spells TCP_KEEPIDLE so
+        ("TCP_KEEPINTVL", max(1, min(seconds, 75))),
+        ("TCP_KEEPCNT", 5),
+    ):
+        option = getattr(socket, name, None)
+        if option is not None:
+            # An OS that refuses the tuning keeps its defaults.
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, option, value)
+
+
+# OpenSSL reasons of a TLS failure that a retry cannot fix, with what they mean.
+_PERMANENT_TLS: Final[dict[str, str]] = {
+    "CERTIFICATE_VERIFY_FAILED": "we do not trust the server's certificate",
+    "TLSV1_ALERT_UNKNOWN_CA": "the server does not trust our client certificate (unknown CA)",
+    "SSLV3_ALERT_BAD_CERTIFICATE": "the server refused our client certificate",
+    "SSLV3_ALERT_CERTIFICATE_UNKNOWN": "the server refused our client certificate",
+    "SSLV3_ALERT_UNSUPPORTED_CERTIFICATE": "the server refused our client certificate",
+    "SSLV3_ALERT_CERTIFICATE_REVOKED": "the server says our client certificate is revoked",
+    "SSLV3_ALERT_CERTIFICATE_EXPIRED": "the server says our client certificate has expired",
+    "TLSV13_ALERT_CERTIFICATE_REQUIRED": "the server requires a client certificate",
+    "TLSV1_ALERT_ACCESS_DENIED": "the server denied us access",
+    "TLSV1_ALERT_DECRYPT_ERROR": "the server could not verify our key (wrong key?)",
+    "SSLV3_ALERT_HANDSHAKE_FAILURE": (
+        "the server refused the handshake (it may require a client certificate, "
+        "or share no cipher with us)"
+    ),
+    "TLSV1_ALERT_PROTOCOL_VERSION": "no TLS version in common with the server",
+    "UNSUPPORTED_PROTOCOL": "no TLS version in common with the server",
+    "NO_PROTOCOLS_AVAILABLE": "no TLS version in common with the server",
+    "TLSV1_ALERT_INSUFFICIENT_SECURITY": "no cipher in common with the server",
+    "NO_SHARED_CIPHER": "no cipher in common with the server",
+    "NO_CIPHERS_AVAILABLE": "no cipher in common with the server",
+    "WRONG_VERSION_NUMBER": (
+        "the server did not answer in TLS: is it a plaintext listener? "
+        "(connect without TLS: --plaintext)"
+    ),
+    "HTTP_REQUEST": "the server did not answer in TLS",
+    "PACKET_LENGTH_TOO_LONG": (
+        "the server did not answer in TLS: is it a plaintext listener? "
+        "(connect without TLS: --plaintext)"
+    ),
+    "RECORD_LAYER_FAILURE": (
+        "the server did not answer in TLS: is it a plaintext listener? "
+        "(connect without TLS: --plaintext)"
+    ),
+}
+
+
+def _ssl_cause(exc: BaseException) -> ssl.SSLError | None:
+    cause: BaseException | None = exc
+    for _ in range(3):
+        if isinstance(cause, ssl.SSLError):
+            return cause
+        if cause is None:
+            return None
+        cause = cause.__cause__ or cause.__context__
+    return None
+
+
+def _tls_refusal(exc: BaseException) -> str | None:
+    """What a TLS failure that a retry cannot fix means, or ``None`` for any other failure."""
+    error = _ssl_cause(exc)
+    if error is None or not error.reason:
+        return None
+    meaning = _PERMANENT_TLS.get(error.reason)
+    if meaning is None:
+        return None
+    if isinstance(error, ssl.SSLCertVerificationError) and error.verify_message:
+        meaning = f"{meaning}: {error.verify_message}"
+    return meaning
+
+
+def _handshake_error(exc: BaseException, where: str) -> TLSHandshakeError:
+    refused = _tls_refusal(exc)
+    if refused is not None:
+        return TLSRefusedError(f"TLS handshake with {where} failed: {refused}")
+    error = _ssl_cause(exc)
+    eof = isinstance(error, ssl.SSLEOFError) or (
+        error is None and isinstance(exc, trio.BrokenResourceError | ConnectionError)
+    )
+    if error is not None and error.reason == "UNEXPECTED_EOF_WHILE_READING":
+        eof = True
+    if eof:
+        return TLSHandshakeError(
+            f"TLS handshake with {where} failed: the server closed the connection "
+            "during the handshake; it may be a plaintext listener (connect without "
+            "TLS: --plaintext) or have refused the connection"
+        )
+    return TLSHandshakeError(f"TLS handshake with {where} failed: {_reason(exc)}")
+
+
+def _refused_after_handshake(where: str) -> TLSRefusedError:
+    return TLSRefusedError(
+        f"TLS connection to {where}: the server closed it without answering the first "
+        "message: it probably refused our client certificate (not on its allow list, "
+        "or not one it accepts); ask its operator"
+    )
 
 
 def _reason(exc: BaseException) -> str:
@@ -287,19 +553,6 @@ def _reason(exc: BaseException) -> str:
         return str(cause.reason)
     text = getattr(cause, "strerror", None) or str(cause)
     return f"{type(cause).__name__}: {text}" if text else type(cause).__name__
-
-
-def _normalise(message: bytes | str) -> bytes:
-    if isinstance(message, str):
-        text = message.replace("\r\n", "\r").replace("\n", "\r")
-        header = read_msh(text.encode("ascii", "replace"))
-        charset = resolve_charset(
-            header.charset,
-            repetition_separator=header.repetition_separator.decode("ascii") or "~",
-            default="UNICODE UTF-8",
-        )
-        return text.encode(charset.codec)
-    return normalise_segments(message)
 
 
 @asynccontextmanager
@@ -324,7 +577,7 @@ async def open_mllp_client(
         ssl_context: ``None`` for plain TCP, else a client context (see
             :func:`client_ssl_context`).
         server_hostname: Name the server certificate must carry (default ``host``).
-        config: Framing, timeouts and retries.
+        config: Framing, timeouts, retries, charsets and socket options.
 
     Raises:
         ConnectError, TLSHandshakeError, MLLPTimeoutError: The connection

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 import attrs
 
-from mllp_trio._hl7 import HL7Config
+from mllp_trio._hl7 import CharsetError, HL7Config, codec_for
 from mllp_trio._io._tlsstream import TLSStreamFactory, ssl_socket_stream, trio_ssl_stream
 from mllp_trio.proto._config import Framing, FramingConfig
 
@@ -34,6 +34,14 @@ def tls_stream_factory(kind: TLSStreamKind) -> TLSStreamFactory:
 def _positive(_inst: object, attr: attrs.Attribute[Any], value: float) -> None:
     if value <= 0:
         raise ValueError(f"{attr.name} must be positive, got {value!r}")
+
+
+def _valid_charset(_inst: object, attr: attrs.Attribute[Any], value: str | None) -> None:
+    if value is not None:
+        try:
+            codec_for(value)
+        except CharsetError as exc:
+            raise ValueError(f"{attr.name}: {exc}") from None
 
 
 def _optional_positive(_inst: object, attr: attrs.Attribute[Any], value: float | None) -> None:
@@ -66,6 +74,16 @@ class ServerConfig:
         receive_size: Bytes asked of the transport per read (64 KiB).
         tls_stream: How TLS records are handled (``"ssl_socket"``, default,
             or ``"trio"``); see :data:`TLSStreamKind`.
+        memory_budget: Bytes the receive buffers of all connections may hold
+            together (128 MiB, room for eight messages of the default
+            16 MiB maximum size; ``None``: no budget). When it is reached,
+            the connections holding the largest partial messages are closed
+            first and reads pause until the total is under it again. At
+            least ``framing.max_message_size``.
+        max_strikes: Bad inputs in a row that get no answer (a rejected
+            frame under release 1, a message without a readable control id,
+            bytes outside frames) before the connection is closed (3;
+            ``None``: never). See docs/bad-input.md.
     """
 
     framing: FramingConfig = attrs.field(factory=FramingConfig)
@@ -83,6 +101,16 @@ class ServerConfig:
     tls_stream: TLSStreamKind = attrs.field(
         default="ssl_socket", validator=attrs.validators.in_(_TLS_STREAMS)
     )
+    memory_budget: int | None = attrs.field(default=128 * 1024 * 1024, validator=_optional_positive)
+    max_strikes: int | None = attrs.field(default=3, validator=_optional_positive)
+
+    def __attrs_post_init__(self) -> None:
+        budget, largest = self.memory_budget, self.framing.max_message_size
+        if budget is not None and budget < largest:
+            raise ValueError(
+                f"memory_budget ({budget} bytes) must be at least framing.max_message_size "
+                f"({largest} bytes), or one message of the largest size could never arrive"
+            )
 
     @property
     def shortest_timeout(self) -> float:
@@ -116,6 +144,18 @@ class ClientConfig:
         receive_size: Bytes asked of the transport per read (64 KiB).
         tls_stream: How TLS records are handled (``"ssl_socket"``, default,
             or ``"trio"``).
+        default_charset: Character set of messages (a ``str`` given to
+            ``send``) and replies whose MSH-18 is blank (``"UNICODE UTF-8"``;
+            plain ASCII reads the same). Control ids are compared in it.
+        charset_override: When set, MSH-18 is ignored and messages and
+            replies are read in this character set (default ``None``). Bytes
+            are always sent as they are: only a ``str`` is encoded.
+        local_address: The local IP address to connect from (default
+            ``None``: the system chooses). The local port is always chosen
+            by the system.
+        keepalive: Seconds a connection may be idle before TCP keepalive
+            probes start (default ``None``: no keepalive). Detects a peer or
+            firewall that silently dropped an idle connection.
     """
 
     framing: FramingConfig = attrs.field(factory=FramingConfig)
@@ -128,3 +168,7 @@ class ClientConfig:
     tls_stream: TLSStreamKind = attrs.field(
         default="ssl_socket", validator=attrs.validators.in_(_TLS_STREAMS)
     )
+    default_charset: str = attrs.field(default="UNICODE UTF-8", validator=_valid_charset)
+    charset_override: str | None = attrs.field(default=None, validator=_valid_charset)
+    local_address: str | None = None
+    keepalive: float | None = attrs.field(default=None, validator=_optional_positive)

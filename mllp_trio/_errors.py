@@ -12,7 +12,8 @@ they raise ``ValueError`` (or ``TypeError``), as in the standard library.
     |   +-- RemoteProtocolError     the peer broke the framing rules
     +-- TransportError              the connection could not carry the exchange
     |   +-- ConnectError            refused, unknown host, unreachable
-    |   +-- TLSHandshakeError       the TLS handshake failed (certificate refused...)
+    |   +-- TLSHandshakeError       the TLS handshake failed
+    |   |   +-- TLSRefusedError     ...for good: certificate refused, no common protocol
     |   +-- ConnectionClosedError   the connection ended or broke mid-exchange
     |   +-- MLLPTimeoutError        a deadline passed (also a ``TimeoutError``)
     +-- DeliveryFailed              NAKed more times than the retry count allows
@@ -30,6 +31,7 @@ __all__ = [
     "ProtocolError",
     "RemoteProtocolError",
     "TLSHandshakeError",
+    "TLSRefusedError",
     "TransportError",
 ]
 
@@ -68,6 +70,17 @@ class ConnectError(TransportError):
 
 class TLSHandshakeError(TransportError):
     """The TLS handshake failed: a certificate was refused, or no common protocol."""
+
+
+class TLSRefusedError(TLSHandshakeError):
+    """A TLS refusal that trying again cannot fix: the client does not retry it.
+
+    We do not trust the server's certificate (unknown CA, wrong host name,
+    expired), the server refused ours (unknown CA, none given, revoked, not
+    on its allow list), the two sides share no TLS version or cipher, or
+    the server does not speak TLS at all. Fix the configuration, then send
+    again; a queue keeps the message pending.
+    """
 
 
 class ConnectionClosedError(TransportError):

@@ -312,8 +312,9 @@ async def test_hllp_client_naks_a_damaged_reply(nursery: trio.Nursery) -> None:
 
 async def test_negative_and_mismatched_replies(nursery: trio.Nursery) -> None:
     async def behaviour(stream: RawPeer, number: int) -> None:
-        while True:
-            cid = control_id(await server.message(stream))
+        while not isinstance(event := await stream.receive_event(), EndOfStream):
+            assert isinstance(event, Message)
+            cid = control_id(event.data)
             reply = ack("SOMETHING-ELSE") if cid == "WRONG" else ack(cid, "AE")
             await stream.send_event(Message(reply))
 
@@ -325,8 +326,10 @@ async def test_negative_and_mismatched_replies(nursery: trio.Nursery) -> None:
         assert reply.code == AckCode.AE
         with pytest.raises(ControlIdMismatch):
             await client.send(hl7("WRONG"))
+        # A reply for no message of ours: that connection is not reused.
         raw = await client.send_raw(hl7("RAW"))
         assert raw == ack("RAW", "AE")
+    assert server.connections == 2
 
 
 async def test_text_message_is_sent_with_cr_terminators(nursery: trio.Nursery) -> None:

@@ -83,6 +83,7 @@ from mllp_trio._hl7._reply import (
     ControlIdMismatch,
     InvalidReply,
     NegativeAcknowledgement,
+    acknowledged_id,
     parse_reply,
     reply_code,
 )
@@ -120,6 +121,7 @@ __all__ = [
     "Router",
     "Verdict",
     "acknowledge",
+    "acknowledged_id",
     "admit",
     "build_ack",
     "check_rules",

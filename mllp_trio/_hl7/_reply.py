@@ -30,6 +30,7 @@ __all__ = [
     "ControlIdMismatch",
     "InvalidReply",
     "NegativeAcknowledgement",
+    "acknowledged_id",
     "parse_reply",
     "reply_code",
 ]
@@ -48,6 +49,33 @@ def reply_code(reply: bytes) -> str:
     """
     match = _MSA_CODE.search(reply)
     return match.group(1).decode("ascii") if match else ""
+
+
+def acknowledged_id(reply: bytes) -> bytes | None:
+    """Return MSA-2 of an acknowledgement as raw bytes (still escaped), or ``None``.
+
+    A quick look that decodes nothing, for telling the reply to the message
+    just sent from a late copy of an earlier one. ``None`` when there is no
+    MSH-1 or no MSA segment.
+
+    Args:
+        reply: The acknowledgement bytes.
+    """
+    if len(reply) < 4 or not reply.startswith(b"MSH"):
+        return None
+    fs = reply[3:4]
+    start = reply.find(b"MSA" + fs)
+    while start > 0 and reply[start - 1] not in b"\r\n":
+        start = reply.find(b"MSA" + fs, start + 1)
+    if start < 0:
+        return None
+    end = len(reply)
+    for terminator in (b"\r", b"\n"):
+        found = reply.find(terminator, start)
+        if 0 <= found < end:
+            end = found
+    fields = reply[start:end].split(fs)
+    return fields[2] if len(fields) > 2 else b""
 
 
 @attrs.frozen(kw_only=True)
@@ -167,10 +195,11 @@ def _field(fields: list[str], index: int) -> str:
 
 def parse_reply(
     reply: bytes,
-    expected_control_id: str,
+    expected_control_id: str | bytes,
     *,
     raise_on_negative: bool = True,
     default_charset: str = "UNICODE UTF-8",
+    charset_override: str | None = None,
 ) -> AckReply:
     """Read an acknowledgement received for a message we sent.
 
@@ -178,13 +207,24 @@ def parse_reply(
     U+FFFD, an unknown charset falls back to Latin-1) and then split, so
     multibyte texts are read right.
 
+    The control ids are compared decoded the same way: MSA-2 as read from
+    the reply, the expected id decoded in the reply's character set when it
+    is given as bytes. Pass ``MSHInfo.control_id_raw`` of the message sent:
+    its text form, ``MSHInfo.control_id``, reads every byte as Latin-1, which
+    a non-ASCII control id in UTF-8 does not match. (A ``str`` that only
+    matches when its characters are taken as those Latin-1 bytes is accepted
+    too, for callers that pass ``control_id``.)
+
     Args:
         reply: The reply bytes.
-        expected_control_id: MSH-10 of the message sent.
+        expected_control_id: MSH-10 of the message sent: raw bytes as sent
+            (still escaped), or unescaped text.
         raise_on_negative: Raise for AE/AR/CE/CR (default); when False the
             caller inspects :attr:`AckReply.code` or calls
             :meth:`AckReply.raise_for_code`.
         default_charset: The charset assumed when the reply's MSH-18 is blank.
+        charset_override: When set, the reply's MSH-18 is ignored and it is
+            read in this charset.
 
     Returns:
         The reply's content.
@@ -204,6 +244,7 @@ def parse_reply(
             header.charset,
             repetition_separator=header.repetition_separator.decode("latin-1"),
             default=default_charset,
+            override=charset_override,
         ).codec
     except CharsetError:
         codec = "latin_1"
@@ -225,8 +266,14 @@ def parse_reply(
     except ValueError:
         raise InvalidReply("reply MSA-1 is not an acknowledgement code") from None
     control_id = header.unescape(_field(msa, 2), codec=codec)
-    if control_id != expected_control_id:
-        raise ControlIdMismatch(expected_control_id, control_id)
+    if isinstance(expected_control_id, bytes):
+        expected = header.unescape(expected_control_id.decode(codec, "replace"), codec=codec)
+        matched = control_id == expected
+    else:
+        expected = expected_control_id
+        matched = control_id == expected or _latin1_reading(expected, codec) == control_id
+    if not matched:
+        raise ControlIdMismatch(expected, control_id)
     result = AckReply(
         code=code,
         control_id=control_id,
@@ -238,6 +285,14 @@ def parse_reply(
     if raise_on_negative:
         result.raise_for_code()
     return result
+
+
+def _latin1_reading(text: str, codec: str) -> str | None:
+    """``text`` taken as the Latin-1 reading of bytes in ``codec``, decoded right."""
+    try:
+        return text.encode("latin-1").decode(codec)
+    except (UnicodeError, LookupError):
+        return None
 
 
 def _read_err(fields: list[str], header: MSHInfo, codec: str, cs: str, ss: str) -> AckErrorDetail:

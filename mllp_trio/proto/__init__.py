@@ -9,7 +9,7 @@ Nothing here opens a socket, reads a clock or imports Trio.
 
 from mllp_trio._errors import LocalProtocolError, ProtocolError, RemoteProtocolError
 from mllp_trio._public import expose
-from mllp_trio.proto._config import Framing, FramingConfig
+from mllp_trio.proto._config import Framing, FramingConfig, HLLPChecksum
 from mllp_trio.proto._events import (
     NEED_DATA,
     BadBlock,
@@ -58,6 +58,7 @@ __all__ = [
     "Framing",
     "FramingConfig",
     "FramingStats",
+    "HLLPChecksum",
     "HLLPConnection",
     "HLLPNak",
     "InvalidFrame",
