@@ -19,6 +19,7 @@ from mllp_trio._errors import (
     MLLPTimeoutError,
     ProtocolError,
     TLSHandshakeError,
+    TLSRefusedError,
     TransportError,
 )
 from mllp_trio._hl7 import (
@@ -112,6 +113,7 @@ __all__ = [
     "ServerTLSConfig",
     "TLSConfigError",
     "TLSHandshakeError",
+    "TLSRefusedError",
     "TransportError",
     "__version__",
     "build_ack",
