@@ -41,6 +41,8 @@ LAYERS: dict[str, int] = {
     "mllp_trio.proto": 1,
     # 2: sans-IO HL7
     "mllp_trio._hl7": 2,
+    # 2, above _hl7 (which never imports it): sans-IO batch files
+    "mllp_trio._batch": 2,
     # 3: I/O on Trio
     "mllp_trio._io": 3,
     "mllp_trio._tls": 3,
@@ -60,13 +62,14 @@ FACADE_LAYER = 5
 
 #: Within layer 3, the I/O building blocks stay below the listener and client.
 FORBIDDEN_WITHIN_LAYER: dict[str, tuple[str, ...]] = {
+    "mllp_trio._hl7": ("mllp_trio._batch",),
     "mllp_trio._io": ("mllp_trio._server", "mllp_trio._client"),
     "mllp_trio._tls": ("mllp_trio._server", "mllp_trio._client"),
 }
 
 #: The sans-IO layers and the modules they must never load: Trio and its
 #: own dependencies, other event loops, sockets and TLS, storage.
-SANS_IO = ("mllp_trio.proto", "mllp_trio._hl7")
+SANS_IO = ("mllp_trio.proto", "mllp_trio._hl7", "mllp_trio._batch")
 IO_MODULES = (
     "trio",
     "sniffio",
