@@ -14,22 +14,33 @@ import attrs
 import trio
 
 from mllp_trio._config import ServerConfig, tls_stream_factory
-from mllp_trio._errors import DeliveryFailed, MLLPError, MLLPTimeoutError, RemoteProtocolError
+from mllp_trio._errors import (
+    DeliveryFailed,
+    LocalProtocolError,
+    MLLPError,
+    MLLPTimeoutError,
+    RemoteProtocolError,
+)
 from mllp_trio._hl7 import (
+    RETRY_LATER_CODE,
+    AckCode,
     ClientIdentity,
+    ErrorInfo,
     Handler,
     HL7Config,
     InboundMessage,
     Outcome,
     PeerInfo,
+    build_ack,
     respond,
 )
-from mllp_trio._io._stream import MLLPStream, gave_up
+from mllp_trio._io._budget import MemoryBudget
+from mllp_trio._io._stream import Junk, MLLPStream, gave_up
 from mllp_trio._io._tcpstream import LeanTCPStream
 from mllp_trio._io._watchdog import Expiry, Watchdog
 from mllp_trio._tls import ClientNotAllowed, ServerTLS, identity_from_ssl
 from mllp_trio.proto._events import EndOfStream, Message
-from mllp_trio.proto._exchange import DeliveryFailure, Rejected, Resend
+from mllp_trio.proto._exchange import DeliveryFailure, Exchange, Rejected, Resend
 
 __all__ = ["AnswerObserver", "HL7Processor", "MLLPServer", "Processor", "ServerStats", "serve_mllp"]
 
@@ -122,6 +133,9 @@ class ServerStats:
             nothing could be answered).
         timeouts_by_kind: Timeouts, by deadline (``handshake``, ``idle``,
             ``frame``, ``write``, ``ack``, ``other``).
+        shed_connections: Connections closed to keep within the memory budget.
+        struck_out: Connections closed for bad input (too many strikes, or
+            another protocol such as TLS or HTTP on the port).
     """
 
     accepted: int = 0
@@ -138,6 +152,8 @@ class ServerStats:
     handshake_failures_by_reason: Counter[str] = attrs.Factory(Counter)
     answered_by_code: Counter[str] = attrs.Factory(Counter)
     timeouts_by_kind: Counter[str] = attrs.Factory(Counter)
+    shed_connections: int = 0
+    struck_out: int = 0
 
 
 #: Called after each answered message with the peer, the outcome and the
@@ -153,6 +169,7 @@ class _Connection:
     idle: bool = True
     stream: MLLPStream | None = None
     identity: ClientIdentity | None = None
+    shed_bytes: int = 0  # what it held when the memory budget shed it
 
     @property
     def between_messages(self) -> bool:
@@ -217,6 +234,14 @@ class MLLPServer:
         self._draining = False
         self._all_closed = trio.Event()
         self._all_closed.set()
+        #: Bytes held by the receive buffers of every connection
+        #: (``budget.used``) against ``config.memory_budget`` (``budget.limit``).
+        self.budget = MemoryBudget(self.config.memory_budget)
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes the receive buffers of all connections hold now (a gauge)."""
+        return self.budget.used
 
     # --- lifecycle ---------------------------------------------------------------
 
@@ -366,7 +391,16 @@ class MLLPServer:
                         self._connection_failed(exc, address)
                     finally:
                         nursery.cancel_scope.cancel()
-            if watchdog.expired is not None:
+            if conn.shed_bytes:
+                self.stats.shed_connections += 1
+                log.warning(
+                    "closing connection from %s: memory budget of %d bytes reached; "
+                    "it held one of the largest partial messages (%d bytes)",
+                    address,
+                    self.budget.limit,
+                    conn.shed_bytes,
+                )
+            elif watchdog.expired is not None:
                 self.stats.timeouts_by_kind[watchdog.expired.name.lower()] += 1
                 if watchdog.expired is Expiry.HANDSHAKE:
                     self.stats.handshake_failures += 1
@@ -404,16 +438,27 @@ class MLLPServer:
             conn.transport = LeanTCPStream(stream)
         transport = conn.transport
         peer = PeerInfo(address=address, identity=identity)
+        budget = self.budget
         mstream = MLLPStream(
             transport,
             self.config.framing.new_exchange(retries=self.config.retries),
             watchdog,
             receive_size=self.config.receive_size,
+            budget=budget,
         )
+
+        def shed() -> None:
+            conn.shed_bytes = budget.held_by(mstream)
+            conn.scope.cancel()
+
+        budget.register(mstream, shed)
+        warnings = _WarningLimit(address)
         try:
-            await self._serve_messages(mstream, peer, conn)
+            await self._serve_messages(mstream, peer, conn, warnings)
         finally:
+            budget.release(mstream)
             conn.stream = None
+            warnings.flush()
 
     def _connection_failed(self, exc: Exception, address: str) -> None:
         if isinstance(exc, RemoteProtocolError):
@@ -466,21 +511,30 @@ class MLLPServer:
 
     # --- messages -----------------------------------------------------------------
 
-    async def _serve_messages(self, stream: MLLPStream, peer: PeerInfo, conn: _Connection) -> None:
+    async def _serve_messages(
+        self, stream: MLLPStream, peer: PeerInfo, conn: _Connection, warnings: _WarningLimit
+    ) -> None:
         config = self.config
         exchange = stream.exchange
         write_timeout = config.write_timeout
         idle = config.idle_timeout
         conn.stream = stream
+        # Bad inputs in a row that got no answer (docs/bad-input.md).
+        strikes = 0
+        max_strikes = math.inf if config.max_strikes is None else config.max_strikes
         # Only a delivered message restarts the idle deadline: junk, rejected
         # frames and NAKs keep no connection open.
         idle_deadline = math.inf if idle is None else trio.current_time() + idle
         while not self._draining:
             conn.idle = True
             event = await stream.receive_event(
-                deadline=idle_deadline, reason=Expiry.IDLE, read_timeout=config.read_timeout
+                deadline=idle_deadline,
+                reason=Expiry.IDLE,
+                read_timeout=config.read_timeout,
+                report_junk=True,
             )
             conn.idle = False
+            strike = ""
             if type(event) is Message:
                 self.stats.messages += 1
                 log.debug("frame of %d bytes from %s", len(event.data), peer.address)
@@ -497,10 +551,15 @@ class MLLPServer:
                     else:
                         await stream.send_all(exchange.commit(), timeout=write_timeout)
                         if outcome.reply is not None:
-                            await self._reply_release2(stream, outcome.reply)
+                            reply = self._framed(exchange, outcome, peer)
+                            if reply:
+                                await self._reply_release2(stream, reply)
                 elif outcome.reply is not None:
-                    data = exchange.send(Message(outcome.reply))
+                    data = self._framed(exchange, outcome, peer)
                     await stream.send_all(data, timeout=write_timeout)
+                elif outcome.header is None:
+                    # No readable control id: nothing can be correlated.
+                    strike = "a message without a readable control id"
                 self.stats.answered_by_code[outcome.code or "none"] += 1
                 if observer is not None:
                     observer(peer, outcome, trio.current_time() - started)
@@ -510,8 +569,20 @@ class MLLPServer:
                     idle_deadline = trio.current_time() + idle
             elif type(event) is Rejected:
                 self.stats.invalid_frames += 1
-                log.warning("frame from %s rejected: %s", peer.address, event.reason)
+                warnings.warning("frame from %s rejected: %s", peer.address, event.reason)
                 await stream.send_all(event.answer, timeout=write_timeout)
+                if not event.answer:  # release 1 has no way to say so
+                    strike = f"a rejected frame ({event.reason})"
+            elif type(event) is Junk:
+                if event.blank:
+                    continue
+                if event.first:
+                    self._not_mllp(event, peer)
+                    return
+                warnings.warning(
+                    "%d byte(s) outside any frame from %s discarded", event.size, peer.address
+                )
+                strike = f"{event.size} byte(s) outside any frame"
             elif type(event) is Resend:
                 log.info("peer %s NAKed our reply (%s); resending", peer.address, event.reason)
                 await stream.send_all(event.data, timeout=write_timeout)
@@ -520,17 +591,111 @@ class MLLPServer:
             elif isinstance(event, EndOfStream):
                 return
             # Delivered cannot come here: the commit wait below consumes it.
+            if not strike:
+                strikes = 0
+                continue
+            strikes += 1
+            if strikes >= max_strikes:
+                self.stats.struck_out += 1
+                log.warning(
+                    "closing connection from %s: %d bad inputs in a row got no answer (last: %s)",
+                    peer.address,
+                    strikes,
+                    strike,
+                )
+                return
 
-    async def _reply_release2(self, stream: MLLPStream, reply: bytes) -> None:
-        """Send the reply and wait for its commit; resend on NAK or ACK timeout."""
+    def _not_mllp(self, junk: Junk, peer: PeerInfo) -> None:
+        """Log why a connection whose first bytes are outside any frame is closed at once."""
+        self.stats.struck_out += 1
+        if junk.head[:2] == b"\x16\x03" and self._tls is None:
+            # A TLS record (handshake) header: the client expects TLS here.
+            log.warning(
+                "closing connection from %s: a TLS client connected to a plaintext port "
+                "(its first bytes are a TLS ClientHello); configure TLS on both sides or neither",
+                peer.address,
+            )
+        else:
+            log.warning(
+                "closing connection from %s: the peer does not speak MLLP "
+                "(its first %d byte(s) hold no start-of-block byte)",
+                peer.address,
+                junk.size,
+            )
+
+    def _framed(self, exchange: Exchange, outcome: Outcome, peer: PeerInfo) -> bytes:
+        """The reply framed, or an AE 207 when the framing cannot carry it.
+
+        The HL7 layer keeps 0x0B and 0x1C out of every acknowledgement; a
+        framing configured with other bytes may still refuse one. Answering
+        AE beats closing: a closed connection makes the sender resend the
+        same message for ever.
+        """
+        assert outcome.reply is not None
+        try:
+            return exchange.send(Message(outcome.reply))
+        except LocalProtocolError as exc:
+            log.error(
+                "reply to control id %r from %s cannot be framed (%s); answering AE 207",
+                outcome.control_id,
+                peer.address,
+                exc,
+            )
+            if outcome.header is None:
+                return b""
+            fallback = build_ack(outcome.header, AckCode.AE, error=ErrorInfo(code=RETRY_LATER_CODE))
+            return exchange.send(Message(fallback))
+
+    async def _reply_release2(self, stream: MLLPStream, framed: bytes) -> None:
+        """Send the framed reply and wait for its commit; resend on NAK or ACK timeout."""
         config = self.config
-        await stream.send_all(stream.exchange.send(Message(reply)), timeout=config.write_timeout)
+        await stream.send_all(framed, timeout=config.write_timeout)
         await stream.await_commit(
             "reply",
             ack_timeout=config.ack_timeout,
             write_timeout=config.write_timeout,
             read_timeout=config.read_timeout,
         )
+
+
+class _WarningLimit:
+    """Warnings of one connection, rate limited: a flood becomes one summary line.
+
+    The first ``burst`` warnings of each ``window`` seconds are logged; the
+    rest are counted and summarised when the window ends (at the next
+    warning) or the connection closes.
+    """
+
+    def __init__(self, address: str, *, burst: int = 10, window: float = 10.0) -> None:
+        self._address = address
+        self._burst = burst
+        self._window = window
+        self._start = -math.inf
+        self._count = 0
+        self._suppressed = 0
+
+    def warning(self, msg: str, *args: object) -> None:
+        now = trio.current_time()
+        if now - self._start >= self._window:
+            self.flush(now)
+            self._start, self._count = now, 0
+        self._count += 1
+        if self._count <= self._burst:
+            log.warning(msg, *args)
+        else:
+            self._suppressed += 1
+
+    def flush(self, now: float | None = None) -> None:
+        """Log the summary of the warnings held back, if any."""
+        if self._suppressed:
+            elapsed = (trio.current_time() if now is None else now) - self._start
+            log.warning(
+                "... and %s more warnings from %s in %.1f s",
+                f"{self._suppressed:,}",
+                self._address,
+                elapsed,
+            )
+            self._suppressed = 0
 
 
 def _peer_address(stream: trio.abc.Stream) -> tuple[str, str]:

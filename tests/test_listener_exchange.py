@@ -121,7 +121,7 @@ async def test_bytes_that_deliver_nothing_do_not_restart_the_idle_timeout(
 ) -> None:
     # Regression: the idle deadline restarted whenever the receive buffer
     # emptied, so a trickle of junk held a connection slot for ever.
-    server = MLLPServer(config=ServerConfig(idle_timeout=10))
+    server = MLLPServer(config=ServerConfig(idle_timeout=10, max_strikes=None))
     client_side, server_side = trio.testing.memory_stream_pair()
     nursery.start_soon(server.handle_stream, server_side)
     start = trio.current_time()
@@ -141,7 +141,7 @@ async def test_bytes_that_deliver_nothing_do_not_restart_the_idle_timeout(
 async def test_a_delivered_message_restarts_the_idle_timeout(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
-    server = MLLPServer(config=ServerConfig(idle_timeout=10))
+    server = MLLPServer(config=ServerConfig(idle_timeout=10, max_strikes=None))
     peer = peer_and_server(nursery, server, FramingConfig())
     for i in range(4):  # 32 s in all, each gap under the idle timeout
         await peer.send_event(Message(make_message(control_id=f"I{i}")))

@@ -20,6 +20,7 @@ from __future__ import annotations
 import enum
 import itertools
 import os
+import re
 import secrets
 import time
 from collections.abc import Iterator
@@ -35,6 +36,7 @@ __all__ = [
     "AckCode",
     "ErrorInfo",
     "build_ack",
+    "framing_safe",
     "hl7_timestamp",
     "new_control_id",
 ]
@@ -182,6 +184,32 @@ def new_control_id() -> str:
 
 # --- Building ------------------------------------------------------------------
 
+# Control characters other than TAB: the MLLP and HLLP framing bytes (0x0B,
+# 0x1C) among them. A text carrying one (an exception message, say) would
+# make the acknowledgement impossible to frame, so none reaches the wire.
+_CONTROLS: Final = re.compile("[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def _text_bytes(text: str, header: MSHInfo, codec: str) -> bytes:
+    r"""One text we put into an acknowledgement, escaped and encoded.
+
+    Delimiters are escaped (:func:`escape_text`); control characters become
+    ``\Xhh\`` (a space without an escape character), so that the result
+    never holds a framing byte.
+    """
+    text = escape_text(text, header)
+    if _CONTROLS.search(text) is not None:
+        esc = header.escape_character.decode("latin-1")
+        text = _CONTROLS.sub(
+            (lambda m: f"{esc}X{ord(m.group()):02X}{esc}") if esc else (lambda m: " "), text
+        )
+    return text.encode(codec, "replace")
+
+
+def framing_safe(reply: bytes) -> bool:
+    """Whether bytes can travel as one MLLP or HLLP block (no 0x0B or 0x1C inside)."""
+    return b"\x0b" not in reply and b"\x1c" not in reply
+
 
 def _error_segment(header: MSHInfo, error: ErrorInfo, modern: bool, codec: str) -> bytes:
     cs = header.component_separator
@@ -191,7 +219,7 @@ def _error_segment(header: MSHInfo, error: ErrorInfo, modern: bool, codec: str) 
     loc_parts = [loc[0].encode("ascii"), b"%d" % loc[1], b"%d" % loc[2]] if loc else [b""] * 3
     fs = header.field_separator
     if modern:
-        text = escape_text(error.text, header).encode(codec, "replace") if error.text else b""
+        text = _text_bytes(error.text, header, codec) if error.text else b""
         fields = [
             b"ERR",
             b"",
@@ -248,7 +276,7 @@ def build_ack(
         # Our own ids: nothing to escape, and every supported charset writes ASCII as ASCII.
         ack_id_bytes = ack_id.encode("ascii")
     else:
-        ack_id_bytes = escape_text(ack_id, header).encode(codec, "replace")
+        ack_id_bytes = _text_bytes(ack_id, header, codec)
     if now is None:
         stamp = _stamp_cache[2] if _stamp_cache[0] == int(time.time()) else _current_stamp()[2]
     else:
@@ -265,7 +293,7 @@ def build_ack(
     msa = [b"MSA", msa1, f[9]]
     if not modern:
         text = error.text or TABLE_0357[error.code]
-        msa.append(escape_text(text, header).encode(codec, "replace"))
+        msa.append(_text_bytes(text, header, codec))
     segments = [msh, fs.join(msa), _error_segment(header, error, modern, codec)]
     return b"\r".join(segments) + b"\r"
 

@@ -536,6 +536,29 @@ _DELIMITERS: Final = frozenset(b for b in range(0x21, 0x7F) if not chr(b).isalnu
 _PADDING: Final = [(b"",) * (18 - n) for n in range(19)]
 
 
+_DEFAULT_DIALECT: Final = _Dialect(b"|", _DEFAULT_ENCODING)
+_DEFAULT_ESCAPES: Final = tuple(
+    (byte, b"\\" + letter + b"\\")
+    for byte, letter in ((b"\\", b"E"), (b"|", b"F"), (b"^", b"S"), (b"~", b"R"), (b"&", b"T"))
+)
+
+
+def _reply_fields(fields: tuple[bytes, ...]) -> tuple[bytes, ...]:
+    r"""Fields split at a field separator from ``^~\&``, made safe to echo under ``|^~\&``.
+
+    They hold no byte of their own separator; the default separators in
+    them are escaped so that the reject echoes them as plain values.
+    """
+    out = []
+    for value in fields:
+        # The escape character first, so that the escapes added are not escaped again.
+        for byte, seq in _DEFAULT_ESCAPES:
+            if byte in value:
+                value = value.replace(byte, seq)
+        out.append(value)
+    return tuple(out)
+
+
 def read_msh(raw: bytes) -> MSHInfo:
     """Read the MSH segment at the start of raw message bytes.
 
@@ -577,9 +600,15 @@ def read_msh(raw: bytes) -> MSHInfo:
     if not control_id:
         raise MSHError("MSH-10 (message control id) is empty", code=CODE_REQUIRED_FIELD_MISSING)
     message_type = dialect.message_type(parts[8])
-    header = MSHInfo(dialect, fields, control_id, message_type, term)
     if dialect.problem:
+        if fs in _DEFAULT_ENCODING:
+            # MSH-1 is one of the default encoding characters, which stand in
+            # for the unusable MSH-2: no reply could use both. The reject is
+            # written with the default separators instead (see _reply_fields).
+            dialect, fields = _DEFAULT_DIALECT, _reply_fields(fields)
+        header = MSHInfo(dialect, fields, control_id, message_type, term)
         raise MSHError("MSH-2 (encoding characters) is invalid", code=CODE_DATA_TYPE, header=header)
+    header = MSHInfo(dialect, fields, control_id, message_type, term)
     if not header.message_code:
         raise MSHError(
             "MSH-9 (message type) is empty", code=CODE_REQUIRED_FIELD_MISSING, header=header

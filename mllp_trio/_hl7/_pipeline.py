@@ -34,7 +34,7 @@ from typing import Final
 
 import attrs
 
-from mllp_trio._hl7._ack import AckCode, ErrorInfo, build_ack, new_control_id
+from mllp_trio._hl7._ack import AckCode, ErrorInfo, build_ack, framing_safe, new_control_id
 from mllp_trio._hl7._charsets import Charset, CharsetError, decode_text, message_charset
 from mllp_trio._hl7._config import HL7Config
 from mllp_trio._hl7._handler import Handler, HL7Error, HL7Refusal, HL7Reject, InboundMessage
@@ -201,7 +201,8 @@ def _log_exception(exc: Exception, control_id: str, config: HL7Config) -> None:
 async def run_handler(handler: Handler, message: InboundMessage, *, config: HL7Config) -> Verdict:
     """Call the handler and turn its result or exception into a :class:`Verdict`.
 
-    ``None`` is acceptance; bytes are a verbatim reply; :class:`HL7Error` and
+    ``None`` is acceptance; bytes are a verbatim reply (AE 207 instead when
+    they hold a framing byte, 0x0B or 0x1C); :class:`HL7Error` and
     :class:`HL7Reject` choose AE or AR with their code; any other exception
     is AE 207, logged without its text unless
     :attr:`HL7Config.log_exception_text`. Cancellation propagates.
@@ -223,7 +224,16 @@ async def run_handler(handler: Handler, message: InboundMessage, *, config: HL7C
     if result is None:
         return _ACCEPTED
     if isinstance(result, bytes | bytearray | memoryview):
-        return Verdict(disposition=Disposition.ACCEPT, reply=bytes(result))
+        reply = bytes(result)
+        if not framing_safe(reply):
+            # It could never be sent, and a journal would replay it to every resend.
+            logger.error(
+                "handler reply for control id %r holds a framing byte (0x0B or 0x1C); "
+                "answering AE 207 instead",
+                message.control_id,
+            )
+            return _INTERNAL_FAILURE
+        return Verdict(disposition=Disposition.ACCEPT, reply=reply)
     logger.error(
         "handler returned %s for control id %r; expected None or bytes",
         type(result).__qualname__,

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import logging
 import math
+from typing import Literal, overload
 
+import attrs
 import trio
 
 from mllp_trio._errors import ConnectionClosedError, DeliveryFailed, RemoteProtocolError
+from mllp_trio._io._budget import MemoryBudget
 from mllp_trio._io._watchdog import Expiry, Watchdog
 from mllp_trio.proto._events import NEED_DATA, EndOfStream
 from mllp_trio.proto._exchange import (
@@ -18,7 +21,7 @@ from mllp_trio.proto._exchange import (
     Resend,
 )
 
-__all__ = ["ConflictDetector", "MLLPStream", "gave_up"]
+__all__ = ["ConflictDetector", "Junk", "MLLPStream", "gave_up"]
 
 log = logging.getLogger("mllp_trio.io")
 
@@ -30,6 +33,27 @@ def gave_up(failure: DeliveryFailure, what: str) -> DeliveryFailed:
     else:
         text = f"peer did not commit our {what} after {failure.attempts} attempts"
     return DeliveryFailed(f"{text} ({failure.reason})")
+
+
+@attrs.frozen
+class Junk:
+    """A whole read fell outside any frame: nothing in it was delivered.
+
+    Returned by :meth:`MLLPStream.receive_event` when asked to (lenient
+    framing discards such bytes; strict framing fails instead).
+
+    Attributes:
+        head: The first bytes of the read (up to 8), to recognise another
+            protocol; never log them (they may be message content).
+        size: Bytes in the read.
+        blank: Only whitespace (a CR LF between frames, say).
+        first: Nothing had been received on the connection before.
+    """
+
+    head: bytes = attrs.field(repr=False)
+    size: int
+    blank: bool
+    first: bool
 
 
 class ConflictDetector:
@@ -67,6 +91,8 @@ class MLLPStream:
             stream owns it from now on.
         watchdog: Keeps the deadlines of this connection.
         receive_size: Bytes asked of the transport per read.
+        budget: The listener's memory budget: the receive buffer is
+            charged to it, and reads wait while it is exhausted.
     """
 
     def __init__(
@@ -76,11 +102,15 @@ class MLLPStream:
         watchdog: Watchdog,
         *,
         receive_size: int = 65536,
+        budget: MemoryBudget | None = None,
     ) -> None:
         self.transport = transport
         self.exchange = exchange
         self.watchdog = watchdog
         self._receive_size = receive_size
+        self._budget = budget
+        self._received = False  # any byte yet
+        self._junk = 0  # out-of-frame bytes already reported
         self._receiving = ConflictDetector("receiving")
         self._sending = ConflictDetector("sending")
         self._broken: str | None = None
@@ -90,6 +120,28 @@ class MLLPStream:
         """Whether an interrupted write left the stream out of step."""
         return self._broken is not None
 
+    @overload
+    async def receive_event(
+        self,
+        *,
+        deadline: float = ...,
+        reason: Expiry = ...,
+        read_timeout: float | None = ...,
+        scope: trio.CancelScope | None = ...,
+        report_junk: Literal[False] = ...,
+    ) -> ExchangeEvent: ...
+
+    @overload
+    async def receive_event(
+        self,
+        *,
+        deadline: float = ...,
+        reason: Expiry = ...,
+        read_timeout: float | None = ...,
+        scope: trio.CancelScope | None = ...,
+        report_junk: bool,
+    ) -> ExchangeEvent | Junk: ...
+
     async def receive_event(
         self,
         *,
@@ -97,7 +149,8 @@ class MLLPStream:
         reason: Expiry = Expiry.IDLE,
         read_timeout: float | None = None,
         scope: trio.CancelScope | None = None,
-    ) -> ExchangeEvent:
+        report_junk: bool = False,
+    ) -> ExchangeEvent | Junk:
         """Return the next event, reading from the transport as needed.
 
         Args:
@@ -109,6 +162,8 @@ class MLLPStream:
                 arrive completely; replaces ``deadline`` while a frame is open.
             scope: What ``deadline`` cancels (default: the watchdog's scope,
                 the connection); a frame deadline always cancels the connection.
+            report_junk: Return :class:`Junk` for a read that held nothing
+                but bytes outside frames, instead of reading on.
 
         Raises:
             RemoteProtocolError: The peer broke the framing or the exchange rules.
@@ -119,12 +174,25 @@ class MLLPStream:
             raise ConnectionClosedError(f"connection unusable: {self._broken}")
         exchange = self.exchange
         watchdog = self.watchdog
+        budget = self._budget
         frame_deadline = math.inf
+        data: bytes | bytearray = b""
+        first = False
         with self._receiving:
             while True:
                 event = exchange.next_event()
+                if budget is not None:
+                    budget.charge(self, exchange.buffered)
                 if event is not NEED_DATA:
                     return event
+                if data and report_junk and not exchange.buffered:
+                    # The read just fed gave no event and left no open frame:
+                    # junk, if bytes outside frames were counted (not, say, a
+                    # late release 2 commit ACK that the exchange dropped).
+                    junk = exchange.connection.stats.out_of_frame_bytes
+                    if junk != self._junk:
+                        self._junk = junk
+                        return Junk(bytes(data[:8]), len(data), not data.strip(), first)
                 if exchange.buffered and read_timeout is not None:
                     # Within a frame: the frame's own deadline, from its first byte.
                     if frame_deadline == math.inf:
@@ -133,7 +201,10 @@ class MLLPStream:
                 else:
                     frame_deadline = math.inf
                     watchdog.arm_at(deadline, reason, scope)
+                if budget is not None and budget.limit is not None and budget.used >= budget.limit:
+                    await budget.wait_for_room()
                 data = await self.transport.receive_some(self._receive_size)
+                first, self._received = not self._received, True
                 watchdog.disarm()
                 exchange.receive_data(data)
 
