@@ -24,6 +24,7 @@ from mllp_trio._batch import (
     FileTrailer,
     HeaderFields,
     Message,
+    NeedData,
     iter_events,
     read_messages,
     write_batch,
@@ -49,10 +50,9 @@ def read_all(
     events: list[Event] = []
     while True:
         event = reader.next_event()
-        if event is NEED_DATA:
+        if isinstance(event, NeedData):
             reader.receive_data(next(chunks, b""))
             continue
-        assert not isinstance(event, type(NEED_DATA))
         events.append(event)
         if isinstance(event, EndOfFile):
             return events, reader

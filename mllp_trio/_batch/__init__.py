@@ -6,11 +6,13 @@ it). The modules, lowest first:
 
 * ``_segments``: FHS/BHS fields, BTS/FTS counts, :class:`BatchError`;
 * ``_reader``: the streaming reader (bytes in, events out);
-* ``_writer``: the writer (trailer counts written for you).
+* ``_writer``: the writer (trailer counts written for you);
+* ``_acks``: acknowledgement batches, written and matched back.
 
 Import from this package, not from the modules.
 """
 
+from mllp_trio._batch._acks import AckBatchWriter, AckMode, MatchedAck, answer_header, match_acks
 from mllp_trio._batch._reader import (
     DEFAULT_MAX_MESSAGE_SIZE,
     NEED_DATA,
@@ -32,6 +34,8 @@ from mllp_trio._batch._writer import BatchWriter, write_batch
 __all__ = [
     "DEFAULT_MAX_MESSAGE_SIZE",
     "NEED_DATA",
+    "AckBatchWriter",
+    "AckMode",
     "BatchError",
     "BatchHeader",
     "BatchReader",
@@ -42,9 +46,12 @@ __all__ = [
     "FileHeader",
     "FileTrailer",
     "HeaderFields",
+    "MatchedAck",
     "Message",
     "NeedData",
+    "answer_header",
     "iter_events",
+    "match_acks",
     "read_messages",
     "write_batch",
 ]
