@@ -54,6 +54,7 @@ from mllp_trio._hl7 import (
 )
 from mllp_trio._public import expose
 from mllp_trio._server import HL7Processor, MLLPServer, Processor, ServerStats, serve_mllp
+from mllp_trio._service import ServiceConfig, ServiceMonitor
 from mllp_trio._tls import (
     AllowList,
     ClientTLSConfig,
@@ -111,6 +112,8 @@ __all__ = [
     "ServerStats",
     "ServerTLS",
     "ServerTLSConfig",
+    "ServiceConfig",
+    "ServiceMonitor",
     "TLSConfigError",
     "TLSHandshakeError",
     "TLSRefusedError",

@@ -51,6 +51,7 @@ LAYERS: dict[str, int] = {
     "mllp_trio._client": 3,
     # 4: storage (public namespace)
     "mllp_trio.store": 4,
+    "mllp_trio._service": 4,
     # 5: the command line
     "mllp_trio._cli": 5,
     "mllp_trio._devcerts": 5,

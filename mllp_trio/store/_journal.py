@@ -174,7 +174,8 @@ class JournalProcessor:
         return outcome
 
     def _duplicate(self, message: InboundMessage, stored: bytes | None, fresh: Outcome) -> Outcome:
-        log.info(
+        # DEBUG: every message already has its INFO line (the service log).
+        log.debug(
             "duplicate of control id %r from %s answered without delivery",
             message.control_id,
             message.peer.address,
