@@ -23,7 +23,7 @@ from mllp_trio.store._base import (
     StoreStats,
 )
 from mllp_trio.store._journal import Delivery, JournalProcessor
-from mllp_trio.store._queue import QueueConfig, QueuedSender, SendReport
+from mllp_trio.store._queue import QueueConfig, QueuedSender, SendReport, SendResult
 from mllp_trio.store._sqlite import SQLiteStore, SQLiteStoreConfig, open_sqlite_store
 
 __all__ = [
@@ -41,6 +41,7 @@ __all__ = [
     "SQLiteStore",
     "SQLiteStoreConfig",
     "SendReport",
+    "SendResult",
     "StoreError",
     "StoreErrorKind",
     "StoreStats",

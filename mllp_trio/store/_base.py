@@ -363,8 +363,13 @@ class MessageStore(Protocol):
         """Move an outbound message to the dead letters."""
         ...
 
-    async def requeue_dead(self, message_ids: Iterable[int] | None = None) -> int:
-        """Make dead letters pending again (all of them when ``None``)."""
+    async def requeue_dead(
+        self, message_ids: Iterable[int] | None = None, *, destination: str | None = None
+    ) -> int:
+        """Make dead letters pending again (all of them when ``None``).
+
+        With ``destination``, only that destination's dead letters.
+        """
         ...
 
     async def outbound_stats(self) -> OutboundStats:

@@ -341,14 +341,20 @@ def _fetch_next(conn: sqlite3.Connection, destination: str) -> OutboundMessage |
     )
 
 
-def _requeue(conn: sqlite3.Connection, ids: list[int] | None, now: float) -> int:
+def _requeue(
+    conn: sqlite3.Connection, ids: list[int] | None, now: float, destination: str | None
+) -> int:
     sql = (
         "UPDATE outbound SET status = 'pending', attempts = 0, next_attempt_at = ?,"
         " dead_reason = NULL WHERE status = 'dead'"
     )
+    params: tuple[object, ...] = (now,)
+    if destination is not None:
+        sql += " AND destination = ?"
+        params += (destination,)
     if ids is None:
-        return conn.execute(sql, (now,)).rowcount
-    return sum(conn.execute(sql + " AND id = ?", (now, i)).rowcount for i in ids)
+        return conn.execute(sql, params).rowcount
+    return sum(conn.execute(sql + " AND id = ?", (*params, i)).rowcount for i in ids)
 
 
 def _prune(conn: sqlite3.Connection, cutoff: float) -> int:
@@ -992,7 +998,9 @@ class SQLiteStore:
             write=True,
         )
 
-    async def requeue_dead(self, message_ids: Iterable[int] | None = None) -> int:
+    async def requeue_dead(
+        self, message_ids: Iterable[int] | None = None, *, destination: str | None = None
+    ) -> int:
         """Make dead letters pending again, with attempts reset to zero.
 
         They keep their original place in their destination's queue order.
@@ -1000,13 +1008,14 @@ class SQLiteStore:
         Args:
             message_ids: Which dead letters; all of them when ``None``.
                 Ids that are not dead letters are ignored.
+            destination: Only this destination's dead letters (default: any).
 
         Returns:
             How many were requeued.
         """
         ids = None if message_ids is None else list(message_ids)
         now = datetime.now(UTC).timestamp()
-        return await self._call(lambda conn: _requeue(conn, ids, now), write=True)
+        return await self._call(lambda conn: _requeue(conn, ids, now, destination), write=True)
 
     async def outbound_stats(self) -> OutboundStats:
         """Counts of pending, in-flight, delivered and dead outbound messages."""
