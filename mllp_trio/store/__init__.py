@@ -6,12 +6,25 @@
 that every message is committed before it is acknowledged;
 :class:`QueuedSender` delivers an outbound queue at least once. To keep
 messages somewhere else, implement :class:`MessageStore`.
+
+The folder transport: :class:`FolderWatcher` picks batch files up from an
+inbox through the same processor and journal, exactly once across restarts
+(:class:`FileJournal` records each file's identity and progress);
+:class:`FolderDestination` drops files atomically; :class:`BatchSink` and
+:class:`DirectorySink` write what the listener journaled into batch files
+or one file per message.
 """
 
 from mllp_trio._public import expose
 from mllp_trio.store._base import (
     CommitResult,
+    FileIdentity,
+    FileJournal,
+    FileMessageResult,
+    FileProgress,
+    FileStatus,
     InboundRecord,
+    JournalEntry,
     JournalStats,
     MessageInfo,
     MessageStore,
@@ -22,14 +35,37 @@ from mllp_trio.store._base import (
     StoreErrorKind,
     StoreStats,
 )
+from mllp_trio.store._folder import FileReport, FolderConfig, FolderStats, FolderWatcher
 from mllp_trio.store._journal import Delivery, JournalProcessor
 from mllp_trio.store._queue import QueueConfig, QueuedSender, SendReport, SendResult
+from mllp_trio.store._sinks import (
+    BatchSink,
+    BatchSinkConfig,
+    DirectorySink,
+    DirectorySinkConfig,
+    FolderDestination,
+)
 from mllp_trio.store._sqlite import SQLiteStore, SQLiteStoreConfig, open_sqlite_store
 
 __all__ = [
+    "BatchSink",
+    "BatchSinkConfig",
     "CommitResult",
     "Delivery",
+    "DirectorySink",
+    "DirectorySinkConfig",
+    "FileIdentity",
+    "FileJournal",
+    "FileMessageResult",
+    "FileProgress",
+    "FileReport",
+    "FileStatus",
+    "FolderConfig",
+    "FolderDestination",
+    "FolderStats",
+    "FolderWatcher",
     "InboundRecord",
+    "JournalEntry",
     "JournalProcessor",
     "JournalStats",
     "MessageInfo",
