@@ -14,12 +14,17 @@ from __future__ import annotations
 import datetime
 import os
 import re
+import secrets
 import ssl
+import tempfile
 from pathlib import Path
-from typing import Final, TypeAlias
+from typing import Final, Literal, TypeAlias
 
 import attrs
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
+from cryptography.hazmat.primitives.serialization import pkcs12
 
 from mllp_trio._tls._allowlist import AllowList
 from mllp_trio._tls._errors import TLSConfigError
@@ -27,6 +32,7 @@ from mllp_trio._tls._errors import TLSConfigError
 __all__ = [
     "ClientTLSConfig",
     "ServerTLSConfig",
+    "TLSVersionName",
     "client_ssl_context",
     "server_ssl_context",
 ]
@@ -41,14 +47,40 @@ _TLS12_CIPHERS: Final = (
 
 _PEM_BEGIN: Final = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----")
 
+#: The lowest TLS version accepted: ``"1.2"`` (the default, as IHE ATNA
+#: asks) or ``"1.3"``.
+TLSVersionName = Literal["1.2", "1.3"]
+_TLS_VERSIONS: Final = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
 
-def _harden(ctx: ssl.SSLContext) -> None:
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+#: File name endings read as PKCS#12 key stores rather than PEM.
+_PKCS12_SUFFIXES: Final = (".p12", ".pfx")
+
+
+def _harden(
+    ctx: ssl.SSLContext, *, minimum_version: str = "1.2", ciphers: str | None = None
+) -> None:
+    floor = _TLS_VERSIONS.get(minimum_version)
+    if floor is None:
+        raise TLSConfigError(
+            f"unsupported minimum TLS version {minimum_version!r}: choose 1.2 or 1.3"
+        )
+    ctx.minimum_version = floor
     ctx.maximum_version = ssl.TLSVersion.MAXIMUM_SUPPORTED
-    try:
-        ctx.set_ciphers(_TLS12_CIPHERS)
-    except ssl.SSLError as exc:  # pragma: no cover - only on an OpenSSL without AEAD
-        raise TLSConfigError(f"this OpenSSL has none of the required AEAD suites: {exc}") from exc
+    if ciphers is not None:
+        try:
+            ctx.set_ciphers(ciphers)
+        except ssl.SSLError:
+            raise TLSConfigError(
+                f"the cipher list {ciphers!r} names no cipher this OpenSSL offers "
+                "(OpenSSL cipher-list syntax, TLS 1.2 suites; TLS 1.3 suites are fixed)"
+            ) from None
+    else:
+        try:
+            ctx.set_ciphers(_TLS12_CIPHERS)
+        except ssl.SSLError as exc:  # pragma: no cover - only on an OpenSSL without AEAD
+            raise TLSConfigError(
+                f"this OpenSSL has none of the required AEAD suites: {exc}"
+            ) from exc
     ctx.options |= (
         ssl.OP_NO_COMPRESSION
         | ssl.OP_NO_RENEGOTIATION
@@ -69,6 +101,74 @@ def _load_chain(
             f"cannot load certificate {os.fspath(cert_file)!r} with key "
             f"{os.fspath(key_file if key_file is not None else cert_file)!r}: {exc}"
         ) from exc
+
+
+def _read_pkcs12(
+    path: StrPath, password: str | None
+) -> tuple[PrivateKeyTypes | None, x509.Certificate | None, list[x509.Certificate]]:
+    """Key, certificate and other certificates of a PKCS#12 key store."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise TLSConfigError(f"cannot read PKCS#12 key store {os.fspath(path)!r}: {exc}") from exc
+    try:
+        key, cert, others = pkcs12.load_key_and_certificates(
+            data, password.encode() if password is not None else None
+        )
+    except (ValueError, TypeError):
+        # The message says nothing about the content; never echo the password.
+        raise TLSConfigError(
+            f"cannot open PKCS#12 key store {os.fspath(path)!r}: wrong password, "
+            "or not a PKCS#12 file"
+        ) from None
+    return key, cert, list(others)
+
+
+def _pem(certs: list[x509.Certificate]) -> bytes:
+    return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs)
+
+
+def _load_pkcs12_chain(ctx: ssl.SSLContext, path: StrPath, password: str | None) -> None:
+    """Load our certificate, its chain and its key from a PKCS#12 key store.
+
+    ``ssl`` reads keys from files only: the key goes through a private
+    temporary folder, encrypted with a one-time password, and is deleted at once.
+    """
+    key, cert, others = _read_pkcs12(path, password)
+    if key is None or cert is None:
+        raise TLSConfigError(
+            f"PKCS#12 key store {os.fspath(path)!r} holds no private key with its certificate"
+        )
+    one_time = secrets.token_urlsafe(24)
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(one_time.encode()),
+    )
+    with tempfile.TemporaryDirectory(prefix="mllp-trio-") as folder:
+        chain_file = Path(folder) / "chain.pem"
+        key_file = Path(folder) / "key.pem"
+        chain_file.write_bytes(_pem([cert, *others]))
+        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            out.write(key_pem)
+        try:
+            ctx.load_cert_chain(chain_file, key_file, one_time)
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            raise TLSConfigError(f"cannot use the key store {os.fspath(path)!r}: {exc}") from exc
+
+
+def _pkcs12_ca_data(path: StrPath, password: str | None) -> str:
+    """The certificates of a PKCS#12 trust store, as PEM text."""
+    _key, cert, others = _read_pkcs12(path, password)
+    certs = ([cert] if cert is not None else []) + others
+    if not certs:
+        raise TLSConfigError(f"PKCS#12 trust store {os.fspath(path)!r} holds no certificate")
+    return _pem(certs).decode("ascii")
+
+
+def _is_pkcs12(path: StrPath | None) -> bool:
+    return path is not None and os.fspath(path).lower().endswith(_PKCS12_SUFFIXES)
 
 
 def _load_ca(ctx: ssl.SSLContext, ca_file: StrPath | None, ca_data: str | bytes | None) -> None:
@@ -193,6 +293,11 @@ def client_ssl_context(
     key_file: StrPath | None = None,
     check_hostname: bool = True,
     key_password: str | None = None,
+    minimum_version: TLSVersionName = "1.2",
+    ciphers: str | None = None,
+    pkcs12_file: StrPath | None = None,
+    pkcs12_password: str | None = None,
+    ca_password: str | None = None,
 ) -> ssl.SSLContext:
     """Build the client-side TLS context for an MLLP sender.
 
@@ -200,7 +305,8 @@ def client_ssl_context(
     be turned off.
 
     Args:
-        ca_file: PEM bundle of the CAs that issue server certificates.
+        ca_file: PEM bundle of the CAs that issue server certificates, or a
+            PKCS#12 trust store (a name ending ``.p12`` or ``.pfx``).
         ca_data: The same as in-memory PEM text (or DER bytes). When neither
             is given, the system's default trust store is used.
         cert_file: PEM file with our client certificate (and intermediates),
@@ -210,25 +316,47 @@ def client_ssl_context(
         check_hostname: Check that the server certificate names the host we
             connect to (pass ``server_hostname`` when wrapping). On by default.
         key_password: Password of an encrypted private key.
+        minimum_version: The lowest TLS version offered, ``"1.2"`` (default)
+            or ``"1.3"``.
+        ciphers: TLS 1.2 cipher suites in OpenSSL cipher-list syntax,
+            replacing the default (forward-secret AEAD suites only). TLS 1.3
+            suites are not affected.
+        pkcs12_file: A PKCS#12 key store (``.p12``/``.pfx``) with our client
+            certificate, its chain and its key, instead of ``cert_file``.
+        pkcs12_password: The key store's password.
+        ca_password: The password of a PKCS#12 ``ca_file``.
 
     Returns:
         A new context with the same protocol profile as the server's.
 
     Raises:
-        TLSConfigError: A file is missing or unusable.
+        TLSConfigError: A file is missing or unusable, a password is wrong,
+            both ``cert_file`` and ``pkcs12_file`` are given, the version is
+            not 1.2 or 1.3, or the cipher list names no usable cipher.
     """
     if key_file is not None and cert_file is None:
         raise TLSConfigError("key_file was given without cert_file")
+    if pkcs12_file is not None and cert_file is not None:
+        raise TLSConfigError("give either cert_file (PEM) or pkcs12_file, not both")
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    _harden(ctx)
+    _harden(ctx, minimum_version=minimum_version, ciphers=ciphers)
     ctx.check_hostname = check_hostname
     ctx.verify_mode = ssl.CERT_REQUIRED
     if ca_file is None and ca_data is None:
         ctx.load_default_certs(ssl.Purpose.SERVER_AUTH)
+    elif _is_pkcs12(ca_file):
+        assert ca_file is not None
+        _load_ca(ctx, None, _pkcs12_ca_data(ca_file, ca_password))
+        _load_ca(ctx, None, ca_data)
     else:
         _load_ca(ctx, ca_file, ca_data)
     if cert_file is not None:
-        _load_chain(ctx, cert_file, key_file, key_password)
+        if _is_pkcs12(cert_file):
+            _load_pkcs12_chain(ctx, cert_file, key_password)
+        else:
+            _load_chain(ctx, cert_file, key_file, key_password)
+    if pkcs12_file is not None:
+        _load_pkcs12_chain(ctx, pkcs12_file, pkcs12_password)
     return ctx
 
 
@@ -315,12 +443,36 @@ class ClientTLSConfig:
         key_file: PEM client private key. Default ``None``: in ``cert_file``.
         check_hostname: Check the server certificate against the host name.
             Default ``True``.
+        minimum_version: The lowest TLS version offered: ``"1.2"`` (default)
+            or ``"1.3"``.
+        ciphers: TLS 1.2 cipher suites (OpenSSL cipher-list syntax) instead
+            of the default forward-secret AEAD suites. Default ``None``.
+        pkcs12_file: A PKCS#12 key store (``.p12``/``.pfx``) with the client
+            certificate, chain and key, instead of ``cert_file``/``key_file``.
+            Default ``None``. (A ``cert_file`` ending ``.p12``/``.pfx`` is
+            read as one too, with ``key_password``; a ``ca_file`` so named is
+            read as a PKCS#12 trust store, with ``ca_password``.)
+        pkcs12_password: Password of ``pkcs12_file``. Not in the repr.
+        ca_password: Password of a PKCS#12 ``ca_file``. Not in the repr.
+        key_password: Password of an encrypted PEM key. Not in the repr.
     """
 
     ca_file: Path | None = attrs.field(default=None, converter=_optional_path)
     cert_file: Path | None = attrs.field(default=None, converter=_optional_path)
     key_file: Path | None = attrs.field(default=None, converter=_optional_path)
     check_hostname: bool = True
+    minimum_version: TLSVersionName = attrs.field(
+        default="1.2", validator=attrs.validators.in_(tuple(_TLS_VERSIONS))
+    )
+    ciphers: str | None = None
+    pkcs12_file: Path | None = attrs.field(default=None, converter=_optional_path)
+    pkcs12_password: str | None = attrs.field(default=None, repr=False)
+    ca_password: str | None = attrs.field(default=None, repr=False)
+    key_password: str | None = attrs.field(default=None, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        if self.pkcs12_file is not None and self.cert_file is not None:
+            raise TLSConfigError("give either cert_file (PEM) or pkcs12_file, not both")
 
     def build_context(self) -> ssl.SSLContext:
         """Read the files and build a new client context.
@@ -329,11 +481,17 @@ class ClientTLSConfig:
             The context, from :func:`client_ssl_context`.
 
         Raises:
-            TLSConfigError: A file is missing or unusable.
+            TLSConfigError: A file is missing or unusable, or a password is wrong.
         """
         return client_ssl_context(
             ca_file=self.ca_file,
             cert_file=self.cert_file,
             key_file=self.key_file,
             check_hostname=self.check_hostname,
+            key_password=self.key_password,
+            minimum_version=self.minimum_version,
+            ciphers=self.ciphers,
+            pkcs12_file=self.pkcs12_file,
+            pkcs12_password=self.pkcs12_password,
+            ca_password=self.ca_password,
         )
