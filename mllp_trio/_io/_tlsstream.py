@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ssl
 from collections.abc import Awaitable
 from typing import Any, Protocol
@@ -10,7 +11,16 @@ import trio
 
 from mllp_trio._io._sslsocket import SSLSocketStream
 
-__all__ = ["TLSStreamFactory", "ssl_socket_stream", "trio_ssl_stream"]
+__all__ = [
+    "TLSStreamFactory",
+    "close_with_notify",
+    "send_pending_alert",
+    "ssl_socket_stream",
+    "trio_ssl_stream",
+]
+
+#: Seconds a refused peer gets to take our alert before the connection closes.
+_ALERT_TIMEOUT = 1.0
 
 
 class TLSStreamFactory(Protocol):
@@ -54,3 +64,39 @@ async def ssl_socket_stream(
             stream, context, server_side=server_side, server_hostname=server_hostname
         )
     return await trio_ssl_stream(stream, context, server_hostname, server_side=server_side)
+
+
+async def send_pending_alert(stream: trio.abc.Stream) -> None:
+    """Send the TLS alert a failed handshake left unsent, so the peer learns why.
+
+    ``trio.SSLStream`` marks itself broken when OpenSSL refuses the peer and
+    leaves the alert OpenSSL wrote (unknown CA, certificate required...) in
+    its outgoing buffer; :class:`SSLSocketStream` has already sent it, since
+    OpenSSL writes to the socket itself. Best effort, bounded by a second.
+    """
+    if not isinstance(stream, trio.SSLStream):
+        return
+    # trio keeps the outgoing BIO private; without it there is nothing to send.
+    outgoing = getattr(stream, "_outgoing", None)
+    if not isinstance(outgoing, ssl.MemoryBIO):
+        return
+    alert = outgoing.read()
+    if not alert:
+        return
+    with (
+        trio.move_on_after(_ALERT_TIMEOUT),
+        contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError),
+    ):
+        await stream.transport_stream.send_all(alert)
+
+
+async def close_with_notify(stream: trio.abc.Stream) -> None:
+    """Close a TLS stream whose handshake succeeded, sending ``close_notify`` first.
+
+    A refused client (not on the allow list) then sees a clean end of the
+    TLS session rather than a truncated one, whichever stream is in use.
+    Bounded by a second; the transport is closed in any case.
+    """
+    with trio.move_on_after(_ALERT_TIMEOUT):
+        await stream.aclose()
+    await trio.aclose_forcefully(stream)
