@@ -1,0 +1,255 @@
+"""``mllp-trio batch watch`` and ``batch put``: the folder transport on the command line.
+
+``watch`` runs :class:`mllp_trio.store.FolderWatcher` with the journal and
+the same processor as ``listen``; ``put`` drops a file into a folder with
+:class:`mllp_trio.store.FolderDestination` (temporary name, fsync, rename,
+fsync of the folder). Registered in the ``batch`` group by ``_batch``.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from functools import partial
+from pathlib import Path
+
+import click
+import trio
+
+import mllp_trio
+from mllp_trio._batch import BatchError, iter_events
+from mllp_trio._cli._common import DEFAULT_STORE, run_trio, setup_logging
+from mllp_trio._cli._options import POSITIVE_INT, POSITIVE_SECONDS, choice, log_level_option
+from mllp_trio.store import FileReport, FolderConfig, FolderStats, FolderWatcher
+
+__all__ = ["put", "watch"]
+
+#: Files at least this large (in messages) get progress lines while processed.
+_PROGRESS_MINIMUM = 1000
+_DIRECTORY = click.Path(path_type=Path, file_okay=False)
+
+
+def _marker(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is not None and (not value or "/" in value):
+        raise click.BadParameter("a file name suffix such as '.done'", ctx, param)
+    return value
+
+
+@click.command()
+@click.argument("inbox", type=_DIRECTORY)
+@click.option(
+    "--store",
+    type=_DIRECTORY,
+    default=DEFAULT_STORE,
+    show_default=True,
+    help="journal folder: every message is stored, and every file's progress",
+)
+@click.option("--done", "done_dir", type=_DIRECTORY, help="processed files go here [INBOX/done]")
+@click.option("--error", "error_dir", type=_DIRECTORY, help="refused files go here [INBOX/error]")
+@click.option("--pattern", default="*", show_default=True, help="file names to pick up (glob)")
+@click.option(
+    "--stable-seconds",
+    type=click.FloatRange(min=0),
+    default=2.0,
+    show_default=True,
+    help="size and mtime unchanged this long before a file is picked up",
+)
+@click.option(
+    "--done-marker",
+    callback=_marker,
+    help="pick NAME up only once NAME<suffix> exists (e.g. .done), whatever its age",
+)
+@click.option(
+    "--poll-interval",
+    type=POSITIVE_SECONDS,
+    default=1.0,
+    show_default=True,
+    help="seconds between looks at the inbox",
+)
+@click.option(
+    "--retry-interval",
+    type=POSITIVE_SECONDS,
+    default=30.0,
+    show_default=True,
+    help="seconds before a file left in the inbox (journal or done/ failing) is retried",
+)
+@click.option(
+    "--ack-mode",
+    type=choice("all", "errors", "none"),
+    default="all",
+    show_default=True,
+    help="which acknowledgements the acknowledgement batch (done/NAME.ack) holds",
+)
+@click.option(
+    "--checkpoint-every",
+    type=POSITIVE_INT,
+    default=100,
+    show_default=True,
+    help="record progress in the journal every this many messages",
+)
+@click.option("--lenient", is_flag=True, help="process files with structure problems (logged)")
+@click.option("--once", is_flag=True, help="exit when the inbox holds nothing left to process")
+@click.option("-q", "--quiet", is_flag=True, help="no per-file lines nor progress")
+@log_level_option("warning")
+def watch(
+    *,
+    inbox: Path,
+    store: Path,
+    done_dir: Path | None,
+    error_dir: Path | None,
+    pattern: str,
+    stable_seconds: float,
+    done_marker: str | None,
+    poll_interval: float,
+    retry_interval: float,
+    ack_mode: str,
+    checkpoint_every: int,
+    lenient: bool,
+    once: bool,
+    quiet: bool,
+    log_level: str,
+) -> int:
+    """Pick batch files up from INBOX into the journal, each exactly once.
+
+    A file is taken when its size and modification time have not changed
+    for --stable-seconds (or once its --done-marker exists). Its messages
+    go through the same journal and handler path as messages over MLLP;
+    the file then moves to done/ with its acknowledgement batch beside it
+    (NAME.ack: a message the handler refused is answered AE/AR there, the
+    file still goes to done/). A file whose structure is broken (a count
+    that disagrees, a truncated file) or that holds no message goes to
+    error/ with NAME.error, and none of its messages is processed. A crash
+    or Ctrl-C mid-file resumes where it stopped, without duplicates.
+
+    Exit codes: 0 all done, 1 a file went to error/ or was left in the
+    inbox (--once), 130 interrupted.
+    """
+    setup_logging(log_level)
+    config = FolderConfig(
+        done_dir=done_dir,
+        error_dir=error_dir,
+        pattern=pattern,
+        stable_seconds=stable_seconds,
+        done_marker=done_marker,
+        poll_interval=poll_interval,
+        retry_interval=retry_interval,
+        ack_mode=ack_mode.lower(),
+        checkpoint_every=checkpoint_every,
+        lenient=lenient,
+    )
+    started = time.monotonic()
+    stats = run_trio(partial(_watch, inbox, store, config, once=once, quiet=quiet))
+    elapsed = time.monotonic() - started
+    rate = f", {stats.messages / elapsed:,.0f} msg/s" if elapsed > 0 and stats.messages else ""
+    click.echo(
+        f"{stats.files_done} file(s) done, {stats.files_error} to error/, "
+        f"{stats.files_deferred} deferred; {stats.messages:,} message(s) processed "
+        f"({stats.failed:,} refused) in {elapsed:.1f} s{rate}",
+        err=True,
+    )
+    if stats.files_error or (once and stats.files_deferred):
+        return 1
+    return 0
+
+
+def _report_line(report: FileReport) -> str:
+    if report.outcome == "done":
+        refused = f", {report.failed} refused" if report.failed else ""
+        return f"done  {report.name}: {report.messages} message(s){refused} -> {report.path}"
+    if report.outcome == "error":
+        return f"error {report.name}: {report.reason} -> {report.path}"
+    return f"left  {report.name}: {report.reason}"
+
+
+async def _watch(
+    inbox: Path, journal: Path, config: FolderConfig, *, once: bool, quiet: bool
+) -> FolderStats:
+    def on_report(report: FileReport) -> None:
+        if not quiet:
+            click.echo(_report_line(report), err=report.outcome != "done")
+
+    def on_progress(name: str, done: int, total: int) -> None:
+        if not quiet and total >= _PROGRESS_MINIMUM:
+            click.echo(f"progress: {name} {done:,}/{total:,}", err=True)
+
+    async with mllp_trio.store.open_sqlite_store(journal) as store:
+        processor = mllp_trio.store.JournalProcessor(store)
+        watcher = FolderWatcher(
+            inbox, store, processor, config=config, on_report=on_report, on_progress=on_progress
+        )
+        async with trio.open_nursery() as nursery:
+            await nursery.start(processor.run)  # journaled messages left by a crash first
+            if not quiet:
+                click.echo(
+                    f"watching {watcher.inbox}/ (journal: {journal}/); Ctrl-C stops", err=True
+                )
+            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+
+                async def stop_on_signal() -> None:
+                    async for _ in signals:
+                        click.echo(
+                            "stopping: the file in progress resumes at the next start", err=True
+                        )
+                        nursery.cancel_scope.cancel()
+                        return
+
+                nursery.start_soon(stop_on_signal)
+                await watcher.run(once=once)
+                nursery.cancel_scope.cancel()
+        return watcher.stats
+
+
+@click.command()
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False, exists=True, readable=True))
+@click.argument("directory", type=click.Path(path_type=Path, file_okay=False, exists=True))
+@click.option("--name", help="file name in DIRECTORY [the name of FILE]")
+@click.option("--replace", is_flag=True, help="replace a file of that name already there")
+@click.option(
+    "--done-marker",
+    callback=_marker,
+    help="also write an empty NAME<suffix> after the file (for pickers that wait for one)",
+)
+@click.option(
+    "--check/--no-check", default=True, show_default=True, help="refuse a malformed batch file"
+)
+def put(
+    *,
+    file: Path,
+    directory: Path,
+    name: str | None,
+    replace: bool,
+    done_marker: str | None,
+    check: bool,
+) -> int:
+    """Drop FILE into DIRECTORY atomically (another program picks it up from there).
+
+    The copy is written under a hidden temporary name in DIRECTORY, flushed
+    to the disk, and renamed: a reader of DIRECTORY sees the whole file or
+    nothing. An existing file of the same name is kept unless --replace.
+    """
+    final = name or file.name
+    if "/" in final or final.startswith("."):
+        raise click.BadParameter("a plain file name, not hidden", param_hint="'--name'")
+    if check:
+        try:
+            for _ in iter_events(file):
+                pass
+        except BatchError as exc:
+            raise click.ClickException(
+                f"{file}:{exc.line}: {exc.segment}: {exc.reason}; not dropped "
+                "(--no-check drops it anyway)"
+            ) from None
+    destination = mllp_trio.store.FolderDestination(directory=directory, done_marker=done_marker)
+    try:
+        path = destination.put_sync(file, final, replace=replace)
+    except FileExistsError:
+        raise click.ClickException(
+            f"{directory / final} exists already; nothing written (--replace to overwrite, "
+            "--name for another name)"
+        ) from None
+    except OSError as exc:
+        raise click.ClickException(
+            f"cannot write to {directory}: {exc.strerror or exc}; nothing was left there"
+        ) from None
+    click.echo(str(path))
+    return 0
