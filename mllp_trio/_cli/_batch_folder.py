@@ -13,16 +13,23 @@ import time
 from functools import partial
 from pathlib import Path
 
+import attrs
 import click
 import trio
 
 import mllp_trio
 from mllp_trio._batch import BatchError, iter_events
 from mllp_trio._cli._common import DEFAULT_STORE, run_trio, setup_logging
-from mllp_trio._cli._options import POSITIVE_INT, POSITIVE_SECONDS, choice, log_level_option
+from mllp_trio._cli._options import (
+    POSITIVE_INT,
+    POSITIVE_SECONDS,
+    _option_set,
+    choice,
+    log_level_option,
+)
 from mllp_trio.store import FileReport, FolderConfig, FolderStats, FolderWatcher
 
-__all__ = ["put", "watch"]
+__all__ = ["SinkOptions", "put", "sink_options", "watch"]
 
 #: Files at least this large (in messages) get progress lines while processed.
 _PROGRESS_MINIMUM = 1000
@@ -253,3 +260,88 @@ def put(
         ) from None
     click.echo(str(path))
     return 0
+
+
+@attrs.frozen(kw_only=True)
+class SinkOptions:
+    """The listener's file sinks: rolling batch files, one file per message."""
+
+    batch_sink: Path | None
+    batch_sink_max_messages: int
+    batch_sink_max_bytes: int
+    batch_sink_max_age: float
+    write_dir: Path | None
+
+    def conflicts(self, *, no_store: bool) -> list[str]:
+        """Flags that contradict each other, as sentences naming them."""
+        wanted = [
+            flag
+            for flag, value in (("--batch-sink", self.batch_sink), ("--write-dir", self.write_dir))
+            if value is not None
+        ]
+        if no_store and wanted:
+            return [
+                f"{' and '.join(wanted)} write what the journal committed, and --no-store "
+                "keeps no journal: drop one"
+            ]
+        return []
+
+    async def start(self, nursery: trio.Nursery, store: mllp_trio.store.SQLiteStore) -> None:
+        """Start the configured sinks in ``nursery`` (they read the journal ``store``)."""
+        if self.batch_sink is not None:
+            config = mllp_trio.store.BatchSinkConfig(
+                max_messages=self.batch_sink_max_messages,
+                max_bytes=self.batch_sink_max_bytes,
+                max_age=self.batch_sink_max_age,
+            )
+            await nursery.start(
+                mllp_trio.store.BatchSink(store, self.batch_sink, config=config).run
+            )
+            click.echo(
+                f"batch files: {self.batch_sink}/ (up to {self.batch_sink_max_messages:,} "
+                f"message(s) or {self.batch_sink_max_age:g} s each)"
+            )
+        if self.write_dir is not None:
+            await nursery.start(mllp_trio.store.DirectorySink(store, self.write_dir).run)
+            click.echo(f"one file per message: {self.write_dir}/")
+
+
+sink_options = _option_set(
+    "sinks",
+    lambda **v: SinkOptions(**v),
+    click.option(
+        "--batch-sink",
+        type=_DIRECTORY,
+        default=None,
+        help="also write accepted messages into rolling batch files in this folder, once "
+        "journaled (each renamed into place when complete)  [default: off]",
+    ),
+    click.option(
+        "--batch-sink-max-messages",
+        type=POSITIVE_INT,
+        default=1000,
+        show_default=True,
+        help="messages per batch file",
+    ),
+    click.option(
+        "--batch-sink-max-bytes",
+        type=POSITIVE_INT,
+        default=16 << 20,
+        show_default="16 MiB",
+        help="bytes per batch file, about",
+    ),
+    click.option(
+        "--batch-sink-max-age",
+        type=POSITIVE_SECONDS,
+        default=60.0,
+        show_default=True,
+        help="seconds a message may wait in an open batch file",
+    ),
+    click.option(
+        "--write-dir",
+        type=_DIRECTORY,
+        default=None,
+        help="also write each accepted message as a file of its own in this folder, once "
+        "journaled (as hl7rcv --directory)  [default: off]",
+    ),
+)

@@ -256,11 +256,16 @@ class BatchSink(_Consumer):
                     log.error("batch sink to %s paused %.1f s: %s", self.directory, delay, exc)
                     await trio.sleep(delay)
         finally:
-            # Stopped with a file open: drop it; the next start writes its
-            # messages again from the saved position.
+            # Stopped (shutdown) with a file open: close it properly so that
+            # its messages do not wait for the next start. If that fails they
+            # are written again from the saved position then.
             if self._file is not None:
-                self._file.abort()
-                self._file = None
+                with trio.CancelScope(shield=True):
+                    try:
+                        await self._roll()
+                    except (OSError, StoreError) as exc:
+                        log.error("batch file not closed at shutdown: %s", exc)
+                        await self._abandon()
 
     async def _start(self) -> None:
         await trio.to_thread.run_sync(lambda: self.directory.mkdir(parents=True, exist_ok=True))
