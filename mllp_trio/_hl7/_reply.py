@@ -64,18 +64,20 @@ def acknowledged_id(reply: bytes) -> bytes | None:
     if len(reply) < 4 or not reply.startswith(b"MSH"):
         return None
     fs = reply[3:4]
-    start = reply.find(b"MSA" + fs)
-    while start > 0 and reply[start - 1] not in b"\r\n":
-        start = reply.find(b"MSA" + fs, start + 1)
+    start = reply.find(b"\rMSA" + fs)
     if start < 0:
-        return None
-    end = len(reply)
-    for terminator in (b"\r", b"\n"):
-        found = reply.find(terminator, start)
-        if 0 <= found < end:
-            end = found
-    fields = reply[start:end].split(fs)
-    return fields[2] if len(fields) > 2 else b""
+        start = reply.find(b"\nMSA" + fs)
+        if start < 0:
+            return None
+    start += 5
+    end = reply.find(b"\r", start)
+    if end < 0:
+        end = len(reply)
+    lf = reply.find(b"\n", start, end)
+    if lf >= 0:
+        end = lf
+    fields = reply[start:end].split(fs, 2)
+    return fields[1] if len(fields) > 1 else b""
 
 
 @attrs.frozen(kw_only=True)
