@@ -134,13 +134,16 @@ class ClientConfig:
         framing: Framing of the connection (default: MLLP release 1).
         connect_timeout: Seconds to open the TCP connection (10).
         handshake_timeout: Seconds to finish the TLS handshake (10).
-        ack_timeout: Seconds to wait for the reply to a message (30); for
-            release 2, for the commit ACK and then again for the reply.
+        ack_timeout: Seconds to wait for the reply to a message, the
+            response timeout (30); for release 2, for the commit ACK and
+            then again for the reply.
         write_timeout: Seconds a message has to be written (30).
         retries: Times a message is resent after a commit NAK (release 2),
             a NAK block (HLLP) or an ACK timeout, before giving up (2, as
             Mirth). A timeout resends on a new connection: the old one is
-            out of step.
+            out of step. A connection the peer closed while idle is
+            replaced without counting; :class:`TLSRefusedError` is never
+            retried. ``QueuedSender`` sets 0: the queue owns retries.
         receive_size: Bytes asked of the transport per read (64 KiB).
         tls_stream: How TLS records are handled (``"ssl_socket"``, default,
             or ``"trio"``).

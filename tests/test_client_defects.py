@@ -9,11 +9,13 @@ import socket
 
 import pytest
 import trio
+from hypothesis import given
+from hypothesis import strategies as st
 
 from mllp_trio._client import open_mllp_client
 from mllp_trio._config import ClientConfig, ServerConfig
 from mllp_trio._errors import ConnectError, TLSHandshakeError, TLSRefusedError
-from mllp_trio._hl7 import AckCode, InboundMessage, parse_reply, read_msh
+from mllp_trio._hl7 import AckCode, InboundMessage, acknowledged_id, parse_reply, read_msh
 from mllp_trio._server import MLLPServer
 from mllp_trio.proto import FramingConfig, HLLPConnection, oracle_checksum
 from mllp_trio.proto._events import EndOfStream, HLLPNak, Message, NakReason
@@ -266,3 +268,28 @@ async def test_tls_to_a_listener_answering_in_plaintext_is_refused_for_good(
     with pytest.raises(TLSRefusedError, match="plaintext"):
         async with open_mllp_client("127.0.0.1", port, ssl_context=ctx):
             pass
+
+
+# ----------------------------------------------------------- acknowledged_id, the quick look
+
+
+@given(
+    cid=st.text(
+        alphabet=st.characters(codec="utf-8", exclude_characters="|^~\\&\r\n"),
+        max_size=30,
+    ),
+    terminator=st.sampled_from([b"\r", b"\n", b"\r\n"]),
+    text=st.sampled_from([b"", b"|all good", b"|ok|||extra"]),
+)
+def test_acknowledged_id_reads_msa2_raw(cid: str, terminator: bytes, text: bytes) -> None:
+    raw = cid.encode()
+    reply = terminator.join(
+        [b"MSH|^~\\&|A|B|C|D|20240101||ACK|R1|P|2.5", b"MSA|AA|" + raw + text, b"ERR|||207"]
+    )
+    assert acknowledged_id(reply) == raw
+
+
+@given(st.binary(max_size=200))
+def test_acknowledged_id_never_raises(data: bytes) -> None:
+    result = acknowledged_id(data)
+    assert result is None or isinstance(result, bytes)
