@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import logging
 import os
 import shutil
 import subprocess
@@ -147,6 +148,7 @@ def test_expiry_covers_server_chain_ca_and_crl(tmp_path: Path) -> None:
 async def test_expiring_certificate_is_logged_at_start(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.WARNING, logger="mllp_trio")
     tls = ServerTLS(short_lived_tls(tmp_path, days=3))
     async with running_service(tmp_path / "j", tls=tls):
         pass

@@ -28,15 +28,16 @@ MARKER = "PLANTEDMARKERXYZ"
 @pytest.fixture
 def json_log() -> Iterator[io.StringIO]:
     """Root logging to a buffer as JSON at DEBUG; the previous setup restored after."""
-    root = logging.getLogger()
-    saved = (root.handlers[:], root.level)
+    root, ours = logging.getLogger(), logging.getLogger("mllp_trio")
+    saved = (root.handlers[:], root.level, ours.level)
     buffer = io.StringIO()
     configure_logging("DEBUG", "json", stream=buffer)
     try:
         yield buffer
     finally:
-        root.handlers[:], _ = saved
+        root.handlers[:] = saved[0]
         root.setLevel(saved[1])
+        ours.setLevel(saved[2])
 
 
 def lines(buffer: io.StringIO) -> list[dict[str, Any]]:
@@ -106,7 +107,7 @@ async def test_control_ids_can_be_left_out(tmp_path: Path, json_log: io.StringIO
 async def test_text_line_at_info_is_one_line_without_content(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO)
+    caplog.set_level(logging.INFO, logger="mllp_trio")
     async with running_service(tmp_path / "j", config=ServerConfig()) as svc:
         await send_one(svc.port, make_message(control_id="A\tB", patient_name=MARKER))
     (record,) = [r for r in caplog.records if r.name == "mllp_trio.messages"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
 from collections.abc import Iterator
@@ -122,6 +123,7 @@ async def test_new_store_is_private_under_umask_000(tmp_path: Path) -> None:
 async def test_existing_loose_store_is_tightened(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.WARNING, logger="mllp_trio")
     directory = tmp_path / "journal"
     async with open_sqlite_store(directory) as store:
         await store.commit_inbound(rec("A", days_ago=0))

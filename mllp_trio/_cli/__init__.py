@@ -23,10 +23,12 @@ import trio
 
 import mllp_trio
 from mllp_trio._cli._certs import certs
+from mllp_trio._cli._check import check
 from mllp_trio._cli._common import describe
 from mllp_trio._cli._listen import listen
 from mllp_trio._cli._send import send
 from mllp_trio._cli._store import store
+from mllp_trio._cli._store_admin import prune, stats
 
 CONTEXT_SETTINGS = {
     "auto_envvar_prefix": "MLLP_TRIO",
@@ -49,6 +51,9 @@ cli.add_command(listen)
 cli.add_command(send)
 cli.add_command(store)
 cli.add_command(certs)
+cli.add_command(check)
+store.add_command(prune)
+store.add_command(stats)
 
 
 def run(argv: Sequence[str] | None = None) -> int:

@@ -28,6 +28,7 @@ from mllp_trio._cli._options import (
     retries_option,
     server_tls_options,
 )
+from mllp_trio._cli._service import ServiceOptions, sd_notify, service_options
 
 
 @click.command()
@@ -103,6 +104,7 @@ from mllp_trio._cli._options import (
     show_default=True,
     help="with a store: handle before acknowledging, or acknowledge on commit",
 )
+@service_options
 @log_level_option()
 def listen(
     *,
@@ -123,6 +125,7 @@ def listen(
     no_store: bool,
     delivery: str,
     log_level: str,
+    service: ServiceOptions,
 ) -> int:
     """Run a listener (mutual TLS on 127.0.0.1:2575 by default).
 
@@ -131,6 +134,7 @@ def listen(
     certificates, key, CA, CRL and allow list.
     """
     _setup_logging(log_level)
+    service.setup_logging(log_level)
     config = mllp_trio.ServerConfig(
         framing=framing.config(),
         handshake_timeout=handshake_timeout,
@@ -146,7 +150,7 @@ def listen(
     )
     server_tls = tls.server_tls()
     journal = None if no_store else store
-    run_trio(partial(_listen, host, port, config, server_tls, journal, delivery.lower()))
+    run_trio(partial(_listen, host, port, config, server_tls, journal, delivery.lower(), service))
     return 0
 
 
@@ -157,6 +161,7 @@ async def _listen(
     tls: mllp_trio.ServerTLS | None,
     journal: Path | None,
     delivery: Any,
+    service: ServiceOptions | None = None,
 ) -> None:
     async with AsyncExitStack() as stack:
         processor = None
@@ -172,7 +177,12 @@ async def _listen(
                 store, None, config=config.hl7, delivery=delivery
             )
         server = mllp_trio.MLLPServer(ssl_context=tls, config=config, processor=processor)
-        await _serve_until_signal(server, host, port, tls)
+        async with trio.open_nursery() as side:
+            if service is not None:  # metrics, health, message log, retention
+                db = getattr(processor, "store", None)
+                await service.monitor(side, server, f"{host}:{port}", db, tls)
+            await _serve_until_signal(server, host, port, tls)
+            side.cancel_scope.cancel()
 
 
 async def _serve_until_signal(
@@ -191,6 +201,7 @@ async def _serve_until_signal(
             )
             framing = server.config.framing.framing
             click.echo(f"listening on {where} ({framing}, {mode}); Ctrl-C stops")
+            sd_notify("READY=1")  # systemd Type=notify
             async for signum in signals:
                 if signum == signal.SIGHUP:
                     try:
@@ -199,6 +210,7 @@ async def _serve_until_signal(
                         log.error("certificate reload failed, keeping the old ones: %s", exc)
                     continue
                 click.echo("shutting down (in-flight messages get the grace period)")
+                sd_notify("STOPPING=1")
                 server.shutdown()
                 break
 

@@ -87,6 +87,8 @@ def configure_logging(
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
     handler.setFormatter(JSONFormatter() if fmt == "json" else logging.Formatter(_TEXT_FORMAT))
     logging.basicConfig(level=numeric, handlers=[handler], force=True)
+    # The library's loggers follow the level, whatever set theirs before.
+    logging.getLogger("mllp_trio").setLevel(numeric)
 
 
 class MessageLog:
