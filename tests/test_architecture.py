@@ -49,6 +49,7 @@ LAYERS: dict[str, int] = {
     "mllp_trio._config": 3,
     "mllp_trio._server": 3,
     "mllp_trio._client": 3,
+    "mllp_trio._load": 3,
     # 4: storage (public namespace)
     "mllp_trio.store": 4,
     "mllp_trio._service": 4,
@@ -66,6 +67,8 @@ FORBIDDEN_WITHIN_LAYER: dict[str, tuple[str, ...]] = {
     "mllp_trio._hl7": ("mllp_trio._batch",),
     "mllp_trio._io": ("mllp_trio._server", "mllp_trio._client"),
     "mllp_trio._tls": ("mllp_trio._server", "mllp_trio._client"),
+    # The load generator drives any peer from the sans-IO core, not through our client.
+    "mllp_trio._load": ("mllp_trio._server", "mllp_trio._client"),
 }
 
 #: The sans-IO layers and the modules they must never load: Trio and its

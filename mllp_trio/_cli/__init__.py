@@ -22,6 +22,7 @@ import click
 import trio
 
 import mllp_trio
+from mllp_trio._cli._bench import bench
 from mllp_trio._cli._certs import certs
 from mllp_trio._cli._check import check
 from mllp_trio._cli._common import describe
@@ -51,6 +52,7 @@ cli.add_command(listen)
 cli.add_command(send)
 cli.add_command(store)
 cli.add_command(certs)
+cli.add_command(bench)
 cli.add_command(check)
 store.add_command(prune)
 store.add_command(stats)
