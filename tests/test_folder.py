@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -13,7 +14,7 @@ import trio.testing
 
 from mllp_trio._batch import BatchHeader, FileHeader, Message, iter_events
 from mllp_trio._hl7 import HL7Error, InboundMessage, reply_code
-from mllp_trio.store import JournalProcessor, open_sqlite_store
+from mllp_trio.store import FileIdentity, JournalProcessor, open_sqlite_store
 from mllp_trio.store._folder import FileReport, FolderConfig, FolderWatcher
 from mllp_trio.store._sqlite import SQLiteStore
 
@@ -293,3 +294,47 @@ def test_config_validation() -> None:
 
 def test_reply_code_helper_reads_acks() -> None:
     assert reply_code(b"MSH|^~\\&|\rMSA|AE|X\r") == "AE"
+
+
+async def test_window_of_concurrent_messages_records_only_the_answered_prefix(
+    tmp_path: Path,
+) -> None:
+    """Eight messages at once: a transient failure at 20 leaves 0-19 recorded, never a gap."""
+    ids = [f"W{n:02d}" for n in range(40)]
+    handler = Recorder(refuse=["W05", "W33"])
+    fail = {"on": True}
+
+    async def flaky(message: InboundMessage) -> None:
+        await trio.sleep(0.001 * (hash(message.control_id) % 5))  # finish out of order
+        if fail["on"] and message.control_id == "W20":
+            raise RuntimeError("application database down")  # 207: retry later
+        await handler(message)
+
+    async with watcher_for(tmp_path, handler, window=8, checkpoint_every=3) as (watcher, store):
+        watcher.processor = JournalProcessor(store, flaky)
+        drop(watcher.inbox, "w.hl7", batch_file(ids))
+        report = await watcher.process_file("w.hl7")
+        assert report.outcome == "deferred" and "message 21" in (report.reason or "")
+        path = watcher.inbox / "w.hl7"
+        st = path.stat()
+        progress = await store.open_file(
+            FileIdentity(
+                inbox=str(watcher.inbox),
+                name="w.hl7",
+                size=st.st_size,
+                mtime_ns=st.st_mtime_ns,
+                sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
+            )
+        )
+        assert not progress.created
+        assert progress.next_seq <= 20
+        recorded = [r.seq for r in await store.file_results(progress.file_id)]
+        assert recorded == list(range(progress.next_seq))
+        fail["on"] = False
+        report = await watcher.process_file("w.hl7")
+        assert report.outcome == "done" and report.failed == 2
+        assert sorted(handler.seen) == sorted(ids)  # each delivered once
+        codes = ack_codes(watcher.done_dir / "w.hl7.ack")
+        assert [c for _, c in codes] == ids  # the acknowledgement batch in file order
+        assert [c for c, i in codes if c != "AA"] == ["AE", "AE"]
+        assert await store.count() == 40

@@ -94,6 +94,14 @@ def _marker(ctx: click.Context, param: click.Parameter, value: str | None) -> st
     show_default=True,
     help="record progress in the journal every this many messages",
 )
+@click.option(
+    "--window",
+    type=POSITIVE_INT,
+    default=1,
+    show_default=True,
+    help="messages of a file in the journal and handler at once: more is faster on a "
+    "slow disk (one fsync for several), but the handler may see them out of order",
+)
 @click.option("--lenient", is_flag=True, help="process files with structure problems (logged)")
 @click.option("--once", is_flag=True, help="exit when the inbox holds nothing left to process")
 @click.option("-q", "--quiet", is_flag=True, help="no per-file lines nor progress")
@@ -111,6 +119,7 @@ def watch(
     retry_interval: float,
     ack_mode: str,
     checkpoint_every: int,
+    window: int,
     lenient: bool,
     once: bool,
     quiet: bool,
@@ -142,6 +151,7 @@ def watch(
         retry_interval=retry_interval,
         ack_mode=ack_mode.lower(),
         checkpoint_every=checkpoint_every,
+        window=window,
         lenient=lenient,
     )
     started = time.monotonic()

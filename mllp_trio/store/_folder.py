@@ -113,6 +113,11 @@ class FolderConfig:
             ``done/``. Default ``".ack"``.
         checkpoint_every: Record progress in the journal every this many
             messages (and at the end of the file). Default 100.
+        window: How many messages of a file may be in the processor at
+            once. 1 (default) hands them over strictly in file order; more
+            lets the journal commit several in one transaction (one fsync),
+            much faster on a slow disk, but the handler may then see the
+            messages of a window in any order.
         lenient: Read files in the batch reader's lenient mode: structure
             problems are logged and the file is processed. Default False.
         max_message_size: Largest message in a file, in bytes. Default 16 MiB.
@@ -128,6 +133,7 @@ class FolderConfig:
     ack_mode: AckMode = attrs.field(default=AckMode.ALL, converter=AckMode)
     ack_suffix: str = attrs.field(default=".ack", validator=attrs.validators.min_len(1))
     checkpoint_every: int = attrs.field(default=100, validator=attrs.validators.ge(1))
+    window: int = attrs.field(default=1, validator=attrs.validators.ge(1))
     lenient: bool = False
     max_message_size: int = attrs.field(
         default=DEFAULT_MAX_MESSAGE_SIZE, validator=attrs.validators.ge(1)
@@ -254,6 +260,22 @@ class _MessageSource:
                 return event
             elif isinstance(event, EndOfFile):
                 return None
+
+
+@attrs.define
+class _FeedState:
+    """What the tasks feeding one file share."""
+
+    next_record: int
+    processed: int = 0
+    deferred: _Deferred | None = None
+    deferred_at: int = 0
+    failure: Exception | None = None
+
+    def stop(self, reason: _Deferred, seq: int) -> None:
+        """Stop at ``reason``; of several, the earliest message's reason is kept."""
+        if self.deferred is None or seq < self.deferred_at:
+            self.deferred, self.deferred_at = reason, seq
 
 
 class _Deferred(Exception):
@@ -473,23 +495,64 @@ class FolderWatcher:
         return await self._finish(name, path, progress, survey, processed)
 
     async def _feed(self, name: str, path: Path, progress: FileProgress, total: int) -> int:
-        """Run messages ``progress.next_seq..`` through the processor; return how many."""
+        """Run messages ``progress.next_seq..`` through the processor; return how many.
+
+        Up to ``config.window`` messages are in the processor at once. Only
+        the answered prefix of the file is recorded as progress: a message
+        answered while an earlier one is still running (or failed) waits,
+        so the resume point never skips a message.
+        """
         cfg = self.config
         peer = PeerInfo(address=f"file:{path}")
+        answered: dict[int, FileMessageResult] = {}
         pending: list[FileMessageResult] = []
-        processed = 0
+        state = _FeedState(next_record=progress.next_seq)
+        slots = trio.Semaphore(cfg.window)
 
-        async def checkpoint() -> None:
-            if pending:
+        async def record(*, force: bool) -> None:
+            while state.next_record in answered:
+                pending.append(answered.pop(state.next_record))
+                state.next_record += 1
+            if pending and (force or len(pending) >= cfg.checkpoint_every):
                 try:
                     await self.store.record_file_results(progress.file_id, pending)
                 except StoreError as exc:
-                    raise _Deferred(f"the journal failed: {exc}", processed=processed) from None
+                    state.stop(_Deferred(f"the journal failed: {exc}"), total)
+                    return
                 pending.clear()
                 if self._on_progress is not None:
-                    self._on_progress(name, seq + 1, total)
+                    self._on_progress(name, state.next_record, total)
 
-        seq = progress.next_seq - 1
+        async def one(message: Message, cancel: trio.CancelScope) -> None:
+            try:
+                outcome = await self.processor(message.raw, peer)
+            except Exception as exc:  # a bug in a processor: stop, report it as it is
+                state.failure = exc
+                cancel.cancel()
+                return
+            finally:
+                slots.release()
+            seq = message.number - 1
+            if outcome.transient:
+                why = outcome.error.text if outcome.error is not None else outcome.code
+                state.stop(
+                    _Deferred(
+                        f"message {message.number} (control id {outcome.control_id!r}) could"
+                        f" not be processed now ({why}); retrying later"
+                    ),
+                    seq,
+                )
+                return
+            code = outcome.application_code or outcome.code
+            ack = outcome.application_ack or outcome.reply
+            answered[seq] = FileMessageResult(
+                seq=seq, control_id=outcome.control_id or "", code=code, ack=ack
+            )
+            state.processed += 1
+            self.stats.messages += 1
+            if is_negative(code):
+                self.stats.failed += 1
+
         try:
             file = await trio.to_thread.run_sync(open, path, "rb")
         except OSError as exc:
@@ -498,50 +561,38 @@ class FolderWatcher:
             source = _MessageSource(
                 file, lenient=cfg.lenient, max_message_size=cfg.max_message_size
             )
-            while True:
-                try:
-                    message = await source.next()
-                except (BatchError, OSError) as exc:
-                    await checkpoint()
-                    raise _Deferred(
-                        f"it changed while it was read ({exc})", processed=processed
-                    ) from None
-                if message is None:
-                    break
-                if message.number - 1 < progress.next_seq:
-                    continue
-                outcome = await self.processor(message.raw, peer)
-                if outcome.transient:
-                    await checkpoint()
-                    why = outcome.error.text if outcome.error is not None else outcome.code
-                    raise _Deferred(
-                        f"message {message.number} (control id {outcome.control_id!r}) could not"
-                        f" be processed now ({why}); retrying later",
-                        processed=processed,
-                    )
-                seq = message.number - 1
-                code = outcome.application_code or outcome.code
-                ack = outcome.application_ack or outcome.reply
-                pending.append(
-                    FileMessageResult(
-                        seq=seq, control_id=outcome.control_id or "", code=code, ack=ack
-                    )
-                )
-                processed += 1
-                self.stats.messages += 1
-                if is_negative(code):
-                    self.stats.failed += 1
-                if len(pending) >= cfg.checkpoint_every:
-                    await checkpoint()
-            await checkpoint()
+            async with trio.open_nursery() as nursery:
+                while state.deferred is None:
+                    try:
+                        message = await source.next()
+                    except (BatchError, OSError) as exc:
+                        state.stop(_Deferred(f"it changed while it was read ({exc})"), total)
+                        break
+                    if message is None:
+                        break
+                    if message.number - 1 < progress.next_seq:
+                        continue
+                    await slots.acquire()
+                    if state.deferred is not None:
+                        slots.release()
+                        break
+                    nursery.start_soon(one, message, nursery.cancel_scope)
+                    await record(force=False)
+            if state.failure is not None:
+                raise state.failure
+            await record(force=True)
         finally:
             with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(file.close)
-        if seq + 1 < total:
+        if state.deferred is not None:
+            state.deferred.processed = state.processed
+            raise state.deferred
+        if state.next_record < total:
             raise _Deferred(
-                f"it changed while it was read ({seq + 1} of {total} messages)", processed=processed
+                f"it changed while it was read ({state.next_record} of {total} messages)",
+                processed=state.processed,
             )
-        return processed
+        return state.processed
 
     async def _finish(
         self, name: str, path: Path, progress: FileProgress, survey: _Survey, processed: int
