@@ -25,9 +25,11 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import functools
 import logging
 import os
 import queue
+import secrets
 import sqlite3
 import stat
 import threading
@@ -145,6 +147,36 @@ _EXTENSIONS: Final = (
     ) WITHOUT ROWID""",
 )
 
+#: Inbound payloads larger than this are journaled in parts of this size,
+#: each its own write request: the writer thread is never held by one large
+#: message for longer than one part, so the group commits of small messages
+#: go on between its parts. (One transaction would also make every later
+#: update of the entry, such as saving its ACK, rewrite the whole payload.)
+_PART_SIZE = 1024 * 1024
+
+#: The entry's data column then holds this byte and the parts' stage key
+#: (a journaled message starts with "MSH", never with it). The parts table
+#: is created with the first large message, so a store without any costs
+#: no page; deleting an entry deletes its parts.
+_STAGED: Final = b"\x00"
+_PARTS_SCHEMA: Final = (
+    """CREATE TABLE IF NOT EXISTS inbound_part (
+        stage BLOB NOT NULL,
+        seq INTEGER NOT NULL,
+        data BLOB NOT NULL,
+        PRIMARY KEY (stage, seq)
+    )""",
+    """CREATE TRIGGER IF NOT EXISTS inbound_part_deleted AFTER DELETE ON inbound
+    WHEN substr(OLD.data, 1, 1) = x'00'
+    BEGIN
+        DELETE FROM inbound_part WHERE stage = substr(OLD.data, 2);
+    END""",
+)
+# Parts of a commit cut short (a crash between its parts): no entry refers
+# to them. length() of a blob is read from the record header alone.
+_DROP_ORPHAN_PARTS: Final = """DELETE FROM inbound_part WHERE stage NOT IN
+    (SELECT substr(data, 2) FROM inbound WHERE length(data) < size)"""
+
 # SQLite primary result codes (the low byte of an extended code).
 _SQLITE_PERM: Final = 3
 _SQLITE_BUSY: Final = 5
@@ -241,7 +273,52 @@ def _commit_inbound(
     record: InboundRecord,
     ack: bytes | None,
     window: timedelta | None,
+    stage: bytes | None = None,
 ) -> CommitResult:
+    duplicate = _duplicate_of(conn, record, window)
+    if duplicate is not None:
+        if stage is not None:
+            conn.execute("DELETE FROM inbound_part WHERE stage = ?", (stage,))
+        return duplicate
+    cur = conn.execute(
+        "INSERT INTO inbound (received_at, peer, tls_identity, sending_application,"
+        " sending_facility, control_id, size, data, ack) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            record.received_at.timestamp(),
+            record.peer,
+            record.tls_identity,
+            record.sending_application,
+            record.sending_facility,
+            record.control_id,
+            len(record.data),
+            record.data if stage is None else _STAGED + stage,
+            ack,
+        ),
+    )
+    assert cur.lastrowid is not None
+    return CommitResult(message_id=cur.lastrowid, duplicate=False, ack=ack)
+
+
+def _stage_part(conn: sqlite3.Connection, stage: bytes, seq: int, part: bytes) -> None:
+    if seq == 0:
+        for statement in _PARTS_SCHEMA:
+            conn.execute(statement)
+    conn.execute("INSERT INTO inbound_part (stage, seq, data) VALUES (?, ?, ?)", (stage, seq, part))
+
+
+def _payload(conn: sqlite3.Connection, data: bytes) -> bytes:
+    """A journal entry's message: its data column, or the parts it refers to."""
+    if data[:1] != _STAGED:
+        return data
+    rows = conn.execute(
+        "SELECT data FROM inbound_part WHERE stage = ? ORDER BY seq", (data[1:],)
+    ).fetchall()
+    return b"".join(row[0] for row in rows)
+
+
+def _duplicate_of(
+    conn: sqlite3.Connection, record: InboundRecord, window: timedelta | None
+) -> CommitResult | None:
     received = record.received_at.timestamp()
     if record.control_id:
         sql = (
@@ -261,23 +338,7 @@ def _commit_inbound(
             return CommitResult(
                 message_id=row[0], duplicate=True, ack=row[1], delivered=row[2] is not None
             )
-    cur = conn.execute(
-        "INSERT INTO inbound (received_at, peer, tls_identity, sending_application,"
-        " sending_facility, control_id, size, data, ack) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            received,
-            record.peer,
-            record.tls_identity,
-            record.sending_application,
-            record.sending_facility,
-            record.control_id,
-            len(record.data),
-            record.data,
-            ack,
-        ),
-    )
-    assert cur.lastrowid is not None
-    return CommitResult(message_id=cur.lastrowid, duplicate=False, ack=ack)
+    return None
 
 
 def _update_one(conn: sqlite3.Connection, sql: str, params: tuple[object, ...], what: str) -> None:
@@ -312,14 +373,14 @@ def _fetch_undelivered(conn: sqlite3.Connection, limit: int, after_id: int) -> l
         " WHERE delivered_at IS NULL AND id > ? ORDER BY id LIMIT ?",
         (after_id, limit),
     ).fetchall()
-    return [StoredMessage(info=_info(row[:-1]), data=row[-1]) for row in rows]
+    return [StoredMessage(info=_info(row[:-1]), data=_payload(conn, row[-1])) for row in rows]
 
 
 def _export(conn: sqlite3.Connection, message_id: int) -> bytes:
     row = conn.execute("SELECT data FROM inbound WHERE id = ?", (message_id,)).fetchone()
     if row is None:
         raise StoreError(f"no journal entry with id {message_id}", kind=StoreErrorKind.NOT_FOUND)
-    return cast(bytes, row[0])
+    return _payload(conn, row[0])
 
 
 def _fetch_next(conn: sqlite3.Connection, destination: str) -> OutboundMessage | None:
@@ -500,7 +561,10 @@ def _journal_after(conn: sqlite3.Connection, after_id: int, limit: int) -> list[
         (after_id, limit),
     ).fetchall()
     return [
-        JournalEntry(message=StoredMessage(info=_info(row[:-2]), data=row[-2]), ack=row[-1])
+        JournalEntry(
+            message=StoredMessage(info=_info(row[:-2]), data=_payload(conn, row[-2])),
+            ack=row[-1],
+        )
         for row in rows
     ]
 
@@ -638,6 +702,10 @@ class SQLiteStore:
             if not cfg.read_only:
                 for statement in _EXTENSIONS:
                     conn.execute(statement)
+                if conn.execute(
+                    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'inbound_part'"
+                ).fetchone():
+                    conn.execute(_DROP_ORPHAN_PARTS)
             if cfg.max_database_bytes is not None:
                 (page_size,) = conn.execute("PRAGMA page_size").fetchone()
                 pages = max(1, cfg.max_database_bytes // page_size)
@@ -813,7 +881,24 @@ class SQLiteStore:
             StoreError: Nothing was committed; answer with a NAK.
         """
         window = self._config.duplicate_window
-        return await self._call(lambda conn: _commit_inbound(conn, record, ack, window), write=True)
+        data = record.data
+        if len(data) <= _PART_SIZE:
+            return await self._call(
+                lambda conn: _commit_inbound(conn, record, ack, window), write=True
+            )
+        # A resend of a large message is recognised before its parts are written.
+        found = await self._call(lambda conn: _duplicate_of(conn, record, window), write=False)
+        if found is not None:
+            return found
+        stage = secrets.token_bytes(8)
+        for seq, start in enumerate(range(0, len(data), _PART_SIZE)):
+            part = data[start : start + _PART_SIZE]
+            await self._call(
+                functools.partial(_stage_part, stage=stage, seq=seq, part=part), write=True
+            )
+        return await self._call(
+            lambda conn: _commit_inbound(conn, record, ack, window, stage), write=True
+        )
 
     async def save_ack(self, message_id: int, ack: bytes, *, delivered: bool = False) -> None:
         """Save (or replace) the acknowledgement of a journal entry.
