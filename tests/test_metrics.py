@@ -68,6 +68,9 @@ async def test_scrape_after_a_known_exchange_has_exact_counts(tmp_path: Path) ->
         ("mllp_protocol_errors_total", L): 0,
         ("mllp_timeouts_total", label(kind="idle")): 0,
         ("mllp_buffered_bytes", L): 0,
+        ("mllp_memory_budget_bytes", L): ServerConfig().memory_budget,
+        ("mllp_connections_shed_total", L): 0,
+        ("mllp_connections_struck_out_total", L): 0,
         ("mllp_ack_latency_seconds_count", L): 6,
         ("mllp_ack_latency_seconds_bucket", label(le="+Inf")): 6,
         ("mllp_journal_records_total", ()): 4,
@@ -123,3 +126,17 @@ def test_collector_serves_an_embedders_listener_without_a_store() -> None:
     # An ACK code outside table 0008 does not become a label of its own.
     assert found[("mllp_messages_answered_total", (("code", "other"), *app))] == 1
     assert server.on_answered is watch
+
+
+async def test_buffered_bytes_show_a_partial_frame(tmp_path: Path) -> None:
+    async with running_service(tmp_path / "journal") as svc:
+        stream = await trio.open_tcp_stream("127.0.0.1", svc.port)
+        partial = b"\x0b" + make_message(control_id="P1")[:100]
+        await stream.send_all(partial)
+        with trio.fail_after(30):  # a guard against a hang, not a measurement
+            while (await scrape(svc.http_port))[("mllp_buffered_bytes", L)] == 0:
+                await trio.sleep(0.01)
+        found = await scrape(svc.http_port)
+        await stream.aclose()
+    # The frame reader holds the frame's content: at least the bytes after SB.
+    assert len(partial) - 1 <= found[("mllp_buffered_bytes", L)] <= len(partial)

@@ -107,7 +107,7 @@ class ListenerWatch:
 
     def buffered_bytes(self) -> int:
         """Bytes of partial frames held by the listener's connections now."""
-        budget = getattr(self.server, "memory_budget", None)
+        budget = getattr(self.server, "budget", None)  # the listener's MemoryBudget
         used = getattr(budget, "used", None)
         if isinstance(used, int):
             return used
@@ -117,6 +117,11 @@ class ListenerWatch:
             if stream is not None:
                 total += stream.exchange.buffered
         return total
+
+    def budget_limit(self) -> int | None:
+        """The listener's memory budget in bytes, ``None`` when unlimited."""
+        limit = getattr(getattr(self.server, "budget", None), "limit", None)
+        return limit if isinstance(limit, int) else None
 
 
 def _histogram(
@@ -212,6 +217,13 @@ class MetricsCollector:
         buffered = GaugeMetricFamily(
             "mllp_buffered_bytes", "Bytes of partial frames held now", labels=["listener"]
         )
+        budget = GaugeMetricFamily(
+            "mllp_memory_budget_bytes",
+            "The limit mllp_buffered_bytes is held to (absent: unlimited)",
+            labels=["listener"],
+        )
+        shed = counter("mllp_connections_shed", "Connections closed to keep within the budget")
+        struck = counter("mllp_connections_struck_out", "Connections closed for bad input")
         latency = HistogramMetricFamily(
             "mllp_ack_latency_seconds",
             "From the complete frame to the acknowledgement written",
@@ -243,10 +255,15 @@ class MetricsCollector:
                 ("handshake", "idle", "frame", "write", "ack"),
             )
             buffered.add_metric([name], watch.buffered_bytes())
+            limit = watch.budget_limit()
+            if limit is not None:
+                budget.add_metric([name], limit)
+            shed.add_metric([name], getattr(stats, "shed_connections", 0))
+            struck.add_metric([name], getattr(stats, "struck_out", 0))
             h = watch.latency
             _histogram(latency, [name], h.bounds, h.counts, h.sum)
         yield from (accepted, active, refused, tls, received, answered, invalid, protocol)
-        yield from (timeouts, buffered, latency)
+        yield from (timeouts, buffered, budget, shed, struck, latency)
 
     def _store_metrics(self) -> Iterator[Metric]:
         from prometheus_client.core import (
