@@ -42,7 +42,7 @@ Target = Callable[[bytes], None]
 
 #: The names of ``fuzz.targets.TARGETS``, known without importing mllp_trio
 #: (atheris must instrument it as it is imported); a test keeps them in step.
-TARGET_NAMES: Final = ("mllp", "mllp2", "hllp", "msh", "charset", "ack", "pipeline")
+TARGET_NAMES: Final = ("mllp", "mllp2", "hllp", "msh", "charset", "ack", "pipeline", "batch")
 
 #: Byte strings the plain mutator splices in: framing bytes and HL7 landmarks.
 _TOKENS: Final = [
@@ -68,6 +68,12 @@ _TOKENS: Final = [
     b"8859/1",
     b"ACK",
     b"MSA|AA|",
+    b"FHS|^~\\&|",
+    b"BHS|^~\\&|",
+    b"BTS|1",
+    b"FTS|1",
+    b"\r\n",
+    b"\xef\xbb\xbf",
 ]
 
 

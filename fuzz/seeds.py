@@ -88,4 +88,19 @@ def seeds() -> dict[str, list[bytes]]:
             b"\x00\x00" + _HTTP,
             b"\x01\x00" + latin.encode("latin-1"),
         ],
+        "batch": [_batch(f, lenient=bool(i % 2)) for i, f in enumerate(_BATCH_FILES * 2)],
     }
+
+
+_BATCH_FILES = [
+    b"FHS|^~\\&|A\rBHS|^~\\&|B\r" + SAMPLE + SAMPLE + b"BTS|2\rFTS|1\r",
+    SAMPLE.replace(b"\r", b"\n") * 3,
+    b"\xef\xbb\xbf" + SAMPLE + b"\r\n\r\n" + SAMPLE + b"BTS|3\r",
+    b"BHS|^~\\&\r" + SAMPLE + b"BTS|1\rMSH|^~\\&|late\rFTS|2\r",
+    b"PID|1||orphan\r" + SAMPLE,
+]
+
+
+def _batch(data: bytes, *, lenient: bool, max_size: int = 4096) -> bytes:
+    value = max_size - 1
+    return bytes([int(lenient), value >> 8, value & 0xFF, 2, 0, 40, 0, 90]) + data
