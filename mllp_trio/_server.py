@@ -546,6 +546,13 @@ class MLLPServer:
                 outcome = await self.processor(event.data, peer)
                 if outcome.accepted:
                     self.stats.accepted_messages += 1
+                if outcome.header is None and outcome.reply is None:
+                    warnings.warning(
+                        "message of %d bytes from %s has no readable control id: "
+                        "it cannot be answered",
+                        len(event.data),
+                        peer.address,
+                    )
                 if exchange.framing == "mllp2":
                     # A commit ACK means "committed": anything else gets a
                     # commit NAK, and the sender resends it.

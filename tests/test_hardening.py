@@ -319,3 +319,26 @@ async def test_a_flood_of_empty_frames_logs_a_summary_not_every_frame(
     assert server.stats.invalid_frames == 20_000
     assert len(records) <= 12
     assert "... and 19,990 more warnings from memory" in caplog.text
+
+
+async def test_a_flood_of_unreadable_messages_under_release_2_is_summarised(
+    nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = MLLPServer(config=ServerConfig(framing=MLLP2))
+    peer = start(nursery, server, MLLP2)
+    await peer.send_bytes(framed(MLLP1, UNREADABLE) * 500)
+    for _ in range(500):
+        assert await probe_one(peer) == "commit NAK"
+    await peer.aclose()
+    with trio.fail_after(30):
+        while server.stats.active:
+            await trio.sleep(0.01)
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) <= 12
+    assert "... and 490 more warnings from memory" in caplog.text
+
+
+async def probe_one(peer: RawPeer) -> str:
+    event = await peer.receive_event()
+    assert isinstance(event, Message)
+    return {b"\x06": "commit ACK", b"\x15": "commit NAK"}[event.data]

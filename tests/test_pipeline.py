@@ -290,7 +290,7 @@ async def test_unanswerable_message_is_dropped_and_logged(
     async def handler(message: InboundMessage) -> None:
         called.append(message)
 
-    with caplog.at_level(logging.WARNING, logger="mllp_trio.hl7"):
+    with caplog.at_level(logging.INFO, logger="mllp_trio.hl7"):
         outcome = await run(raw, handler)
     assert outcome.reply is None
     assert (outcome.accepted, outcome.code, outcome.control_id) == (False, "", None)

@@ -376,7 +376,7 @@ def refuse_unreadable(
     """Answer a message whose MSH could not be read.
 
     With MSH-10 readable: AR (CR in enhanced mode) with the error's table
-    0357 code. Without: no reply at all, ``accepted=False``, and a warning
+    0357 code. Without: no reply at all, ``accepted=False``, and an info
     log line with the size.
 
     Args:
@@ -388,7 +388,9 @@ def refuse_unreadable(
     """
     error = ErrorInfo(code=exc.code, text=str(exc))
     if exc.header is None:
-        logger.warning("dropping a %d-byte message without a readable MSH: %s", size, exc)
+        # INFO: the listener warns once per connection and rate-limits (a flood
+        # of such messages must not flood the log).
+        logger.info("dropping a %d-byte message without a readable MSH: %s", size, exc)
         return Outcome(reply=None, accepted=False, code="", control_id=None, error=error)
     return _refusal_outcome(exc.header, AckCode.AR, error, config=config, now=now, new_id=new_id)
 
