@@ -14,6 +14,7 @@ completion, all without code of ours.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
@@ -26,6 +27,7 @@ from mllp_trio._cli._bench import bench
 from mllp_trio._cli._certs import certs
 from mllp_trio._cli._check import check
 from mllp_trio._cli._common import describe
+from mllp_trio._cli._config import config_option
 from mllp_trio._cli._listen import listen
 from mllp_trio._cli._send import send
 from mllp_trio._cli._store import store
@@ -40,11 +42,16 @@ CONTEXT_SETTINGS = {
 
 @click.group(context_settings=CONTEXT_SETTINGS)
 @click.version_option(mllp_trio.__version__, prog_name="mllp-trio")
+@config_option
 def cli() -> None:
     """HL7 v2 over MLLP, MLLP release 2 and HLLP, with mutual TLS.
 
     Every option can also come from an environment variable named
-    MLLP_TRIO_<COMMAND>_<OPTION>, e.g. MLLP_TRIO_LISTEN_PORT=2576.
+    MLLP_TRIO_<COMMAND>_<OPTION> (MLLP_TRIO_LISTEN_PORT=2576,
+    MLLP_TRIO_STORE_LIST_LIMIT=10) and from a TOML file given with --config
+    or MLLP_TRIO_CONFIG ([listen] port = 2576). A flag wins over the
+    environment, which wins over the file, which wins over the default.
+    "mllp-trio COMMAND --help" shows each command's options.
     """
 
 
@@ -74,6 +81,11 @@ def run(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except (click.Abort, KeyboardInterrupt):
         return 130
+    except BrokenPipeError:
+        # "mllp-trio store list | head": the reader left. Say nothing (as
+        # cat and ls do), and keep the interpreter's final flush quiet too.
+        _silence_stdout()
+        return 141
     except (mllp_trio.MLLPError, OSError) as exc:
         click.echo(f"mllp-trio: {exc}", err=True)
         return 1
@@ -82,6 +94,14 @@ def run(argv: Sequence[str] | None = None) -> int:
         click.echo(f"mllp-trio: connection failed: {describe(exc)}", err=True)
         return 1
     return result if isinstance(result, int) else 0
+
+
+def _silence_stdout() -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:

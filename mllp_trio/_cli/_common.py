@@ -21,11 +21,14 @@ T = TypeVar("T")
 
 
 def setup_logging(level: str) -> None:
-    """Log to stderr at ``level`` (a name such as ``"INFO"``)."""
+    """Log to stderr at ``level`` (a name such as ``"INFO"``, any case)."""
+    number = getattr(logging, level.upper())
+    # force: a second run in the same process (tests) logs to today's stderr.
     logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        level=number, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
     )
+    # The library's loggers follow the flag, whatever set them before.
+    logging.getLogger("mllp_trio").setLevel(number)
 
 
 def run_trio(command: Callable[..., Awaitable[T]], *args: Any) -> T:
@@ -52,4 +55,34 @@ def describe(exc: BaseException) -> str:
     cause = exc.__cause__
     if cause is not None and str(cause) and str(cause) not in text:
         text = f"{text}: {cause}"
-    return text
+    return printable(text)
+
+
+# Every C0 control character but TAB, DEL and the C1 range: a control id, an
+# ACK text or an error the peer wrote could otherwise carry terminal escape
+# sequences (clear the screen, set the window title) to the operator's terminal.
+_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x00, 0x20), *range(0x7F, 0xA0)) if c != 0x09}
+_CONTROL.update({0x0A: "\\n", 0x0D: "\\r", 0x1B: "\\e"})
+_ESCAPES = str.maketrans({chr(c): text for c, text in _CONTROL.items()})
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters escaped (ESC shows as backslash-e), for a terminal."""
+    return text.translate(_ESCAPES)
+
+
+def causes(exc: BaseException) -> list[BaseException]:
+    """``exc`` and every exception behind it: causes, contexts and group members."""
+    seen: list[BaseException] = []
+    todo = [exc]
+    while todo and len(seen) < 50:
+        current = todo.pop(0)
+        if any(current is s for s in seen):
+            continue
+        seen.append(current)
+        if isinstance(current, BaseExceptionGroup):
+            todo.extend(current.exceptions)
+        for nxt in (current.__cause__, current.__context__):
+            if nxt is not None:
+                todo.append(nxt)
+    return seen

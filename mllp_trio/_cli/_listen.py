@@ -10,10 +10,12 @@ from typing import Any
 
 import click
 import trio
+from click.core import ParameterSource
 
 import mllp_trio
 from mllp_trio._cli._common import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_STORE, log, run_trio
 from mllp_trio._cli._common import setup_logging as _setup_logging
+from mllp_trio._cli._errors import explain_listen_error
 from mllp_trio._cli._options import (
     LISTEN_PORT,
     OPTIONAL_SECONDS,
@@ -106,7 +108,9 @@ from mllp_trio._cli._service import ServiceOptions, sd_notify, service_options
 )
 @service_options
 @log_level_option()
+@click.pass_context
 def listen(
+    ctx: click.Context,
     *,
     host: str,
     port: int,
@@ -133,6 +137,7 @@ def listen(
     acknowledged. SIGINT and SIGTERM stop it gracefully; SIGHUP reloads the
     certificates, key, CA, CRL and allow list.
     """
+    _check_flags(ctx, tls, no_store=no_store, delivery=delivery)
     _setup_logging(log_level)
     service.setup_logging(log_level)
     config = mllp_trio.ServerConfig(
@@ -150,8 +155,33 @@ def listen(
     )
     server_tls = tls.server_tls()
     journal = None if no_store else store
-    run_trio(partial(_listen, host, port, config, server_tls, journal, delivery.lower(), service))
+    try:
+        run_trio(
+            partial(_listen, host, port, config, server_tls, journal, delivery.lower(), service)
+        )
+    except OSError as exc:
+        explained = explain_listen_error(exc, host, port)
+        if explained is None:
+            raise
+        raise click.ClickException(explained) from None
     return 0
+
+
+def _check_flags(
+    ctx: click.Context, tls: ServerTLSOptions, *, no_store: bool, delivery: str
+) -> None:
+    """Refuse contradictory flags, naming them."""
+    problems = tls.conflicts()
+    if no_store:
+        if ctx.get_parameter_source("store") not in (None, ParameterSource.DEFAULT):
+            problems.append("--no-store keeps no journal, so --store has no use: drop one")
+        if delivery.lower() == "after_commit":
+            problems.append(
+                "--delivery after_commit acknowledges on the journal's commit, and "
+                "--no-store keeps no journal: drop one"
+            )
+    if problems:
+        raise click.UsageError("; ".join(problems), ctx)
 
 
 async def _listen(

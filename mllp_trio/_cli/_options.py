@@ -227,6 +227,47 @@ class ServerTLSOptions:
     allow: tuple[str, ...]
     no_client_cert: bool
 
+    def conflicts(self) -> list[str]:
+        """Flags that contradict each other, as messages naming them."""
+        problems: list[str] = []
+        if self.plaintext:
+            given = [
+                flag
+                for flag, value in (
+                    ("--cert", self.cert),
+                    ("--key", self.key),
+                    ("--ca", self.ca),
+                    ("--crl", self.crl),
+                    ("--allow", self.allow),
+                    ("--no-client-cert", self.no_client_cert),
+                )
+                if value
+            ]
+            if given:
+                problems.append(
+                    f"--plaintext turns TLS off, so {', '.join(given)} would be ignored: "
+                    "drop one or the other"
+                )
+            return problems
+        if self.allow and self.no_client_cert:
+            problems.append(
+                "--allow checks client certificates, which --no-client-cert does not ask "
+                "for: drop one or the other"
+            )
+        if self.key is not None and self.cert is None:
+            problems.append("--key needs --cert (the certificate it belongs to)")
+        if self.cert is not None and self.ca is None:
+            if self.crl is not None:
+                problems.append(
+                    "--crl needs --ca (the CA bundle that verifies client certificates)"
+                )
+            elif not self.no_client_cert:
+                problems.append(
+                    "--cert without --ca: mutual TLS needs the CA bundle that issues client "
+                    "certificates; give --ca, or --no-client-cert for server-only TLS"
+                )
+        return problems
+
     def server_tls(self) -> mllp_trio.ServerTLS | None:
         """The listener's TLS, creating development certificates when none are given.
 
@@ -305,6 +346,56 @@ class ClientTLSOptions:
     server_hostname: str | None
     no_check_hostname: bool
 
+    def conflicts(self) -> list[str]:
+        """Flags that contradict each other, as messages naming them."""
+        if self.plaintext:
+            given = [
+                flag
+                for flag, value in (
+                    ("--cert", self.cert),
+                    ("--key", self.key),
+                    ("--ca", self.ca),
+                    ("--server-hostname", self.server_hostname),
+                    ("--no-check-hostname", self.no_check_hostname),
+                )
+                if value
+            ]
+            if given:
+                return [
+                    f"--plaintext turns TLS off, so {', '.join(given)} would be ignored: "
+                    "drop one or the other"
+                ]
+        elif self.key is not None and self.cert is None:
+            return ["--key needs --cert (the client certificate it belongs to)"]
+        return []
+
+    def files(self) -> tuple[Path | None, Path | None, Path | None]:
+        """The client certificate, key and CA in use: given, else found in --certs-dir."""
+        paths = DevCertPaths.in_directory(self.certs_dir)
+        cert = self.cert or (paths.client_cert if paths.client_cert.exists() else None)
+        key = self.key or (paths.client_key if self.cert is None and cert is not None else None)
+        ca = self.ca or (paths.ca if paths.ca.exists() else None)
+        return cert, key, ca
+
+    def describe(self) -> str:
+        """Which certificates the sender uses, or that it found none, and how to give them."""
+        cert, key, ca = self.files()
+        if cert is None:
+            mine = (
+                f"no client certificate (none given with --cert, no client.pem in "
+                f"{self.certs_dir}/): a listener that requires one will refuse"
+            )
+        else:
+            mine = f"client certificate {cert}" + (f", key {key}" if key else "")
+        theirs = (
+            f"server checked against {ca}"
+            if ca is not None
+            else f"server checked against the system CAs (no --ca, no ca.pem in {self.certs_dir}/)"
+        )
+        if self.no_check_hostname:
+            theirs += ", host name not checked"
+        return f"{mine}; {theirs}"
+
     def ssl_context(self) -> ssl.SSLContext | None:
         """The client context: the given files, else the development ones found in --certs-dir.
 
@@ -312,10 +403,7 @@ class ClientTLSOptions:
         """
         if self.plaintext:
             return None
-        paths = DevCertPaths.in_directory(self.certs_dir)
-        cert = self.cert or (paths.client_cert if paths.client_cert.exists() else None)
-        key = self.key or (paths.client_key if self.cert is None and cert is not None else None)
-        ca = self.ca or (paths.ca if paths.ca.exists() else None)
+        cert, key, ca = self.files()
         return mllp_trio.ClientTLSConfig(
             ca_file=ca, cert_file=cert, key_file=key, check_hostname=not self.no_check_hostname
         ).build_context()

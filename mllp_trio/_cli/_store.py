@@ -8,9 +8,11 @@ find the folder the same way.
 
 from __future__ import annotations
 
+import sqlite3
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -18,7 +20,7 @@ from typing import Any, TypeVar
 import click
 
 import mllp_trio
-from mllp_trio._cli._common import DEFAULT_STORE, run_trio, setup_logging
+from mllp_trio._cli._common import DEFAULT_STORE, printable, run_trio, setup_logging
 from mllp_trio._cli._options import POSITIVE_INT, log_level_option
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -73,8 +75,9 @@ async def open_store(
 def store(log_level: str) -> None:
     """Look into a journal or a sending queue.
 
-    count, list and requeue show and change metadata only; export writes
-    message content to stdout.
+    count, list and requeue show or change metadata only (ids, times,
+    peers, control ids, sizes, states); export writes message content
+    (patient data) to stdout or to files.
     """
     setup_logging(log_level)
 
@@ -83,11 +86,22 @@ def store(log_level: str) -> None:
 @store_dir_option
 @click.pass_context
 def count(ctx: click.Context) -> int:
-    """Print how many messages the journal holds."""
+    """Print how many messages the journal holds, and the sending queue's counts.
+
+    The first line is the journal's count; a second line follows when the
+    store holds a sending queue (send --queue): pending, in flight,
+    delivered and dead letters.
+    """
 
     async def run() -> None:
         async with open_store(store_path(ctx)) as db:
             click.echo(await db.count())
+            stats = await db.outbound_stats()
+            if stats.pending or stats.in_flight or stats.delivered or stats.dead:
+                click.echo(
+                    f"outbound queue: {stats.pending} pending, {stats.delivered} delivered, "
+                    f"{stats.dead} dead letter(s)"
+                )
 
     run_trio(run)
     return 0
@@ -95,39 +109,106 @@ def count(ctx: click.Context) -> int:
 
 @store.command(name="list")
 @store_dir_option
-@click.option("--limit", type=POSITIVE_INT, default=50, show_default=True, help="how many")
+@click.option("--limit", type=POSITIVE_INT, default=50, show_default=True, help="how many of each")
 @click.pass_context
 def list_(ctx: click.Context, limit: int) -> int:
-    """List message metadata, newest first (never content)."""
+    """List the journal's messages, then the sending queue's, newest first (never content).
+
+    Journal lines: id, received, peer, sending application|facility, control
+    id, size, delivered or not. Queue lines: "out" id, enqueued, destination,
+    control id, size, state (pending, sent, dead) with attempts and the last
+    error. Control characters in any field are printed escaped.
+    """
 
     async def run() -> None:
         async with open_store(store_path(ctx)) as db:
             for info in await db.list_messages(limit=limit):
                 delivered = "delivered" if info.delivered_at else "undelivered"
-                click.echo(
-                    f"{info.message_id}\t{info.received_at.isoformat()}\t{info.peer}\t"
-                    f"{info.sending_application}|{info.sending_facility}\t{info.control_id}\t"
-                    f"{info.size} bytes\t{delivered}"
+                fields = (
+                    str(info.message_id),
+                    info.received_at.isoformat(),
+                    info.peer,
+                    f"{info.sending_application}|{info.sending_facility}",
+                    info.control_id,
+                    f"{info.size} bytes",
+                    delivered,
                 )
+                click.echo("\t".join(printable(f) for f in fields))
+            for row in await _outbound(db, limit):
+                click.echo("\t".join(printable(f) for f in row))
 
     run_trio(run)
     return 0
 
 
+async def _outbound(db: mllp_trio.store.SQLiteStore, limit: int) -> list[tuple[str, ...]]:
+    """The sending queue's metadata, newest first, as printable fields."""
+
+    def query(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
+        return conn.execute(
+            "SELECT id, enqueued_at, destination, substr(data, 1, 1024), size, status, "
+            "attempts, coalesce(dead_reason, last_error) FROM outbound ORDER BY id DESC LIMIT ?",
+            (limit,),
+        ).fetchall()
+
+    # The store has no public listing of the queue (only counts): read its
+    # metadata on the store's own connection, read-only.
+    rows = await db._call(query, write=False)
+    result: list[tuple[str, ...]] = []
+    for message_id, enqueued, destination, head, size, status, attempts, error in rows:
+        state = status if not attempts else f"{status}, {attempts} attempt(s)"
+        if error:
+            state += f": {error}"
+        result.append(
+            (
+                f"out {message_id}",
+                datetime.fromtimestamp(enqueued, UTC).isoformat(),
+                destination,
+                _control_id(bytes(head)),
+                f"{size} bytes",
+                state,
+            )
+        )
+    return result
+
+
+def _control_id(head: bytes) -> str:
+    try:
+        return mllp_trio.read_msh(head).control_id
+    except mllp_trio.MLLPError:
+        return "?"
+
+
 @store.command()
 @store_dir_option
-@click.argument("ids", nargs=-1, type=int, metavar="ID")
+@click.argument("ids", nargs=-1, type=POSITIVE_INT, metavar="ID...", required=True)
+@click.option(
+    "-o",
+    "--output-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="write each message to DIR/<id>.hl7 instead of stdout",
+)
 @click.pass_context
-def export(ctx: click.Context, ids: tuple[int, ...]) -> int:
-    """Write the content of message ID to stdout (patient data: handle with care)."""
-    if len(ids) != 1:
-        raise click.UsageError("store export takes exactly one message id")
+def export(ctx: click.Context, ids: tuple[int, ...], output_dir: Path | None) -> int:
+    """Write the content of journal messages ID... (patient data: handle with care).
+
+    To stdout, one after the other (segments end with CR: the result reads
+    as a file of concatenated messages), or one file each with -o.
+    """
 
     async def run() -> None:
         async with open_store(store_path(ctx)) as db:
-            data = await db.export_message(ids[0])
-        sys.stdout.buffer.write(data)
-        sys.stdout.buffer.flush()
+            if output_dir is not None:
+                output_dir.mkdir(parents=True, exist_ok=True)
+            for message_id in ids:
+                data = await db.export_message(message_id)
+                if output_dir is not None:
+                    path = output_dir / f"{message_id}.hl7"
+                    path.write_bytes(data)
+                    click.echo(f"wrote {path}", err=True)
+                else:
+                    sys.stdout.buffer.write(data)
+            sys.stdout.buffer.flush()
 
     run_trio(run)
     return 0
@@ -135,10 +216,14 @@ def export(ctx: click.Context, ids: tuple[int, ...]) -> int:
 
 @store.command()
 @store_dir_option
-@click.argument("ids", nargs=-1, type=int, metavar="[ID]...")
+@click.argument("ids", nargs=-1, type=POSITIVE_INT, metavar="[ID]...")
 @click.pass_context
 def requeue(ctx: click.Context, ids: tuple[int, ...]) -> int:
-    """Put dead letters back in the sending queue (default: all of them)."""
+    """Put dead letters of the sending queue back (default: all of them).
+
+    They go out with the next "mllp-trio send --queue HOST:PORT" to their
+    destination (with no input it only delivers what is queued).
+    """
     done = run_trio(partial(_requeue, store_path(ctx), list(ids) or None))
     click.echo(f"requeued {done} dead letter(s)")
     return 0

@@ -1,0 +1,145 @@
+"""Progress and the closing summary of a long send.
+
+On a terminal (stderr) a tqdm bar shows the count, the rate and the time
+left; reply lines are written above it. Elsewhere (a log file, CI) plain
+``progress:`` lines go to stderr at each tenth of the way and at least every
+``interval`` seconds, for sends of at least ``PLAIN_MINIMUM`` messages.
+``-q`` turns both off. Everything here goes to stderr: stdout carries only
+the per-message results, for scripts.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import Counter
+from typing import IO, Any, Final
+
+import click
+from tqdm import tqdm
+
+#: Below this many messages the plain (non-terminal) progress lines are noise.
+PLAIN_MINIMUM: Final = 50
+
+
+def _rate(count: int, seconds: float) -> str:
+    return f"{count / seconds:,.0f} msg/s" if seconds > 0 else "- msg/s"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+class Progress:
+    """A progress display for ``total`` messages (``None``: unknown).
+
+    Args:
+        total: How many messages will be handled.
+        quiet: Show nothing.
+        stream: Where the display goes (stderr).
+        interval: Seconds between plain progress lines at most.
+        label: What is counted ("sent", "queued", "delivered").
+    """
+
+    def __init__(
+        self,
+        total: int | None,
+        *,
+        quiet: bool = False,
+        stream: IO[str] | None = None,
+        interval: float = 5.0,
+        label: str = "sent",
+    ) -> None:
+        self.total = total
+        self.stream = stream if stream is not None else sys.stderr
+        self.interval = interval
+        self.label = label
+        self.done = 0
+        self.started = time.monotonic()
+        self._last_line = self.started
+        self._next_step = 1
+        self._bar: Any = None
+        self._plain = False
+        if quiet:
+            return
+        if self.stream.isatty():
+            self._bar = tqdm(
+                total=total,
+                unit="msg",
+                file=self.stream,
+                desc=label,
+                dynamic_ncols=True,
+                leave=False,
+                mininterval=0.2,
+            )
+        else:
+            self._plain = total is None or total >= PLAIN_MINIMUM
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds since the start."""
+        return time.monotonic() - self.started
+
+    def advance(self, count: int = 1) -> None:
+        """``count`` more messages are done."""
+        self.done += count
+        if self._bar is not None:
+            self._bar.update(count)
+        elif self._plain:
+            self._maybe_line()
+
+    def set_done(self, done: int) -> None:
+        """Set the count (for progress read from elsewhere, such as the queue)."""
+        if done > self.done:
+            self.advance(done - self.done)
+
+    def _maybe_line(self) -> None:
+        now = time.monotonic()
+        step_reached = False
+        if self.total:
+            step = self.done * 10 // self.total
+            if step >= self._next_step:
+                self._next_step = step + 1
+                step_reached = True
+        if not step_reached and now - self._last_line < self.interval:
+            return
+        self._last_line = now
+        elapsed = now - self.started
+        if self.total:
+            left = self.total - self.done
+            eta = left * elapsed / self.done if self.done else 0.0
+            text = (
+                f"progress: {self.label} {self.done:,}/{self.total:,} "
+                f"({100 * self.done // self.total}%), {_rate(self.done, elapsed)}, "
+                f"{_duration(eta)} left"
+            )
+        else:
+            text = f"progress: {self.label} {self.done:,}, {_rate(self.done, elapsed)}"
+        click.echo(text, file=self.stream)
+
+    def echo(self, line: str, *, err: bool = False) -> None:
+        """Print a line (a reply, a warning) without breaking the bar."""
+        if self._bar is not None:
+            self._bar.clear()
+            click.echo(line, err=err)
+            self._bar.refresh()
+        else:
+            click.echo(line, err=err)
+
+    def close(self) -> None:
+        """Remove the bar."""
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+def summary(counts: Counter[str], elapsed: float, sent: int) -> str:
+    """``12 messages in 0.4 s (30 msg/s): AA 10, AE 1, no reply 1``."""
+    parts = ", ".join(f"{key} {value:,}" for key, value in counts.items() if value)
+    return f"{sent:,} message(s) in {_duration(elapsed)} ({_rate(sent, elapsed)})" + (
+        f": {parts}" if parts else ""
+    )
