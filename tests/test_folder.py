@@ -13,7 +13,7 @@ import trio
 import trio.testing
 
 from mllp_trio._batch import BatchHeader, FileHeader, Message, iter_events
-from mllp_trio._hl7 import HL7Error, InboundMessage, reply_code
+from mllp_trio._hl7 import HL7Error, InboundMessage, Outcome, PeerInfo, reply_code
 from mllp_trio.store import FileIdentity, JournalProcessor, open_sqlite_store
 from mllp_trio.store._folder import FileReport, FolderConfig, FolderWatcher
 from mllp_trio.store._sqlite import SQLiteStore
@@ -338,3 +338,30 @@ async def test_window_of_concurrent_messages_records_only_the_answered_prefix(
         assert [c for _, c in codes] == ids  # the acknowledgement batch in file order
         assert [c for c, i in codes if c != "AA"] == ["AE", "AE"]
         assert await store.count() == 40
+
+
+async def test_a_file_that_grows_while_processed_is_left_and_taken_whole_later(
+    tmp_path: Path,
+) -> None:
+    handler = Recorder()
+    async with watcher_for(tmp_path, handler) as (watcher, store):
+        path = drop(watcher.inbox, "g.hl7", batch_file(["G1", "G2"], header=False))
+        real = watcher.processor
+
+        async def appending(raw: bytes, peer: PeerInfo) -> Outcome:
+            if not handler.seen:  # a late writer, after the file looked stable
+                with path.open("ab") as f:
+                    f.write(make_message(control_id="G3"))
+            return await real(raw, peer)
+
+        watcher.processor = appending
+        report = await watcher.process_file("g.hl7")
+        assert report.outcome == "deferred" and "changed" in (report.reason or "")
+        assert path.exists() and not (watcher.done_dir / "g.hl7").exists()
+        watcher.processor = real
+        report = await watcher.process_file("g.hl7")
+        assert report.outcome == "done" and report.messages == 3
+        assert handler.seen == ["G1", "G2", "G3"]
+        codes = ack_codes(watcher.done_dir / "g.hl7.ack")
+        assert codes == [("AA", "G1"), ("AA", "G2"), ("AA", "G3")]
+        assert await store.count() == 3

@@ -570,6 +570,9 @@ class FolderWatcher:
                         break
                     if message is None:
                         break
+                    if message.number > total:  # it grew since the survey
+                        state.stop(_Deferred("it changed while it was read"), total)
+                        break
                     if message.number - 1 < progress.next_seq:
                         continue
                     await slots.acquire()
