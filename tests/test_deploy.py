@@ -168,6 +168,7 @@ async def test_container_entry_point_serves_checks_and_stops(tmp_path: Path) -> 
     answered = [r for r in records if r.get("event") == "message"]
     assert [(r["ack"], r["message_type"]) for r in answered] == [("AA", "NMQ^N01")]
     assert answered[0]["identity"].startswith("CN=test-client")
+    assert answered[0]["listener"] == f"127.0.0.1:{port}"  # port 0 named by the bound port
     journal = state / "journal"
     assert stat.S_IMODE(journal.stat().st_mode) == 0o700
     assert {stat.S_IMODE(p.stat().st_mode) for p in journal.iterdir()} == {0o600}

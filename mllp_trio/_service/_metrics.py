@@ -94,12 +94,30 @@ class ListenerWatch:
     server: MLLPServer
     latency: LatencyHistogram = attrs.Factory(LatencyHistogram)
     observers: list[AnswerObserver] = attrs.Factory(list)
+    # A name given before binding port 0 ("host:0") becomes the bound address.
+    _unbound: bool = attrs.field(init=False, default=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._unbound = self.name.endswith(":0")
 
     def __call__(self, peer: PeerInfo, outcome: Outcome, latency: float) -> None:
         """Record one answered message."""
+        if self._unbound:
+            self.resolve_name()
         self.latency.observe(latency)
         for observer in self.observers:
             observer(peer, outcome, latency)
+
+    def resolve_name(self) -> None:
+        """Replace a ``host:0`` name with the address the listener bound."""
+        if not self._unbound or not self.server.listeners:
+            return
+        host, port = self.server.listeners[0].socket.getsockname()[:2]
+        self.name = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        self._unbound = False
+        for observer in self.observers:
+            if hasattr(observer, "listener"):
+                observer.listener = self.name
 
     def attach(self) -> None:
         """Make this the server's observer."""
@@ -230,6 +248,7 @@ class MetricsCollector:
             labels=["listener"],
         )
         for watch in self.listeners:
+            watch.resolve_name()
             name, stats = watch.name, watch.server.stats
             accepted.add_metric([name], stats.accepted)
             active.add_metric([name], stats.active)
