@@ -16,6 +16,7 @@ import mllp_trio
 from mllp_trio._cli._common import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_STORE, log, run_trio
 from mllp_trio._cli._common import setup_logging as _setup_logging
 from mllp_trio._cli._errors import explain_listen_error
+from mllp_trio._cli._limits import budget_bytes, limit_options
 from mllp_trio._cli._options import (
     LISTEN_PORT,
     OPTIONAL_SECONDS,
@@ -90,6 +91,7 @@ from mllp_trio._cli._service import ServiceOptions, sd_notify, service_options
     show_default=True,
     help="seconds the peer has to commit our reply (release 2)",
 )
+@limit_options
 @retries_option()
 @click.option(
     "--store",
@@ -124,6 +126,8 @@ def listen(
     max_connections_per_peer: int,
     shutdown_grace: float,
     ack_timeout: float,
+    memory_budget: int | None,
+    max_strikes: int | None,
     retries: int,
     store: Path,
     no_store: bool,
@@ -151,6 +155,8 @@ def listen(
         shutdown_grace=shutdown_grace,
         retries=retries,
         ack_timeout=ack_timeout,
+        memory_budget=budget_bytes(ctx, memory_budget, framing.config()),
+        max_strikes=max_strikes,
         tls_stream=tls.tls_stream,
     )
     server_tls = tls.server_tls()
