@@ -96,12 +96,23 @@ async def test_json_lines_carry_each_message_and_never_its_content(
     assert sum("accepted" in m for m in life) == sum(" closed" in m for m in life) == 2
 
 
-async def test_control_ids_can_be_left_out(tmp_path: Path, json_log: io.StringIO) -> None:
+async def test_control_ids_can_be_left_out_of_every_line(
+    tmp_path: Path, json_log: io.StringIO
+) -> None:
+    # As --log-no-control-ids sets it up: the message line and every other
+    # line that names a control id (duplicates, refusals) leave it out.
+    configure_logging("DEBUG", "json", stream=json_log, control_ids=False)
     service = ServiceConfig(metrics_port=0, min_free_bytes=0, log_control_ids=False)
     async with running_service(tmp_path / "j", service=service) as svc:
-        await send_one(svc.port, make_message(control_id="HIDDENCID42"))
-    (line,) = [r for r in lines(json_log) if r.get("event") == "message"]
-    assert "control_id" not in line and "HIDDENCID42" not in json.dumps(line)
+        for _ in range(2):  # the second is a duplicate
+            await send_one(svc.port, make_message(control_id="HIDDENCID42"))
+        await send_one(svc.port, make_message(control_id="HIDDENCID43", version="9.9"))
+    text = json_log.getvalue()
+    assert "HIDDENCID4" not in text
+    answered = [r for r in lines(json_log) if r.get("event") == "message"]
+    assert [r["ack"] for r in answered] == ["AA", "AA", "AR"]
+    assert not [r for r in answered if "control_id" in r]
+    assert "duplicate of control id '<hidden>'" in text  # the line is still there
 
 
 async def test_text_line_at_info_is_one_line_without_content(

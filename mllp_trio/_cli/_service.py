@@ -95,7 +95,8 @@ class ServiceOptions:
 
     def setup_logging(self, level: str) -> None:
         """Log to stderr at ``level`` in the chosen format."""
-        configure_logging(level, self.log_format.lower())
+        hide = self.log_no_control_ids
+        configure_logging(level, self.log_format.lower(), control_ids=not hide)
 
     async def monitor(
         self,
@@ -162,6 +163,6 @@ service_options = _option_set(
     click.option(
         "--log-no-control-ids",
         is_flag=True,
-        help="leave MSH-10 out of the per-message log line",
+        help="leave MSH-10 out of the per-message line and hide it in every other log line",
     ),
 )

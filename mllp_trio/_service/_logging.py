@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from datetime import UTC, datetime
 from typing import IO, Any, Final
 
 from mllp_trio._hl7 import Outcome, PeerInfo
 
-__all__ = ["JSONFormatter", "MessageLog", "configure_logging"]
+__all__ = ["HideControlIds", "JSONFormatter", "MessageLog", "configure_logging"]
 
 #: The per-message lines' logger: filter or route it on its own.
 MESSAGE_LOGGER: Final = "mllp_trio.messages"
@@ -66,8 +67,38 @@ class JSONFormatter(logging.Formatter):
         return json.dumps(data, ensure_ascii=False, default=str)
 
 
+_CONTROL_ID: Final = re.compile(r"control id (%[-#0 +]*\d*(?:\.\d+)?[a-z])")
+_PLACEHOLDER: Final = re.compile(r"%.")
+
+
+class HideControlIds(logging.Filter):
+    """Replace the control id in every record that names one (``control id %r``).
+
+    The library's messages that carry MSH-10 all say ``control id %r``;
+    with ``--log-no-control-ids`` that argument becomes ``<hidden>``, so that
+    the per-message line is not the only one to leave it out.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Redact, then let the record through."""
+        msg = record.msg
+        if isinstance(msg, str) and isinstance(record.args, tuple) and "control id %" in msg:
+            args = list(record.args)
+            for match in _CONTROL_ID.finditer(msg):
+                before = _PLACEHOLDER.findall(msg[: match.start(1)])
+                index = sum(1 for p in before if p != "%%")
+                if index < len(args):
+                    args[index] = "<hidden>"
+            record.args = tuple(args)
+        return True
+
+
 def configure_logging(
-    level: str = "INFO", fmt: str = "text", stream: IO[str] | None = None
+    level: str = "INFO",
+    fmt: str = "text",
+    stream: IO[str] | None = None,
+    *,
+    control_ids: bool = True,
 ) -> None:
     """Send every log record to ``stream`` (default stderr) as text or JSON lines.
 
@@ -75,6 +106,7 @@ def configure_logging(
         level: A level name (``DEBUG`` shows connection life cycle and framing).
         fmt: ``text`` or ``json``.
         stream: Where to write.
+        control_ids: False hides MSH-10 in every line (:class:`HideControlIds`).
 
     Raises:
         ValueError: An unknown level or format.
@@ -86,6 +118,8 @@ def configure_logging(
         raise ValueError(f"unknown log format {fmt!r}; use text or json")
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
     handler.setFormatter(JSONFormatter() if fmt == "json" else logging.Formatter(_TEXT_FORMAT))
+    if not control_ids:
+        handler.addFilter(HideControlIds())
     logging.basicConfig(level=numeric, handlers=[handler], force=True)
     # The library's loggers follow the level, whatever set theirs before.
     logging.getLogger("mllp_trio").setLevel(numeric)
