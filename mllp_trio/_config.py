@@ -79,7 +79,7 @@ class ServerConfig:
             16 MiB maximum size; ``None``: no budget). When it is reached,
             the connections holding the largest partial messages are closed
             first and reads pause until the total is under it again. At
-            least ``framing.max_message_size``.
+            least ``framing.max_message_size`` plus ``receive_size``.
         max_strikes: Bad inputs in a row that get no answer (a rejected
             frame under release 1, a message without a readable control id,
             bytes outside frames) before the connection is closed (3;
@@ -105,11 +105,14 @@ class ServerConfig:
     max_strikes: int | None = attrs.field(default=3, validator=_optional_positive)
 
     def __attrs_post_init__(self) -> None:
-        budget, largest = self.memory_budget, self.framing.max_message_size
+        # A receive buffer holds up to the largest message plus one read.
+        budget = self.memory_budget
+        largest = self.framing.max_message_size + self.receive_size
         if budget is not None and budget < largest:
             raise ValueError(
                 f"memory_budget ({budget} bytes) must be at least framing.max_message_size "
-                f"({largest} bytes), or one message of the largest size could never arrive"
+                f"plus receive_size ({largest} bytes), or a message of the largest size "
+                "could never arrive"
             )
 
     @property

@@ -31,7 +31,7 @@ def busy_port() -> Iterator[int]:
     [
         ("--memory-budget", "0", "at least 1"),
         ("--memory-budget", "lots", "not a whole number"),
-        ("--memory-budget", "8", "raise it to at least 16 MiB"),
+        ("--memory-budget", "16", "raise it to at least 17 MiB"),
         ("--max-strikes", "0", "at least 1"),
         ("--max-strikes", "-2", "at least 1"),
     ],
@@ -51,7 +51,7 @@ def test_bad_limits_are_refused_naming_the_flag(
     [
         ["--memory-budget", "none", "--max-strikes", "none"],
         ["--memory-budget", "64", "--max-strikes", "10"],
-        ["--memory-budget", "1", "--max-message-size", "1048576"],
+        ["--memory-budget", "2", "--max-message-size", "1048576"],
     ],
 )
 def test_good_limits_pass_the_parser(tmp_path: Path, busy_port: int, args: list[str]) -> None:

@@ -13,6 +13,7 @@ from mllp_trio.proto import FramingConfig
 F = TypeVar("F", bound=Callable[..., Any])
 
 _MIB = 1024 * 1024
+_READ = 65536  # ServerConfig.receive_size, which listen leaves at its default
 
 
 class OptionalCount(ParamTypeBase):
@@ -70,11 +71,13 @@ def budget_bytes(
     """
     if memory_budget is None:
         return None
-    largest = framing.max_message_size
+    # A receive buffer holds up to the largest message plus one read (64 KiB).
+    largest = framing.max_message_size + _READ
     if memory_budget * _MIB < largest:
         raise click.BadParameter(
             f"{memory_budget} MiB cannot hold one message of the largest size "
-            f"({largest} bytes); raise it to at least {-(-largest // _MIB)} MiB",
+            f"({framing.max_message_size} bytes) and a read; raise it to at least "
+            f"{-(-largest // _MIB)} MiB",
             ctx,
             param_hint="'--memory-budget'",
         )
