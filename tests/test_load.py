@@ -193,6 +193,17 @@ async def test_wrong_control_id_is_counted(autojump_clock: trio.testing.MockCloc
     assert result.answered == 0 and result.latency.count == 0
 
 
+async def test_canned_acks_pass_when_the_check_is_off(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async def behaviour(message: bytes) -> bytes:
+        return ack(message, control_id=b"CANNED")
+
+    config = LoadConfig(connections=1, count=5, warmup=0, check_control_id=False)
+    result = await run_scripted(behaviour, config)
+    assert result.errors == {} and result.ok == 5
+
+
 async def test_garbage_is_bad_framing_and_the_connection_is_replaced(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -535,3 +546,19 @@ def test_chart_is_a_png(tmp_path: Path) -> None:
 
 async def _quick_result() -> _load.LoadResult:
     return await run_scripted(fixed(0.0005), LoadConfig(connections=1, count=20, warmup=0))
+
+
+async def test_tls_to_a_silent_peer_is_a_handshake_error(tls_files: dict[str, Path]) -> None:
+    async def silent(stream: trio.SocketStream) -> None:
+        await trio.sleep_forever()
+
+    client = ssl.create_default_context(cafile=str(tls_files["ca"]))
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(trio.serve_tcp, silent, 0)
+        port = listeners[0].socket.getsockname()[1]
+        connect = tcp_connector("127.0.0.1", port, ssl_context=client, handshake_timeout=0.2)
+        load = LoadConfig(connections=1, duration=0.1, warmup=0, give_up=0.1)
+        result = await run_load(connect, TEMPLATES, load)
+        nursery.cancel_scope.cancel()
+    assert result.sent == 0
+    assert set(result.connection_errors) == {"tls_handshake"}

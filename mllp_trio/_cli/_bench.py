@@ -138,6 +138,11 @@ class MessageType(ParamTypeBase):
     type=click.Path(path_type=Path, dir_okay=False),
     help="write a latency chart (PNG; needs matplotlib, the bench extra)",
 )
+@click.option(
+    "--no-check-control-id",
+    is_flag=True,
+    help="accept an ACK whatever its MSA-2 (a peer that answers with a canned ACK)",
+)
 @click.option("-q", "--quiet", is_flag=True, help="no notes on stderr")
 @click.pass_context
 def bench(
@@ -156,6 +161,7 @@ def bench(
     output_format: str,
     json_file: Path | None,
     chart: Path | None,
+    no_check_control_id: bool,
     quiet: bool,
 ) -> int:
     """Load HOST:PORT with HL7 messages and report rate, latency and errors."""
@@ -186,6 +192,7 @@ def bench(
             connect_timeout=client.handshake_timeout,
             framing=framing,
             retries=client.retries,
+            check_control_id=not no_check_control_id,
         )
     except ValueError as exc:  # pragma: no cover - every value is checked by its option
         raise click.UsageError(str(exc), ctx) from None
@@ -202,6 +209,7 @@ def bench(
         ssl_context=tls.ssl_context(),
         server_hostname=tls.server_hostname,
         tls_stream=tls.tls_stream,
+        handshake_timeout=client.handshake_timeout,
     )
     model = f"open model at {rate:g} msg/s" if rate else "closed model"
     limit = " and ".join(

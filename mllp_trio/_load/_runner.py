@@ -23,7 +23,7 @@ import math
 import resource
 import ssl
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 import attrs
@@ -83,6 +83,9 @@ class LoadConfig:
             the run.
         framing: Release 1 (default), release 2 or HLLP.
         retries: Release 2 and HLLP: resends after a NAK (default 2).
+        check_control_id: Require MSA-2 to equal the MSH-10 sent (default
+            True); False accepts any acknowledgement, for a peer that answers
+            with a canned ACK.
     """
 
     connections: int = attrs.field(default=8, validator=_positive)
@@ -96,6 +99,7 @@ class LoadConfig:
     give_up: float = attrs.field(default=30.0, validator=_positive)
     framing: FramingConfig = attrs.field(factory=FramingConfig)
     retries: int = attrs.field(default=2, validator=_not_negative)
+    check_control_id: bool = True
 
     def __attrs_post_init__(self) -> None:
         if self.duration is None and self.count is None:
@@ -336,10 +340,43 @@ def _connect_error_kind(exc: BaseException) -> str:
     return CONNECT
 
 
-async def _connection(run: _Run, connect: Connector) -> None:
+class _Slot:
+    """One connection's reply deadline and the scope the watchdog cancels when it passes."""
+
+    __slots__ = ("deadline", "scope")
+
+    def __init__(self) -> None:
+        self.deadline = math.inf
+        self.scope = trio.CancelScope()
+
+
+async def _watchdog(slots: list[_Slot], timeout: float) -> None:
+    """Cancel the exchange of every connection whose reply deadline has passed.
+
+    A plain float per connection, checked here, costs less per message than
+    moving a cancel scope's deadline twice per message. Deadlines only move
+    later, so the task sleeps until the earliest one (or one timeout when
+    none is set: a deadline set meanwhile cannot be earlier than that).
+    """
+    while True:
+        now = trio.current_time()
+        earliest = now + timeout
+        for slot in slots:
+            deadline = slot.deadline
+            if deadline <= now:
+                slot.deadline = math.inf
+                slot.scope.cancel()
+            elif deadline < earliest:
+                earliest = deadline
+        await trio.sleep_until(earliest)
+
+
+async def _connection(run: _Run, connect: Connector, slot: _Slot) -> None:
     config = run.config
     templates = run.templates
     count = len(templates)
+    check = config.check_control_id
+    timeout = config.timeout
     waiting = True
     current: tuple[float, bool] | None = None
     failing_since: float | None = None
@@ -367,7 +404,8 @@ async def _connection(run: _Run, connect: Connector) -> None:
             await trio.sleep(config.reconnect_delay)
             continue
         try:
-            with trio.CancelScope() as scope:
+            slot.scope = trio.CancelScope()
+            with slot.scope:
                 while True:
                     now = trio.current_time()
                     current = run.take(now)
@@ -376,13 +414,12 @@ async def _connection(run: _Run, connect: Connector) -> None:
                     due = current[0]
                     if due > now:
                         await trio.sleep_until(due)
-                    scope.deadline = max(due, now) + config.timeout
-                    template = templates[run.issued % count]
+                    slot.deadline = max(due, now) + timeout
                     control_id = run.ids.next()
                     outcome = await session.exchange(
-                        template.frame(control_id), template.message(control_id), control_id
+                        templates[run.issued % count], control_id, control_id if check else None
                     )
-                    scope.deadline = math.inf
+                    slot.deadline = math.inf
                     run.record(due, current[1], outcome, trio.current_time())
                     current = None
                     if outcome in RECONNECT:
@@ -409,6 +446,7 @@ async def run_load(
     config: LoadConfig,
     *,
     control_ids: ControlIds | None = None,
+    on_window: Callable[[str], object] | None = None,
 ) -> LoadResult:
     """Run one load test and return what it measured.
 
@@ -417,6 +455,9 @@ async def run_load(
         templates: The messages, sent in turn, each with a new MSH-10.
         config: The model, concurrency, duration, framing.
         control_ids: The control id source (default: a new random run tag).
+        on_window: Called with ``"start"`` when the measurement starts (the
+            warm-up is over) and ``"end"`` when the run is over, beside the
+            client CPU readings (the benchmark harness reads the server's CPU there).
     """
     if not templates:
         raise ValueError("no messages to send")
@@ -427,14 +468,20 @@ async def run_load(
         await run.go.wait()
         await trio.sleep_until(run.window_start)
         cpu_begin.append(_cpu())
+        if on_window is not None:
+            on_window("start")
 
+    slots = [_Slot() for _ in range(config.connections)]
     async with trio.open_nursery() as outer:
         outer.start_soon(mark_window)
+        outer.start_soon(_watchdog, slots, config.timeout)
         async with trio.open_nursery() as nursery:
-            for _ in range(config.connections):
-                nursery.start_soon(_connection, run, connect)
+            for slot in slots:
+                nursery.start_soon(_connection, run, connect, slot)
         outer.cancel_scope.cancel()  # all connections ended, perhaps before the window
     cpu_end = _cpu()
+    if on_window is not None and cpu_begin:
+        on_window("end")
     user0, system0 = cpu_begin[0] if cpu_begin else cpu_end
     user, system = cpu_end[0] - user0, cpu_end[1] - system0
     elapsed = max(run.last_done - run.window_start, 0.0)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Final
 
+from mllp_trio._load._messages import Template
 from mllp_trio._load._transport import Transport
 from mllp_trio.proto import (
     NEED_DATA,
@@ -60,12 +61,13 @@ _EB: Final = 0x1C
 _CR: Final = 0x0D
 
 
-def judge_ack(data: bytes | bytearray, start: int, end: int, control_id: bytes) -> str:
+def judge_ack(data: bytes | bytearray, start: int, end: int, control_id: bytes | None) -> str:
     """The outcome of the reply in ``data[start:end]`` to the message sent with ``control_id``.
 
     Returns the MSA-1 code (``"AA"``, ``"AE"``...), or :data:`WRONG_CONTROL_ID`
     when MSA-2 is another message's id, or :data:`NOT_AN_ACK` when the
-    reply has no MSH, no MSA, or an MSA-1 outside table 0008.
+    reply has no MSH, no MSA, or an MSA-1 outside table 0008. A
+    ``control_id`` of ``None`` skips the MSA-2 check (a peer with a canned ACK).
     """
     if end - start < 8 or data[start : start + 3] != b"MSH":
         return NOT_AN_ACK
@@ -87,7 +89,7 @@ def judge_ack(data: bytes | bytearray, start: int, end: int, control_id: bytes) 
     code = _CODES.get(fields[0])
     if code is None:
         return NOT_AN_ACK
-    if len(fields) < 2 or fields[1] != control_id:
+    if control_id is not None and (len(fields) < 2 or fields[1] != control_id):
         return WRONG_CONTROL_ID
     return code
 
@@ -112,9 +114,9 @@ class MLLPSession:
         self._limit = max_message_size + 3
         self.resends = 0
 
-    async def exchange(self, frame: bytes, message: bytes, control_id: bytes) -> str:
-        """Send ``frame`` and return the outcome of its reply."""
-        await self._transport.send_all(frame)
+    async def exchange(self, template: Template, control_id: bytes, expected: bytes | None) -> str:
+        """Send ``template`` with ``control_id`` as MSH-10; judge the reply against ``expected``."""
+        await self._transport.send_all(template.frame(control_id))
         buffer = self._buffer
         scan = self._start + 1
         while True:
@@ -127,7 +129,7 @@ class MLLPSession:
                     if end + 1 < filled:
                         if buffer[end + 1] != _CR:
                             return BAD_FRAMING
-                        outcome = judge_ack(buffer, start + 1, end, control_id)
+                        outcome = judge_ack(buffer, start + 1, end, expected)
                         self._start = end + 2
                         if self._start == filled:
                             self._start = self._filled = 0
@@ -180,11 +182,11 @@ class ExchangeSession:
         self._view = memoryview(self._buffer)
         self.resends = 0
 
-    async def exchange(self, frame: bytes, message: bytes, control_id: bytes) -> str:
-        """Send ``message`` and return the outcome of its reply."""
+    async def exchange(self, template: Template, control_id: bytes, expected: bytes | None) -> str:
+        """Send ``template`` with ``control_id`` as MSH-10; judge the reply against ``expected``."""
         exchange = self._exchange
         try:
-            await self._transport.send_all(exchange.send(Message(message)))
+            await self._transport.send_all(exchange.send(Message(template.message(control_id))))
             committed = exchange.framing != "mllp2"
             outcome: str | None = None
             while True:
@@ -197,7 +199,7 @@ class ExchangeSession:
                     if commit:
                         await self._transport.send_all(commit)
                     data = event.data
-                    outcome = judge_ack(data, 0, len(data), control_id)
+                    outcome = judge_ack(data, 0, len(data), expected)
                 elif isinstance(event, Delivered):
                     committed = True
                 elif isinstance(event, Resend):

@@ -15,6 +15,7 @@ import os
 import socket
 import ssl
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager, nullcontext
 from typing import Literal, Protocol
 
 import trio
@@ -164,6 +165,13 @@ async def _tls_handshake(sock: ssl.SSLSocket) -> None:
             await trio.lowlevel.wait_writable(sock)
 
 
+_SILENT = "TLS handshake timed out: the peer said nothing (a plain listener?)"
+
+
+def _handshake_deadline(seconds: float | None) -> AbstractContextManager[object]:
+    return trio.fail_after(seconds) if seconds is not None else nullcontext()
+
+
 def tcp_connector(
     host: str,
     port: int,
@@ -171,6 +179,7 @@ def tcp_connector(
     ssl_context: ssl.SSLContext | None = None,
     server_hostname: str | None = None,
     tls_stream: Literal["ssl_socket", "trio"] = "ssl_socket",
+    handshake_timeout: float | None = None,
 ) -> Connector:
     """A :data:`Connector` for ``host:port``, plain or over TLS.
 
@@ -183,6 +192,9 @@ def tcp_connector(
             (default ``host``).
         tls_stream: ``"ssl_socket"`` (a non-blocking ``ssl.SSLSocket``,
             the default) or ``"trio"`` (``trio.SSLStream``).
+        handshake_timeout: Seconds for the TLS handshake once connected; when
+            they pass, :class:`TLSHandshakeFailed` says so (default: no limit
+            of its own).
     """
     name = server_hostname or host
 
@@ -197,10 +209,14 @@ def tcp_connector(
                 server_hostname=name,
             )
             try:
-                await stream.do_handshake()
+                with _handshake_deadline(handshake_timeout):
+                    await stream.do_handshake()
             except (trio.BrokenResourceError, ssl.SSLError) as exc:
                 await trio.aclose_forcefully(stream)
                 raise TLSHandshakeFailed(errno.EPROTO, f"TLS handshake failed: {exc}") from exc
+            except trio.TooSlowError:
+                await trio.aclose_forcefully(stream)
+                raise TLSHandshakeFailed(errno.ETIMEDOUT, _SILENT) from None
             return StreamTransport(stream)
         try:
             tls = ssl_context.wrap_socket(sock, server_hostname=name, do_handshake_on_connect=False)
@@ -208,10 +224,13 @@ def tcp_connector(
             sock.close()
             raise
         try:
-            await _tls_handshake(tls)
+            with _handshake_deadline(handshake_timeout):
+                await _tls_handshake(tls)
         except BaseException as exc:
             trio.lowlevel.notify_closing(tls)
             tls.close()
+            if isinstance(exc, trio.TooSlowError):
+                raise TLSHandshakeFailed(errno.ETIMEDOUT, _SILENT) from None
             if isinstance(exc, OSError):
                 raise TLSHandshakeFailed(errno.EPROTO, f"TLS handshake failed: {exc}") from exc
             raise
