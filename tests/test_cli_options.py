@@ -72,6 +72,14 @@ def test_listen_refuses_a_bad_value_naming_the_flag(tmp_path: Path, flag: str, v
         ["127.0.0.1:2575", "--retries", "-1"],
         ["127.0.0.1:2575", "--max-message-size", "0"],
         ["127.0.0.1:2575", "--queue", "--give-up-after", "-1"],
+        ["127.0.0.1:2575", "--connect-timeout", "0"],
+        ["127.0.0.1:2575", "--response-timeout", "-2"],
+        ["127.0.0.1:2575", "--keepalive", "0"],
+        ["127.0.0.1:2575", "--charset", "KLINGON"],
+        ["127.0.0.1:2575", "--charset-override", "EBCDIC-9"],
+        ["127.0.0.1:2575", "--bind", "not-an-address"],
+        ["127.0.0.1:2575", "--framing", "hllp", "--hllp-protocol-id", "2x"],
+        ["127.0.0.1:2575", "--framing", "hllp", "--hllp-checksum", "crc"],
     ],
 )
 def test_send_refuses_a_bad_value_naming_it(tmp_path: Path, args: list[str]) -> None:
@@ -163,6 +171,39 @@ def test_send_plaintext_warns(tmp_path: Path) -> None:
     result = invoke("send", f"127.0.0.1:{port}", "--plaintext", cwd=tmp_path, stdin=make_message())
     assert "warning" in result.stderr and "--plaintext" in result.stderr
     assert "unencrypted" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "flags"),
+    [
+        (["--hllp-checksum", "oracle"], ["--hllp-checksum", "--framing"]),
+        (["--framing", "mllp2", "--hllp-protocol-id", "21"], ["--hllp-protocol-id", "--framing"]),
+        (["--keystore", "c.p12", "--cert", "c.pem"], ["--keystore", "--cert"]),
+        (["--keystore-password", "x"], ["--keystore-password", "--keystore"]),
+        (["--plaintext", "--tls-min", "1.3"], ["--plaintext", "--tls-min"]),
+    ],
+)
+def test_send_refuses_contradictions(tmp_path: Path, args: list[str], flags: list[str]) -> None:
+    result = invoke("send", "127.0.0.1:2575", *args, cwd=tmp_path, stdin=make_message())
+    assert result.code == 2, result.output
+    for flag in flags:
+        assert flag in result.stderr
+
+
+def test_listen_hllp_options_reach_the_parser(tmp_path: Path, busy_port: int) -> None:
+    result = invoke(
+        *LISTEN_QUICK,
+        "--framing",
+        "hllp",
+        "--hllp-checksum",
+        "ORACLE",
+        "--hllp-protocol-id",
+        "21",
+        "--port",
+        str(busy_port),
+        cwd=tmp_path,
+    )
+    assert "cannot listen on" in result.stderr, result.output
 
 
 def test_send_refuses_plaintext_with_certificates(tmp_path: Path) -> None:

@@ -362,3 +362,117 @@ def test_queue_options_without_queue_are_refused(tmp_path: Path, flag: str) -> N
     result = invoke("send", "127.0.0.1:9", PLAIN, flag, "5", cwd=tmp_path, stdin=b"")
     assert result.code == 2
     assert flag in result.stderr and "--queue" in result.stderr
+
+
+# --- the options of hl7snd and Camel ---------------------------------------------------------
+
+
+def test_client_socket_and_charset_options(tmp_path: Path) -> None:
+    message = make_message(control_id="MSG\u00e91", charset="8859/1", codec="latin-1")
+    with serving() as server:
+        result = invoke(
+            "send",
+            server.target,
+            PLAIN,
+            "--connect-timeout",
+            "5",
+            "--response-timeout",
+            "5",
+            "--bind",
+            "127.0.0.1",
+            "--keepalive",
+            "30",
+            "--charset",
+            "8859/1",
+            cwd=tmp_path,
+            stdin=message,
+        )
+    assert result.code == 0, result.output
+    assert result.stdout.splitlines() == ["MSG\u00e91 AA"]
+
+
+def test_hllp_checksum_variant_end_to_end(tmp_path: Path) -> None:
+    framing = mllp_trio.FramingConfig(framing="hllp", hllp_checksum="oracle", hllp_protocol_id="21")
+    with serving(framing=framing) as server:
+        ok = invoke(
+            "send",
+            server.target,
+            PLAIN,
+            "--framing",
+            "hllp",
+            "--hllp-checksum",
+            "oracle",
+            "--hllp-protocol-id",
+            "21",
+            cwd=tmp_path,
+            stdin=make_message(control_id="HL1"),
+        )
+    assert ok.code == 0, ok.output
+    assert ok.stdout.splitlines() == ["HL1 AA"]
+
+
+def _tls_server_context(certs: Path) -> mllp_trio.ServerTLS:
+    return mllp_trio.ServerTLS(
+        mllp_trio.ServerTLSConfig(
+            cert_file=certs / "server.pem", key_file=certs / "server.key", ca_file=certs / "ca.pem"
+        )
+    )
+
+
+def test_pkcs12_keystore_tls_floor_and_bad_password(tmp_path: Path) -> None:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.serialization import pkcs12
+
+    assert invoke("certs", cwd=tmp_path).code == 0
+    certs = tmp_path / "certs"
+    key = serialization.load_pem_private_key((certs / "client.key").read_bytes(), None)
+    cert = x509.load_pem_x509_certificate((certs / "client.pem").read_bytes())
+    (tmp_path / "client.p12").write_bytes(
+        pkcs12.serialize_key_and_certificates(
+            b"client",
+            key,  # type: ignore[arg-type]
+            cert,
+            None,
+            serialization.BestAvailableEncryption(b"s3cret"),
+        )
+    )
+    (certs / "client.pem").unlink()  # only the key store can authenticate us now
+    with serving(ssl_context=_tls_server_context(certs)) as server:
+        env = {"MLLP_TRIO_KEYSTORE_PASSWORD": "s3cret"}
+        ok = invoke(
+            "send",
+            server.target,
+            "--keystore",
+            "client.p12",
+            "--tls-min",
+            "1.3",
+            cwd=tmp_path,
+            stdin=make_message(control_id="P12"),
+            env=env,
+        )
+        wrong = invoke(
+            "send",
+            server.target,
+            "--keystore",
+            "client.p12",
+            "--keystore-password",
+            "nope",
+            cwd=tmp_path,
+            stdin=make_message(control_id="P13"),
+        )
+        ciphers = invoke(
+            "send",
+            server.target,
+            "--ciphers",
+            "NO-SUCH-CIPHER",
+            cwd=tmp_path,
+            stdin=make_message(control_id="P14"),
+        )
+    assert ok.code == 0, ok.output
+    assert ok.stdout.splitlines() == ["P12 AA"]
+    assert "client key store client.p12" in ok.stderr and "TLS 1.3 only" in ok.stderr
+    assert wrong.code == 2 and "wrong password" in wrong.stderr
+    assert "nope" not in wrong.output
+    assert ciphers.code == 2 and "NO-SUCH-CIPHER" in ciphers.stderr
+    assert ids(server.received) == ["P12"]

@@ -94,7 +94,7 @@ class Served:
 def serving(
     handler: mllp_trio.Handler | None = None,
     *,
-    framing: str = "mllp",
+    framing: str | mllp_trio.FramingConfig = "mllp",
     port: int = 0,
     ssl_context: Any = None,
 ) -> Iterator[Served]:
@@ -110,7 +110,12 @@ def serving(
             await handler(message)
 
     async def main() -> None:
-        config = mllp_trio.ServerConfig(framing=mllp_trio.FramingConfig(framing=framing))
+        frames = (
+            mllp_trio.FramingConfig(framing=framing)  # type: ignore[arg-type]
+            if isinstance(framing, str)
+            else framing
+        )
+        config = mllp_trio.ServerConfig(framing=frames)
         server = mllp_trio.MLLPServer(record, ssl_context=ssl_context, config=config)
         with trio.CancelScope() as scope:
             stop.append((trio.lowlevel.current_trio_token(), scope))

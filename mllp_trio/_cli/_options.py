@@ -15,6 +15,7 @@ names the flag (``Invalid value for '--port': 70000 is not in the range
 from __future__ import annotations
 
 import functools
+import ipaddress
 import ssl
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
 import attrs
 import click
+from click.core import ParameterSource
 
 import mllp_trio
 from mllp_trio._cli._common import DEFAULT_CERTS, log
@@ -131,14 +133,67 @@ def log_level_option(default: str = "info") -> Callable[[F], F]:
 
 @attrs.frozen(kw_only=True)
 class FramingOptions:
-    """``--framing`` and ``--max-message-size``."""
+    """``--framing``, ``--max-message-size`` and the HLLP block options."""
 
     framing: Literal["mllp", "mllp2", "hllp"]
     max_message_size: int
+    hllp_protocol_id: str = "23"
+    hllp_checksum: Literal["xor", "oracle", "sum"] = "xor"
+    hllp_send_checksum: bool = True
 
     def config(self) -> mllp_trio.FramingConfig:
         """The library's framing configuration."""
-        return mllp_trio.FramingConfig(framing=self.framing, max_message_size=self.max_message_size)
+        return mllp_trio.FramingConfig(
+            framing=self.framing,
+            max_message_size=self.max_message_size,
+            hllp_protocol_id=self.hllp_protocol_id,
+            hllp_checksum=self.hllp_checksum,
+            hllp_send_checksum=self.hllp_send_checksum,
+        )
+
+
+class ProtocolId(ParamTypeBase):
+    """The two digits of an HLLP block's protocol id."""
+
+    name = "NN"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        text = str(value).strip()
+        if len(text) != 2 or not text.isascii() or not text.isdigit():
+            self.fail(f"{value!r} is not two digits (23, or 21 for VistA)", param, ctx)
+        return text
+
+
+_HLLP_FLAGS = {
+    "hllp_protocol_id": "--hllp-protocol-id",
+    "hllp_checksum": "--hllp-checksum",
+    "hllp_send_checksum": "--no-hllp-checksum",
+}
+
+
+def _make_framing(values: dict[str, Any]) -> FramingOptions:
+    framing = values.pop("framing").lower()
+    if framing != "hllp":
+        ctx = click.get_current_context(silent=True)
+        given = [
+            flag
+            for name, flag in _HLLP_FLAGS.items()
+            if ctx is not None
+            and ctx.get_parameter_source(name) not in (None, ParameterSource.DEFAULT)
+        ]
+        if given:
+            raise click.UsageError(
+                f"{', '.join(given)} set(s) HLLP blocks, but --framing is {framing}: "
+                "add --framing hllp or drop them",
+                ctx,
+            )
+    return FramingOptions(
+        framing=framing,
+        max_message_size=values.pop("max_message_size"),
+        hllp_protocol_id=values.pop("hllp_protocol_id"),
+        hllp_checksum=values.pop("hllp_checksum").lower(),
+        hllp_send_checksum=values.pop("hllp_send_checksum"),
+    )
 
 
 _FRAMING = click.option(
@@ -155,13 +210,36 @@ _MAX_MESSAGE_SIZE = click.option(
     show_default="16 MiB",
     help="bytes",
 )
-#: ``--framing`` and ``--max-message-size``, as ``framing: FramingOptions``.
-framing_options = _option_set(
-    "framing",
-    lambda **v: FramingOptions(framing=v["framing"].lower(), **_without(v, "framing")),
+_HLLP_PROTOCOL_ID = click.option(
+    "--hllp-protocol-id",
+    type=ProtocolId(),
+    default="23",
+    show_default=True,
+    help="HLLP: the protocol id of the blocks (21 for VistA)",
+)
+_HLLP_CHECKSUM = click.option(
+    "--hllp-checksum",
+    type=choice("xor", "oracle", "sum"),
+    default="xor",
+    show_default=True,
+    help="HLLP: the block checksum variant",
+)
+_HLLP_SEND_CHECKSUM = click.option(
+    "--hllp-checksum-sent/--no-hllp-checksum",
+    "hllp_send_checksum",
+    default=True,
+    show_default=True,
+    help="HLLP: compute the checksum of the blocks we send, or send 999 (not checked)",
+)
+_FRAMING_OPTIONS = (
     _FRAMING,
     _MAX_MESSAGE_SIZE,
+    _HLLP_PROTOCOL_ID,
+    _HLLP_CHECKSUM,
+    _HLLP_SEND_CHECKSUM,
 )
+#: ``--framing``, ``--max-message-size`` and the HLLP options, as ``framing: FramingOptions``.
+framing_options = _option_set("framing", lambda **v: _make_framing(v), *_FRAMING_OPTIONS)
 
 
 def _without(values: dict[str, Any], *names: str) -> dict[str, Any]:
@@ -345,6 +423,14 @@ class ClientTLSOptions:
     tls_stream: TLSStream
     server_hostname: str | None
     no_check_hostname: bool
+    tls_min: Literal["1.2", "1.3"] = "1.2"
+    ciphers: str | None = None
+    keystore: Path | None = None
+    keystore_password: str | None = attrs.field(default=None, repr=False)
+    key_password: str | None = attrs.field(default=None, repr=False)
+    ca_password: str | None = attrs.field(default=None, repr=False)
+    #: The context once built (``attrs.evolve(tls, context=tls.ssl_context())``).
+    context: ssl.SSLContext | None = attrs.field(default=None, repr=False)
 
     def conflicts(self) -> list[str]:
         """Flags that contradict each other, as messages naming them."""
@@ -355,6 +441,9 @@ class ClientTLSOptions:
                     ("--cert", self.cert),
                     ("--key", self.key),
                     ("--ca", self.ca),
+                    ("--keystore", self.keystore),
+                    ("--ciphers", self.ciphers),
+                    ("--tls-min 1.3", self.tls_min == "1.3"),
                     ("--server-hostname", self.server_hostname),
                     ("--no-check-hostname", self.no_check_hostname),
                 )
@@ -365,22 +454,37 @@ class ClientTLSOptions:
                     f"--plaintext turns TLS off, so {', '.join(given)} would be ignored: "
                     "drop one or the other"
                 ]
+            return []
+        problems = []
+        if self.keystore is not None and (self.cert is not None or self.key is not None):
+            problems.append(
+                "--keystore holds the certificate and its key: drop --cert/--key, or --keystore"
+            )
         elif self.key is not None and self.cert is None:
-            return ["--key needs --cert (the client certificate it belongs to)"]
-        return []
+            problems.append("--key needs --cert (the client certificate it belongs to)")
+        if self.keystore_password is not None and self.keystore is None:
+            problems.append("--keystore-password needs --keystore")
+        return problems
 
     def files(self) -> tuple[Path | None, Path | None, Path | None]:
-        """The client certificate, key and CA in use: given, else found in --certs-dir."""
+        """The client certificate (or key store), key and CA in use: given, else in --certs-dir."""
         paths = DevCertPaths.in_directory(self.certs_dir)
-        cert = self.cert or (paths.client_cert if paths.client_cert.exists() else None)
-        key = self.key or (paths.client_key if self.cert is None and cert is not None else None)
+        cert: Path | None
+        key: Path | None
+        if self.keystore is not None:
+            cert, key = self.keystore, None
+        else:
+            cert = self.cert or (paths.client_cert if paths.client_cert.exists() else None)
+            key = self.key or (paths.client_key if self.cert is None and cert is not None else None)
         ca = self.ca or (paths.ca if paths.ca.exists() else None)
         return cert, key, ca
 
     def describe(self) -> str:
         """Which certificates the sender uses, or that it found none, and how to give them."""
         cert, key, ca = self.files()
-        if cert is None:
+        if self.keystore is not None:
+            mine = f"client key store {self.keystore}"
+        elif cert is None:
             mine = (
                 f"no client certificate (none given with --cert, no client.pem in "
                 f"{self.certs_dir}/): a listener that requires one will refuse"
@@ -394,7 +498,8 @@ class ClientTLSOptions:
         )
         if self.no_check_hostname:
             theirs += ", host name not checked"
-        return f"{mine}; {theirs}"
+        floor = "" if self.tls_min == "1.2" else "; TLS 1.3 only"
+        return f"{mine}; {theirs}{floor}"
 
     def ssl_context(self) -> ssl.SSLContext | None:
         """The client context: the given files, else the development ones found in --certs-dir.
@@ -403,9 +508,20 @@ class ClientTLSOptions:
         """
         if self.plaintext:
             return None
+        if self.context is not None:
+            return self.context
         cert, key, ca = self.files()
         return mllp_trio.ClientTLSConfig(
-            ca_file=ca, cert_file=cert, key_file=key, check_hostname=not self.no_check_hostname
+            ca_file=ca,
+            cert_file=None if self.keystore is not None else cert,
+            key_file=key,
+            check_hostname=not self.no_check_hostname,
+            minimum_version=self.tls_min,
+            ciphers=self.ciphers,
+            pkcs12_file=self.keystore,
+            pkcs12_password=self.keystore_password,
+            key_password=self.key_password,
+            ca_password=self.ca_password,
         ).build_context()
 
 
@@ -422,6 +538,43 @@ client_tls_options = _option_set(
     _TLS_STREAM,
     click.option("--server-hostname", help="name the server certificate must carry"),
     click.option("--no-check-hostname", is_flag=True, help="do not check the server name"),
+    click.option(
+        "--tls-min",
+        type=choice("1.2", "1.3"),
+        default="1.2",
+        show_default=True,
+        help="the lowest TLS version offered",
+    ),
+    click.option(
+        "--ciphers",
+        metavar="LIST",
+        help="TLS 1.2 cipher suites, OpenSSL syntax  [default: forward-secret AEAD only]",
+    ),
+    click.option(
+        "--keystore",
+        type=click.Path(path_type=Path, dir_okay=False),
+        help="PKCS#12 key store (.p12/.pfx) with the client certificate and key, "
+        "instead of --cert/--key (a .p12 --ca is read as a trust store)",
+    ),
+    click.option(
+        "--keystore-password",
+        envvar="MLLP_TRIO_KEYSTORE_PASSWORD",
+        metavar="TEXT",
+        help="password of --keystore (better: the MLLP_TRIO_KEYSTORE_PASSWORD variable, "
+        "which ps does not show)",
+    ),
+    click.option(
+        "--key-password",
+        envvar="MLLP_TRIO_KEY_PASSWORD",
+        metavar="TEXT",
+        help="password of an encrypted --key (or MLLP_TRIO_KEY_PASSWORD)",
+    ),
+    click.option(
+        "--ca-password",
+        envvar="MLLP_TRIO_CA_PASSWORD",
+        metavar="TEXT",
+        help="password of a PKCS#12 --ca trust store (or MLLP_TRIO_CA_PASSWORD)",
+    ),
 )
 
 
@@ -452,44 +605,118 @@ def retries_option() -> Callable[[F], F]:
 
 @attrs.frozen(kw_only=True)
 class ClientOptions:
-    """How the sender frames, waits and retries."""
+    """How the sender frames, connects, waits, decodes and retries."""
 
     framing: FramingOptions
     handshake_timeout: float
     ack_timeout: float
     retries: int
+    connect_timeout: float = 10.0
+    charset: str = "UNICODE UTF-8"
+    charset_override: str | None = None
+    bind: str | None = None
+    keepalive: float | None = None
 
     def config(self, tls_stream: TLSStream = "ssl_socket") -> mllp_trio.ClientConfig:
         """The library's client configuration."""
         return mllp_trio.ClientConfig(
             framing=self.framing.config(),
+            connect_timeout=self.connect_timeout,
             handshake_timeout=self.handshake_timeout,
             ack_timeout=self.ack_timeout,
             retries=self.retries,
+            default_charset=self.charset,
+            charset_override=self.charset_override,
+            local_address=self.bind,
+            keepalive=self.keepalive,
             tls_stream=tls_stream,
         )
 
 
 def _make_client_options(**values: Any) -> ClientOptions:
-    framing = FramingOptions(
-        framing=values.pop("framing").lower(), max_message_size=values.pop("max_message_size")
-    )
+    framing = _make_framing(values)
     return ClientOptions(framing=framing, **values)
+
+
+class HL7Charset(ParamTypeBase):
+    """An HL7 character set name (table 0211), as MSH-18 carries it."""
+
+    name = "NAME"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        text = str(value).strip()
+        try:
+            mllp_trio.ClientConfig(default_charset=text)
+        except ValueError:
+            self.fail(
+                f"{value!r} is not an HL7 character set (table 0211 names such as "
+                "'UNICODE UTF-8', '8859/1', 'ASCII')",
+                param,
+                ctx,
+            )
+        return text
+
+
+class IPAddress(ParamTypeBase):
+    """An IP address of this host."""
+
+    name = "ADDRESS"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        text = str(value).strip()
+        try:
+            ipaddress.ip_address(text)
+        except ValueError:
+            self.fail(f"{value!r} is not an IP address", param, ctx)
+        return text
 
 
 #: Framing, timeouts and retries of a sender, as ``client: ClientOptions``.
 client_options = _option_set(
     "client",
     _make_client_options,
-    _FRAMING,
-    _MAX_MESSAGE_SIZE,
+    *_FRAMING_OPTIONS,
+    click.option(
+        "--connect-timeout",
+        type=POSITIVE_SECONDS,
+        default=10.0,
+        show_default=True,
+        help="seconds to open the TCP connection",
+    ),
     handshake_timeout_option(),
     click.option(
         "--ack-timeout",
+        "--response-timeout",
+        "ack_timeout",
         type=POSITIVE_SECONDS,
         default=30.0,
         show_default=True,
         help="seconds to wait for each reply",
     ),
     retries_option(),
+    click.option(
+        "--charset",
+        type=HL7Charset(),
+        default="UNICODE UTF-8",
+        show_default=True,
+        help="character set of replies without MSH-18 (HL7 table 0211 name)",
+    ),
+    click.option(
+        "--charset-override",
+        type=HL7Charset(),
+        default=None,
+        help="read every reply in this character set, whatever its MSH-18 says",
+    ),
+    click.option(
+        "--bind",
+        type=IPAddress(),
+        default=None,
+        help="local address to connect from (the port is the system's choice)",
+    ),
+    click.option(
+        "--keepalive",
+        type=POSITIVE_SECONDS,
+        default=None,
+        help="TCP keepalive: seconds of silence before probes start  [default: off]",
+    ),
 )

@@ -232,6 +232,11 @@ def send(
         )
     else:
         ui.note(f"TLS: {tls.describe()}")
+    try:
+        # Built once, before any connection: a bad file or password is a usage error.
+        tls = attrs.evolve(tls, context=tls.ssl_context())
+    except mllp_trio.TLSConfigError as exc:
+        raise click.UsageError(f"TLS: {printable(str(exc))}", ctx) from None
     total = inputs.count()
     if queue:
         options = QueueOptions(
@@ -350,7 +355,7 @@ async def _send_direct(
             async with mllp_trio.open_mllp_client(
                 host,
                 port,
-                ssl_context=tls.ssl_context(),
+                ssl_context=tls.context,
                 server_hostname=tls.server_hostname,
                 config=client.config(tls.tls_stream),
             ) as conn:
@@ -470,7 +475,7 @@ async def _send_queued(
             store,
             host,
             port,
-            ssl_context=tls.ssl_context(),
+            ssl_context=tls.context,
             server_hostname=tls.server_hostname,
             client_config=client.config(tls.tls_stream),
             config=options.config(),
