@@ -323,6 +323,27 @@ async def test_warmup_is_left_out(autojump_clock: trio.testing.MockClock) -> Non
     assert result.sent == 100
 
 
+async def test_measurement_waits_for_every_connections_first_reply(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # The first reply on the first connection takes 1 s (a slow handshake or
+    # cold start); the rest take 10 ms. The warm-up (0.1 s) lasts until that
+    # reply has come, so the measured second holds 2 x 100 fast messages and
+    # not the slow one. (Measuring from 0.1 s would have caught it.)
+    first: list[bool] = []
+
+    async def behaviour(message: bytes) -> bytes:
+        await trio.sleep(1.0 if not first else 0.010)
+        first.append(True)
+        return ack(message)
+
+    config = LoadConfig(connections=2, duration=1.0, warmup=0.1)
+    result = await run_scripted(behaviour, config)
+    assert result.latency.max == pytest.approx(0.010)
+    assert 199 <= result.sent <= 201
+    assert result.warmup_sent >= 2  # the two slow first messages
+
+
 async def test_open_model_reports_messages_it_could_not_send(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

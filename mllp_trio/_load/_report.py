@@ -76,7 +76,8 @@ def write_chart(result: LoadResult, path: Path, *, title: str = "") -> None:
     points = result.latency.distribution()
     if points:
         # x: "one in N" (1 / (1 - fraction)), the usual latency spectrum view.
-        xs = [1 / max(1 - fraction, 1e-6) for _, fraction in points]
+        floor = 0.5 / result.latency.count  # the maximum sits just right of the last sample
+        xs = [1 / max(1 - fraction, floor) for _, fraction in points]
         ys = [latency * 1000 for latency, _ in points]
         spectrum.step(xs, ys, where="post")
         spectrum.set_xscale("log")

@@ -71,8 +71,10 @@ class LoadConfig:
         count: Messages measured after the warm-up; the run stops at
             whichever of ``duration`` and ``count`` comes first (default
             ``None``: no limit).
-        warmup: Seconds sent before the measurement starts; their messages
-            are not in the results (default 1).
+        warmup: Seconds sent before the measurement starts, and at least
+            until every connection has had its first reply (or failed): their
+            messages are not in the results (default 1; 0 measures from the
+            first message).
         timeout: Seconds for the reply to one message (default 10); then the
             message is a ``timeout`` and the connection is replaced.
         connect_timeout: Seconds to connect, TLS handshake included (default 10).
@@ -226,8 +228,19 @@ def _cpu() -> tuple[float, float]:
 class _Run:
     """The shared state of one run (one Trio task at a time touches it)."""
 
-    def __init__(self, config: LoadConfig, templates: Sequence[Template], ids: ControlIds) -> None:
+    def __init__(
+        self,
+        config: LoadConfig,
+        templates: Sequence[Template],
+        ids: ControlIds,
+        on_window: Callable[[str], object] | None,
+    ) -> None:
         self.config = config
+        self.on_window = on_window
+        self.cpu_begin: tuple[float, float] | None = None
+        self.warm_end = math.inf
+        self.warmed = 0
+        self.warmed_at = 0.0
         self.templates = templates
         self.ids = ids
         self.issued = 0
@@ -253,13 +266,35 @@ class _Run:
         self.cpu_start = (0.0, 0.0)
 
     def begin(self, now: float) -> None:
-        config = self.config
         self.start = now
-        self.window_start = now + config.warmup
+        self.warm_end = now + self.config.warmup
+        self.go.set()
+        if not self.config.warmup:
+            self.warmed = self.config.connections  # no warm-up asked: measure from now
+            self._try_open(now)
+
+    def warm(self, now: float) -> None:
+        """A connection has had its first exchange (or its first connect failed)."""
+        self.warmed += 1
+        self.warmed_at = max(self.warmed_at, now)
+        self._try_open(now)
+
+    def _try_open(self, now: float) -> None:
+        # The measurement starts once the warm-up time has passed and every
+        # connection has had its first round trip (or failed it): slow
+        # handshakes and first replies never eat into the measurement.
+        if self.cpu_begin is not None or self.warmed < self.config.connections:
+            return
+        if now < self.warm_end:
+            return
+        config = self.config
+        self.window_start = max(self.warm_end, self.warmed_at)
         if config.duration is not None:
             self.window_end = self.window_start + config.duration
             self.drain_end = self.window_end + config.timeout
-        self.go.set()
+        self.cpu_begin = _cpu()
+        if self.on_window is not None:
+            self.on_window("start")
 
     def take(self, now: float) -> tuple[float, bool] | None:
         """The next message's due time and whether it is measured, or ``None``: stop."""
@@ -268,6 +303,8 @@ class _Run:
         config = self.config
         rate = config.rate
         due = now if rate is None else self.start + self.issued / rate
+        if self.cpu_begin is None:
+            self._try_open(max(now, due))  # a message due after the warm-up is measured
         if due >= self.window_end or (rate is not None and now >= self.drain_end):
             self.stopped = True
             return None
@@ -343,9 +380,10 @@ def _connect_error_kind(exc: BaseException) -> str:
 class _Slot:
     """One connection's reply deadline and the scope the watchdog cancels when it passes."""
 
-    __slots__ = ("deadline", "scope")
+    __slots__ = ("deadline", "scope", "warmed")
 
     def __init__(self) -> None:
+        self.warmed = False
         self.deadline = math.inf
         self.scope = trio.CancelScope()
 
@@ -372,6 +410,15 @@ async def _watchdog(slots: list[_Slot], timeout: float) -> None:
 
 
 async def _connection(run: _Run, connect: Connector, slot: _Slot) -> None:
+    try:
+        await _connection_loop(run, connect, slot)
+    finally:
+        if not slot.warmed:  # ended before its first exchange: never hold the window back
+            slot.warmed = True
+            run.warm(trio.current_time())
+
+
+async def _connection_loop(run: _Run, connect: Connector, slot: _Slot) -> None:
     config = run.config
     templates = run.templates
     count = len(templates)
@@ -390,6 +437,9 @@ async def _connection(run: _Run, connect: Connector, slot: _Slot) -> None:
         except (OSError, trio.TooSlowError, trio.BrokenResourceError) as exc:
             run.connection_errors[_connect_error_kind(exc)] += 1
             now = trio.current_time()
+            if not slot.warmed and not waiting:
+                slot.warmed = True
+                run.warm(now)
             if failing_since is None:
                 failing_since = now
             elif now - failing_since >= config.give_up:
@@ -400,6 +450,9 @@ async def _connection(run: _Run, connect: Connector, slot: _Slot) -> None:
             if run.ready == config.connections:
                 run.begin(trio.current_time())
             await run.go.wait()
+            if session is None:
+                slot.warmed = True
+                run.warm(trio.current_time())
         if session is None:
             await trio.sleep(config.reconnect_delay)
             continue
@@ -420,17 +473,27 @@ async def _connection(run: _Run, connect: Connector, slot: _Slot) -> None:
                         templates[run.issued % count], control_id, control_id if check else None
                     )
                     slot.deadline = math.inf
-                    run.record(due, current[1], outcome, trio.current_time())
+                    done = trio.current_time()
+                    run.record(due, current[1], outcome, done)
                     current = None
+                    if not slot.warmed:
+                        slot.warmed = True
+                        run.warm(done)
                     if outcome in RECONNECT:
                         break
             if current is not None:
                 run.record(current[0], current[1], TIMEOUT, trio.current_time())
                 current = None
+                if not slot.warmed:
+                    slot.warmed = True
+                    run.warm(trio.current_time())
         except OSError:
             if current is not None:
                 run.record(current[0], current[1], _CONNECTION_LOST, trio.current_time())
                 current = None
+                if not slot.warmed:
+                    slot.warmed = True
+                    run.warm(trio.current_time())
         finally:
             run.resends += session.resends
             with trio.CancelScope(shield=True), contextlib.suppress(OSError):
@@ -461,28 +524,18 @@ async def run_load(
     """
     if not templates:
         raise ValueError("no messages to send")
-    run = _Run(config, templates, control_ids or ControlIds())
-    cpu_begin: list[tuple[float, float]] = []
-
-    async def mark_window() -> None:
-        await run.go.wait()
-        await trio.sleep_until(run.window_start)
-        cpu_begin.append(_cpu())
-        if on_window is not None:
-            on_window("start")
-
+    run = _Run(config, templates, control_ids or ControlIds(), on_window)
     slots = [_Slot() for _ in range(config.connections)]
     async with trio.open_nursery() as outer:
-        outer.start_soon(mark_window)
         outer.start_soon(_watchdog, slots, config.timeout)
         async with trio.open_nursery() as nursery:
             for slot in slots:
                 nursery.start_soon(_connection, run, connect, slot)
         outer.cancel_scope.cancel()  # all connections ended, perhaps before the window
     cpu_end = _cpu()
-    if on_window is not None and cpu_begin:
+    if on_window is not None and run.cpu_begin is not None:
         on_window("end")
-    user0, system0 = cpu_begin[0] if cpu_begin else cpu_end
+    user0, system0 = run.cpu_begin or cpu_end
     user, system = cpu_end[0] - user0, cpu_end[1] - system0
     elapsed = max(run.last_done - run.window_start, 0.0)
     return LoadResult(
