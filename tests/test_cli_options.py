@@ -334,3 +334,16 @@ def test_help_documents_environment_config_and_precedence(tmp_path: Path) -> Non
     text = " ".join(invoke("--help", cwd=tmp_path).stdout.split())
     assert "MLLP_TRIO_" in text and "--config" in text
     assert "A flag wins over the environment, which wins over the file" in text
+
+
+def test_config_file_takes_flag_aliases_and_none(tmp_path: Path, busy_port: int) -> None:
+    config = tmp_path / "mllp.toml"
+    config.write_text(
+        f'[listen]\nplaintext = true\nno-store = true\nidle-timeout = "none"\nport = {busy_port}\n'
+        "[send]\nresponse-timeout = -1\n"
+    )
+    listen = invoke("--config", config, "listen", cwd=tmp_path)
+    assert f"cannot listen on 127.0.0.1:{busy_port}" in listen.stderr, listen.output
+    send = invoke("--config", config, "send", "127.0.0.1:9", "--plaintext", cwd=tmp_path)
+    assert send.code == 2
+    assert "--response-timeout" in send.stderr

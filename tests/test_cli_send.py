@@ -219,30 +219,33 @@ def test_help_documents_exit_codes(tmp_path: Path) -> None:
     assert {"0", "1", "2", "3", "130"} <= set(documented)
 
 
+def _on_terminal(tmp_path: Path, *args: str) -> tuple[int, str]:
+    """Run ``mllp-trio ARGS`` with stdout and stderr on a pseudo-terminal."""
+    master, slave = pty.openpty()
+    try:
+        process = cli_process(
+            *args, cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=slave, stderr=slave
+        )
+        os.close(slave)
+        screen = _read_all(master, process)
+    finally:
+        os.close(master)
+    return process.returncode, screen
+
+
 def test_progress_bar_on_a_terminal(tmp_path: Path) -> None:
     data = b"".join(make_message(control_id=f"T{n:04d}") for n in range(60))
     (tmp_path / "many.hl7").write_bytes(data)
+    (tmp_path / "one.hl7").write_bytes(make_message(control_id="SHORT1"))
     with serving() as server:
-        master, slave = pty.openpty()
-        try:
-            process = cli_process(
-                "send",
-                server.target,
-                PLAIN,
-                "many.hl7",
-                cwd=tmp_path,
-                stdin=subprocess.DEVNULL,
-                stdout=slave,
-                stderr=slave,
-            )
-            os.close(slave)
-            screen = _read_all(master, process)
-        finally:
-            os.close(master)
-    assert process.returncode == 0, screen
+        code, screen = _on_terminal(tmp_path, "send", server.target, PLAIN, "many.hl7")
+        short_code, short = _on_terminal(tmp_path, "send", server.target, PLAIN, "one.hl7")
+    assert code == 0, screen
     assert "msg/s" in screen or "msg]" in screen  # tqdm's rate
     assert "60 message(s) in" in screen and "AA 60" in screen
-    assert "T0001 AA" not in screen  # accepted replies are not listed on a terminal
+    assert "T0001 AA" not in screen  # a long send lists only what was not accepted
+    assert short_code == 0, short
+    assert "SHORT1 AA" in short  # a short one lists every reply (the README's example)
 
 
 def _read_all(master: int, process: subprocess.Popen[bytes]) -> str:

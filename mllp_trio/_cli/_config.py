@@ -22,12 +22,20 @@ import click
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _option_names(command: click.Command) -> set[str]:
-    return {p.name for p in command.params if isinstance(p, click.Option) and p.name}
+def _option_names(command: click.Command) -> dict[str, str]:
+    """Every key that names an option of ``command`` (its flags too), to its parameter name."""
+    names: dict[str, str] = {}
+    for param in command.params:
+        if isinstance(param, click.Option) and param.name:
+            names[param.name] = param.name
+            for flag in (*param.opts, *param.secondary_opts):
+                if flag.startswith("--"):
+                    names[flag[2:].replace("-", "_")] = param.name
+    return names
 
 
 def _all_option_names(command: click.Command) -> set[str]:
-    names = _option_names(command)
+    names = set(_option_names(command))
     if isinstance(command, click.Group):
         for sub in command.commands.values():
             names |= _all_option_names(sub)
@@ -38,7 +46,7 @@ def _defaults(
     command: click.Command, table: dict[str, Any], inherited: dict[str, Any], file: Path, where: str
 ) -> dict[str, Any]:
     options = _option_names(command)
-    result: dict[str, Any] = {k: v for k, v in inherited.items() if k in options}
+    result: dict[str, Any] = {options[k]: v for k, v in inherited.items() if k in options}
     scalars = dict(inherited)
     subtables: dict[str, dict[str, Any]] = {}
     for key, value in table.items():
@@ -51,7 +59,7 @@ def _defaults(
                 )
             subtables[key] = value
         elif name in options:
-            result[name] = value
+            result[options[name]] = value
             scalars[name] = value
         else:
             place = f"[{where.rstrip('.')}]" if where else "the top level"

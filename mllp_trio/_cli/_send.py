@@ -40,6 +40,8 @@ EXIT_USAGE: Final = 2
 EXIT_CONNECTION: Final = 3
 EXIT_INTERRUPTED: Final = 130
 
+#: On a terminal, sends of up to this many messages list every reply.
+LIST_ALL_UP_TO: Final = 50
 NO_REPLY: Final = "no reply"
 SKIPPED: Final = "skipped"
 NOT_SENT: Final = "not sent"
@@ -127,8 +129,9 @@ bytes are forgiven.
 
 \b
 Output: one line per message on stdout, "<control id> <ACK code> [error code]
-[reason] (file:line)"; on a terminal only the messages not accepted (-v: all).
-Progress, notes and the summary go to stderr (-q: none).
+[reason] (file:line)"; on a terminal, a send of more than 50 messages lists
+only those not accepted (-v: all). Progress, notes and the summary go to
+stderr (-q: none).
 
 \b
 Exit codes:
@@ -222,8 +225,7 @@ def send(
     else:
         sources = expand(paths)
     inputs = Inputs(sources, max_message_size=client.framing.max_message_size)
-    show_all = verbose or not sys.stdout.isatty()
-    ui = _UI(quiet=quiet, show_all=show_all)
+    ui = _UI(quiet=quiet, show_all=True)
     if tls.plaintext:
         click.echo(
             "mllp-trio: warning: --plaintext: messages travel unencrypted and the server "
@@ -238,6 +240,9 @@ def send(
     except mllp_trio.TLSConfigError as exc:
         raise click.UsageError(f"TLS: {printable(str(exc))}", ctx) from None
     total = inputs.count()
+    # A terminal lists every reply of a short send; of a long one (the bar
+    # shows the progress) only the messages not accepted. Pipes get them all.
+    ui.show_all = verbose or not sys.stdout.isatty() or total <= LIST_ALL_UP_TO
     if queue:
         options = QueueOptions(
             directory=store, give_up_after=give_up_after, max_backoff=max_backoff, flush=flush
