@@ -23,6 +23,7 @@ import click
 import trio
 
 import mllp_trio
+from mllp_trio._cli._batch import batch
 from mllp_trio._cli._bench import bench
 from mllp_trio._cli._certs import certs
 from mllp_trio._cli._check import check
@@ -63,6 +64,7 @@ cli.add_command(bench)
 cli.add_command(check)
 store.add_command(prune)
 store.add_command(stats)
+cli.add_command(batch)
 
 
 def run(argv: Sequence[str] | None = None) -> int:

@@ -64,7 +64,14 @@ from mllp_trio.store._base import (
     StoreStats,
 )
 
-__all__ = ["DB_FILENAME", "SQLiteStore", "SQLiteStoreConfig", "open_sqlite_store"]
+__all__ = [
+    "DB_FILENAME",
+    "BatchSendRecord",
+    "BatchSendRow",
+    "SQLiteStore",
+    "SQLiteStoreConfig",
+    "open_sqlite_store",
+]
 
 T = TypeVar("T")
 
@@ -145,6 +152,30 @@ _EXTENSIONS: Final = (
         name TEXT PRIMARY KEY,
         last_id INTEGER NOT NULL
     ) WITHOUT ROWID""",
+    # Durable batch sending (issue 10): one row per batch file sent through
+    # the outbound queue, and which queue entry holds each of its messages
+    # (inserted with the queue entry, in one transaction) with its answer.
+    """CREATE TABLE IF NOT EXISTS batch_send_file (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        destination TEXT NOT NULL,
+        path TEXT NOT NULL,
+        sha256 TEXT NOT NULL,
+        total INTEGER NOT NULL,
+        next_seq INTEGER NOT NULL DEFAULT 0,
+        started_at REAL NOT NULL,
+        finished_at REAL
+    )""",
+    """CREATE INDEX IF NOT EXISTS batch_send_file_identity ON batch_send_file
+        (destination, sha256)""",
+    """CREATE TABLE IF NOT EXISTS batch_send_message (
+        queue_id INTEGER PRIMARY KEY,
+        file_id INTEGER NOT NULL,
+        seq INTEGER NOT NULL,
+        code TEXT,
+        ack BLOB
+    )""",
+    """CREATE UNIQUE INDEX IF NOT EXISTS batch_send_message_seq ON batch_send_message
+        (file_id, seq)""",
 )
 
 #: Inbound payloads larger than this are journaled in parts of this size,
@@ -553,6 +584,111 @@ def _file_results(
         (file_id, after_seq, limit),
     ).fetchall()
     return [FileMessageResult(seq=r[0], control_id=r[1], code=r[2], ack=r[3]) for r in rows]
+
+
+@attrs.frozen(kw_only=True)
+class BatchSendRecord:
+    """A batch file being sent (or sent) through the outbound queue.
+
+    Attributes:
+        file_id: Its record id.
+        next_seq: Messages with a lower number are in the queue already.
+        total: How many messages the file holds.
+        finished: Whether every message was delivered or became a dead letter.
+    """
+
+    file_id: int
+    next_seq: int
+    total: int
+    finished: bool
+
+
+@attrs.frozen(kw_only=True)
+class BatchSendRow:
+    """One queued message of a batch file, and what became of it.
+
+    Attributes:
+        seq: Its number in the file.
+        status: The queue status: ``pending``, ``sent`` or ``dead``.
+        code: MSA-1 of its final answer, if recorded.
+        ack: The final answer's bytes, if recorded. Not in the repr.
+        error: Why it became a dead letter, or its last error.
+    """
+
+    seq: int
+    status: str
+    code: str | None
+    ack: bytes | None = attrs.field(repr=False)
+    error: str | None
+
+
+def _open_batch_send(
+    conn: sqlite3.Connection,
+    destination: str,
+    path: str,
+    sha256: str,
+    total: int,
+    now: float,
+    again: bool,
+) -> BatchSendRecord:
+    row = None
+    if not again:
+        row = conn.execute(
+            "SELECT id, next_seq, total, finished_at FROM batch_send_file"
+            " WHERE destination = ? AND sha256 = ? ORDER BY id DESC LIMIT 1",
+            (destination, sha256),
+        ).fetchone()
+    if row is not None:
+        return BatchSendRecord(
+            file_id=row[0], next_seq=row[1], total=row[2], finished=row[3] is not None
+        )
+    cur = conn.execute(
+        "INSERT INTO batch_send_file (destination, path, sha256, total, started_at)"
+        " VALUES (?, ?, ?, ?, ?)",
+        (destination, path, sha256, total, now),
+    )
+    assert cur.lastrowid is not None
+    return BatchSendRecord(file_id=cur.lastrowid, next_seq=0, total=total, finished=False)
+
+
+def _enqueue_batch(
+    conn: sqlite3.Connection,
+    file_id: int,
+    destination: str,
+    items: list[tuple[int, bytes]],
+    next_seq: int,
+    now: float,
+) -> None:
+    row = conn.execute("SELECT next_seq FROM batch_send_file WHERE id = ?", (file_id,)).fetchone()
+    if row is None:
+        raise StoreError(f"no batch file with id {file_id}", kind=StoreErrorKind.NOT_FOUND)
+    for seq, data in items:
+        if seq < row[0]:
+            continue  # queued before a crash: never twice
+        cur = conn.execute(
+            "INSERT INTO outbound (destination, size, data, status, enqueued_at,"
+            " next_attempt_at) VALUES (?, ?, ?, 'pending', ?, ?)",
+            (destination, len(data), data, now, now),
+        )
+        conn.execute(
+            "INSERT INTO batch_send_message (queue_id, file_id, seq) VALUES (?, ?, ?)",
+            (cur.lastrowid, file_id, seq),
+        )
+    conn.execute(
+        "UPDATE batch_send_file SET next_seq = max(next_seq, ?) WHERE id = ?", (next_seq, file_id)
+    )
+
+
+def _batch_send_rows(
+    conn: sqlite3.Connection, file_id: int, after_seq: int, limit: int
+) -> list[BatchSendRow]:
+    rows = conn.execute(
+        "SELECT m.seq, o.status, m.code, m.ack, coalesce(o.dead_reason, o.last_error)"
+        " FROM batch_send_message m JOIN outbound o ON o.id = m.queue_id"
+        " WHERE m.file_id = ? AND m.seq > ? ORDER BY m.seq LIMIT ?",
+        (file_id, after_seq, limit),
+    ).fetchall()
+    return [BatchSendRow(seq=r[0], status=r[1], code=r[2], ack=r[3], error=r[4]) for r in rows]
 
 
 def _journal_after(conn: sqlite3.Connection, after_id: int, limit: int) -> list[JournalEntry]:
@@ -1214,6 +1350,78 @@ class SQLiteStore:
             lambda conn: conn.execute(
                 "INSERT OR REPLACE INTO sink_position (name, last_id) VALUES (?, ?)",
                 (name, last_id),
+            ),
+            write=True,
+        )
+
+    # -- durable batch sending --------------------------------------------------
+
+    async def open_batch_send(
+        self, destination: str, path: str, sha256: str, total: int, *, again: bool = False
+    ) -> BatchSendRecord:
+        """The record of a batch file sent to ``destination``, created if none exists.
+
+        The identity is the destination and the file's SHA-256: a rerun of
+        the same file finds its latest record (and how far queueing got).
+        ``again`` starts a new record, to send the file once more.
+        """
+        now = datetime.now(UTC).timestamp()
+        return await self._call(
+            lambda conn: _open_batch_send(conn, destination, path, sha256, total, now, again),
+            write=True,
+        )
+
+    async def enqueue_batch(
+        self, file_id: int, destination: str, items: Sequence[tuple[int, bytes]], next_seq: int
+    ) -> None:
+        """Queue messages of a batch file and record the file's progress, in one transaction.
+
+        Args:
+            file_id: The record from :meth:`open_batch_send`.
+            destination: The queue.
+            items: ``(number in the file, message)`` pairs, in file order;
+                numbers below the recorded progress are skipped (queued already).
+            next_seq: The progress to record: every message numbered below
+                it is queued (or was skipped for good) after this call.
+        """
+        batch = list(items)
+        now = datetime.now(UTC).timestamp()
+        await self._call(
+            lambda conn: _enqueue_batch(conn, file_id, destination, batch, next_seq, now),
+            write=True,
+        )
+
+    async def record_batch_answers(self, answers: Sequence[tuple[int, str, bytes | None]]) -> None:
+        """Record the final answers ``(queue id, MSA-1, ACK bytes)`` of batch file messages.
+
+        Queue ids that belong to no batch file are ignored.
+        """
+        batch = list(answers)
+        await self._call(
+            lambda conn: conn.executemany(
+                "UPDATE batch_send_message SET code = ?, ack = ? WHERE queue_id = ?",
+                [(code, ack, queue_id) for queue_id, code, ack in batch],
+            ),
+            write=True,
+        )
+
+    async def batch_send_rows(
+        self, file_id: int, *, after_seq: int = -1, limit: int = 1000
+    ) -> list[BatchSendRow]:
+        """The queued messages of a batch file with ``seq > after_seq``, in file order."""
+        return await self._call(
+            lambda conn: _batch_send_rows(conn, file_id, after_seq, limit), write=False
+        )
+
+    async def finish_batch_send(self, file_id: int) -> None:
+        """Mark a batch file as sent: a rerun of it sends nothing again."""
+        now = datetime.now(UTC).timestamp()
+        await self._call(
+            lambda conn: _update_one(
+                conn,
+                "UPDATE batch_send_file SET finished_at = ? WHERE id = ?",
+                (now, file_id),
+                "batch file",
             ),
             write=True,
         )
