@@ -365,3 +365,32 @@ async def test_a_file_that_grows_while_processed_is_left_and_taken_whole_later(
         codes = ack_codes(watcher.done_dir / "g.hl7.ack")
         assert codes == [("AA", "G1"), ("AA", "G2"), ("AA", "G3")]
         assert await store.count() == 3
+
+
+async def test_each_batch_of_a_file_gets_its_answering_batch(tmp_path: Path) -> None:
+    data = (
+        b"FHS|^~\\&|LAB|HOSP|||20240131||two.hl7||F9\r"
+        b"BHS|^~\\&|LAB|HOSP|||20240131||||BA\r"
+        + make_message(control_id="A1")
+        + make_message(control_id="A2")
+        + b"BTS|2\rBHS|^~\\&|LAB|HOSP|||20240131||||BB\r"
+        + make_message(control_id="B1")
+        + b"BTS|1\rFTS|2\r"
+    )
+    async with watcher_for(tmp_path, Recorder(refuse=["A2"])) as (watcher, _):
+        drop(watcher.inbox, "two.hl7", data)
+        await watcher.run(once=True)
+        ack = watcher.done_dir / "two.hl7.ack"
+        events = list(iter_events(ack))  # strict: BTS and FTS counts agree
+        answered = [e.header.reference_control_id for e in events if isinstance(e, BatchHeader)]
+        assert answered == [b"BA", b"BB"]
+        assert ack_codes(ack) == [("AA", "A1"), ("AE", "A2"), ("AA", "B1")]
+        assert ack.read_bytes().count(b"BTS|") == 2 and b"FTS|2\r" in ack.read_bytes()
+
+
+async def test_a_file_without_messages_goes_to_error(tmp_path: Path) -> None:
+    async with watcher_for(tmp_path, Recorder()) as (watcher, _):
+        drop(watcher.inbox, "empty.hl7", b"FHS|^~\\&|LAB\rFTS|0\r")
+        stats = await watcher.run(once=True)
+        assert stats.files_error == 1
+        assert "no HL7 message" in (watcher.error_dir / "empty.hl7.error").read_text()
