@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import json
 import math
+import signal
 import socket
 import ssl
+import subprocess
 import sys
 import threading
 from collections.abc import Awaitable, Callable, Iterator
@@ -583,3 +585,40 @@ async def test_tls_to_a_silent_peer_is_a_handshake_error(tls_files: dict[str, Pa
         nursery.cancel_scope.cancel()
     assert result.sent == 0
     assert set(result.connection_errors) == {"tls_handshake"}
+
+
+async def test_stop_ends_the_run_with_what_was_measured(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    stop = trio.Event()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(lambda: _set_later(stop, 0.5))
+        config = LoadConfig(connections=1, duration=100, warmup=0)
+        connect = memory_connector(nursery, fixed(0.010))
+        result = await run_load(connect, TEMPLATES, config, stop=stop)
+        nursery.cancel_scope.cancel()
+    assert 49 <= result.sent <= 51 and result.errors == {}
+
+
+async def _set_later(event: trio.Event, seconds: float) -> None:
+    await trio.sleep(seconds)
+    event.set()
+
+
+def test_ctrl_c_still_prints_the_results(plain_listener: int) -> None:
+    target = f"127.0.0.1:{plain_listener}"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mllp_trio", "bench", target, "--plaintext", "-d", "60", "-c", "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stderr is not None
+    for line in process.stderr:
+        if line.startswith("loading"):
+            break
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+    assert "interrupted" in err and "Traceback" not in err
+    assert "latency ms" in out

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import re
+import signal
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any, Final
 
 import click
+import trio
 
 import mllp_trio
 from mllp_trio import _load
@@ -220,11 +223,15 @@ def bench(
         )
         if x
     )
-    note(
+    interrupted: list[bool] = []
+    started = partial(
+        note,
         f"loading {where} ({framing.framing}), {model}, {connections} connection(s), "
-        f"warm-up {warmup:g} s, then {limit}"
+        f"warm-up {warmup:g} s, then {limit}",
     )
-    result = run_trio(partial(_load.run_load, connect, templates, config))
+    result = run_trio(partial(_run, connect, templates, config, interrupted, started))
+    if interrupted:
+        note("interrupted (Ctrl-C): the results cover what was measured until then")
     data = {"target": where, "framing": framing.framing, **result.to_dict()}
     if output_format == "json":
         click.echo(json.dumps(data, indent=2, allow_nan=False))
@@ -249,6 +256,30 @@ def bench(
         )
         return EXIT_NO_CONNECTION
     return EXIT_ERRORS if result.errors else EXIT_OK
+
+
+async def _run(
+    connect: _load.Connector,
+    templates: list[_load.Template],
+    config: _load.LoadConfig,
+    interrupted: list[bool],
+    started: Callable[[], None],
+) -> _load.LoadResult:
+    """Run the load; Ctrl-C stops sending and still reports."""
+    stop = trio.Event()
+    with trio.open_signal_receiver(signal.SIGINT) as signals:
+        async with trio.open_nursery() as nursery:
+
+            async def watch() -> None:
+                async for _ in signals:
+                    interrupted.append(True)
+                    stop.set()
+
+            nursery.start_soon(watch)
+            started()  # the receiver is in place: Ctrl-C from now on is ours
+            result = await _load.run_load(connect, templates, config, stop=stop)
+            nursery.cancel_scope.cancel()
+    return result
 
 
 def _notes(quiet: bool) -> Any:

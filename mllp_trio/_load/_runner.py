@@ -510,6 +510,7 @@ async def run_load(
     *,
     control_ids: ControlIds | None = None,
     on_window: Callable[[str], object] | None = None,
+    stop: trio.Event | None = None,
 ) -> LoadResult:
     """Run one load test and return what it measured.
 
@@ -521,6 +522,9 @@ async def run_load(
         on_window: Called with ``"start"`` when the measurement starts (the
             warm-up is over) and ``"end"`` when the run is over, beside the
             client CPU readings (the benchmark harness reads the server's CPU there).
+        stop: When set, no new message is sent; the replies in flight are
+            awaited (up to ``config.timeout``) and the result covers what was
+            measured so far (``mllp-trio bench`` sets it on Ctrl-C).
     """
     if not templates:
         raise ValueError("no messages to send")
@@ -528,6 +532,13 @@ async def run_load(
     slots = [_Slot() for _ in range(config.connections)]
     async with trio.open_nursery() as outer:
         outer.start_soon(_watchdog, slots, config.timeout)
+        if stop is not None:
+
+            async def stop_when_asked() -> None:
+                await stop.wait()
+                run.stopped = True
+
+            outer.start_soon(stop_when_asked)
         async with trio.open_nursery() as nursery:
             for slot in slots:
                 nursery.start_soon(_connection, run, connect, slot)
