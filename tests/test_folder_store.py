@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from mllp_trio.store import InboundRecord, open_sqlite_store
@@ -76,3 +77,19 @@ def test_atomic_write_replace_and_no_replace(tmp_path: Path) -> None:
     (tmp_path / "sub").mkdir()
     moved = move_file(tmp_path / "x", tmp_path / "sub", "x")
     assert moved.read_bytes() == b"onetwo" and not (tmp_path / "x").exists()
+
+
+async def test_prune_drops_finished_file_records_and_keeps_active_ones(tmp_path: Path) -> None:
+    async with open_sqlite_store(tmp_path) as store:
+        done = await store.open_file(IDENTITY)
+        await store.record_file_results(
+            done.file_id, [FileMessageResult(seq=0, control_id="A", code="AA", ack=b"x")]
+        )
+        await store.finish_file(done.file_id, FileStatus.DONE)
+        active_identity = FileIdentity(inbox="/in", name="b", size=1, mtime_ns=1, sha256="cd")
+        active = await store.open_file(active_identity)
+        assert await store.prune(now=datetime.now(UTC) + timedelta(days=30)) == 1
+        assert await store.file_results(done.file_id) == []
+        assert (await store.open_file(IDENTITY)).created
+        assert not (await store.open_file(active_identity)).created
+        assert (await store.open_file(active_identity)).file_id == active.file_id

@@ -459,7 +459,12 @@ def _prune(conn: sqlite3.Connection, cutoff: float) -> int:
     outbound = conn.execute(
         "DELETE FROM outbound WHERE status = 'sent' AND sent_at < ?", (cutoff,)
     ).rowcount
-    return inbound + outbound
+    # Finished folder files: their answers served the acknowledgement batch;
+    # an active file's progress is kept whatever its age.
+    finished = "SELECT id FROM folder_file WHERE status != 'active' AND finished_at < ?"
+    conn.execute(f"DELETE FROM folder_message WHERE file_id IN ({finished})", (cutoff,))
+    files = conn.execute(f"DELETE FROM folder_file WHERE id IN ({finished})", (cutoff,)).rowcount
+    return inbound + outbound + files
 
 
 def _outbound_counts(conn: sqlite3.Connection) -> dict[str, int]:
@@ -1096,8 +1101,9 @@ class SQLiteStore:
     ) -> int:
         """Delete what the retention window no longer needs.
 
-        Removes delivered journal entries and sent outbound messages older
-        than ``older_than`` or ``duplicate_window``, whichever is longer:
+        Removes delivered journal entries, sent outbound messages and the
+        records of finished folder files older than ``older_than`` or
+        ``duplicate_window``, whichever is longer:
         duplicate detection still reads every entry inside its window.
         Undelivered entries and dead letters are never pruned. Does nothing
         when the duplicate window is ``None`` (duplicates are then detected
