@@ -172,7 +172,7 @@ def watch(
 def _report_line(report: FileReport) -> str:
     if report.outcome == "done":
         refused = f", {report.failed} refused" if report.failed else ""
-        return f"done  {report.name}: {report.messages} message(s){refused} -> {report.path}"
+        return f"done  {report.name}: {report.messages:,} message(s){refused} -> {report.path}"
     if report.outcome == "error":
         return f"error {report.name}: {report.reason} -> {report.path}"
     return f"left  {report.name}: {report.reason}"
@@ -181,13 +181,22 @@ def _report_line(report: FileReport) -> str:
 async def _watch(
     inbox: Path, journal: Path, config: FolderConfig, *, once: bool, quiet: bool
 ) -> FolderStats:
-    def on_report(report: FileReport) -> None:
-        if not quiet:
-            click.echo(_report_line(report), err=report.outcome != "done")
+    shown: dict[str, int] = {}
 
     def on_progress(name: str, done: int, total: int) -> None:
-        if not quiet and total >= _PROGRESS_MINIMUM:
-            click.echo(f"progress: {name} {done:,}/{total:,}", err=True)
+        # One line per tenth of a large file.
+        if quiet or total < _PROGRESS_MINIMUM:
+            return
+        tenth = done * 10 // total
+        if tenth <= shown.get(name, 0):
+            return
+        shown[name] = tenth
+        click.echo(f"progress: {name} {done:,}/{total:,} ({tenth * 10}%)", err=True)
+
+    def on_report(report: FileReport) -> None:
+        shown.pop(report.name, None)
+        if not quiet:
+            click.echo(_report_line(report), err=report.outcome != "done")
 
     async with mllp_trio.store.open_sqlite_store(journal) as store:
         processor = mllp_trio.store.JournalProcessor(store)
