@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -55,7 +56,7 @@ def describe(exc: BaseException) -> str:
     cause = exc.__cause__
     if cause is not None and str(cause) and str(cause) not in text:
         text = f"{text}: {cause}"
-    return printable(text)
+    return printable(plain_reason(text))
 
 
 # Every C0 control character but TAB, DEL and the C1 range: a control id, an
@@ -64,6 +65,20 @@ def describe(exc: BaseException) -> str:
 _CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x00, 0x20), *range(0x7F, 0xA0)) if c != 0x09}
 _CONTROL.update({0x0A: "\\n", 0x0D: "\\r", 0x1B: "\\e"})
 _ESCAPES = str.maketrans({chr(c): text for c, text in _CONTROL.items()})
+
+
+_EXCEPTION_NAME = re.compile(r"\b[A-Z][A-Za-z]*(?:Error|Exception): ")
+_CONNECT_ECHO = re.compile(r"Error connecting to \([^)]*\): ")
+
+
+def plain_reason(text: str) -> str:
+    """An error text without Python exception names or the echo of the address.
+
+    ``ConnectError: cannot connect to h:p: ConnectionRefusedError: Error
+    connecting to ('h', p): Connection refused`` reads ``cannot connect to
+    h:p: Connection refused``.
+    """
+    return _CONNECT_ECHO.sub("", _EXCEPTION_NAME.sub("", text))
 
 
 def printable(text: str) -> str:

@@ -23,7 +23,10 @@ PLAIN_MINIMUM: Final = 50
 
 
 def _rate(count: int, seconds: float) -> str:
-    return f"{count / seconds:,.0f} msg/s" if seconds > 0 else "- msg/s"
+    if seconds <= 0:
+        return "- msg/s"
+    rate = count / seconds
+    return f"{rate:,.0f} msg/s" if rate >= 10 else f"{rate:.2g} msg/s"
 
 
 def _duration(seconds: float) -> str:
@@ -140,6 +143,8 @@ class Progress:
 def summary(counts: Counter[str], elapsed: float, sent: int) -> str:
     """``12 messages in 0.4 s (30 msg/s): AA 10, AE 1, no reply 1``."""
     parts = ", ".join(f"{key} {value:,}" for key, value in counts.items() if value)
+    if sent == 0:
+        return f"no message sent ({parts})" if parts else "no message sent"
     return f"{sent:,} message(s) in {_duration(elapsed)} ({_rate(sent, elapsed)})" + (
         f": {parts}" if parts else ""
     )

@@ -16,7 +16,14 @@ import trio
 from click.core import ParameterSource
 
 import mllp_trio
-from mllp_trio._cli._common import DEFAULT_HOST, DEFAULT_OUTBOX, log, printable, setup_logging
+from mllp_trio._cli._common import (
+    DEFAULT_HOST,
+    DEFAULT_OUTBOX,
+    log,
+    plain_reason,
+    printable,
+    setup_logging,
+)
 from mllp_trio._cli._common import run_trio as _run_trio
 from mllp_trio._cli._errors import explain_send_error
 from mllp_trio._cli._inputs import MAX_WARNINGS_SHOWN, Inputs, Item, Problem, Source, expand
@@ -575,7 +582,7 @@ def _on_result(ui: _UI, tally: Tally, result: mllp_trio.store.SendResult) -> Non
     if result.outcome == "retry":
         retry = f"; retry in {result.retry_in:.1f} s" if result.retry_in is not None else ""
         ui.note(
-            f"{control_id} not delivered yet ({printable(result.text)}), "
+            f"{control_id} not delivered yet ({printable(plain_reason(result.text))}), "
             f"attempt {result.attempts}{retry}"
         )
         return
@@ -587,6 +594,6 @@ def _on_result(ui: _UI, tally: Tally, result: mllp_trio.store.SendResult) -> Non
         reason = "" if accepted else _reason(result.reply)
         line = f"{control_id} {result.code}{reason}"
     else:
-        line = f"{control_id} {result.code} {printable(result.text)}".rstrip()
+        line = f"{control_id} {result.code} {printable(plain_reason(result.text))}".rstrip()
     if ui.show_all or not accepted:
         ui.echo(line)
