@@ -53,6 +53,10 @@ def cli() -> None:
     or MLLP_TRIO_CONFIG ([listen] port = 2576). A flag wins over the
     environment, which wins over the file, which wins over the default.
     "mllp-trio COMMAND --help" shows each command's options.
+
+    Exit codes: 0 done, 1 a failure the command reports (send: a message
+    refused), 2 a usage error (the bad option is named), 130 interrupted;
+    send and check list theirs in their --help.
     """
 
 
