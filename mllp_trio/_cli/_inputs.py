@@ -131,8 +131,9 @@ class _Forgiving:
     def clean(self, chunk: bytes) -> bytes:
         """The chunk, cleaned; ``b""`` at the end flushes what was held back."""
         if not self._started:
+            at_end = not chunk
             chunk = self._head + chunk
-            if chunk and len(chunk) < len(_BOM) and _BOM.startswith(chunk):
+            if not at_end and len(chunk) < len(_BOM) and _BOM.startswith(chunk):
                 self._head = chunk
                 return b""
             self._started = True
