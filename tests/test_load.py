@@ -346,6 +346,22 @@ async def test_measurement_waits_for_every_connections_first_reply(
     assert result.warmup_sent >= 2  # the two slow first messages
 
 
+async def test_a_short_measurement_of_slow_replies_starts_all_connections_together(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Replies take 0.5 s, the measurement 0.1 s (the harness's quick mode
+    # against a slow server): connections that are warm wait for the others,
+    # so each sends one measured message; else only the last one would.
+    async def behaviour(message: bytes) -> bytes:
+        await trio.sleep(0.5)
+        return ack(message)
+
+    config = LoadConfig(connections=4, duration=0.1, warmup=0.05)
+    result = await run_scripted(behaviour, config)
+    assert result.sent == result.ok == 4
+    assert result.warmup_sent == 4
+
+
 async def test_open_model_reports_messages_it_could_not_send(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

@@ -239,6 +239,7 @@ class _Run:
         self.on_window = on_window
         self.cpu_begin: tuple[float, float] | None = None
         self.warm_end = math.inf
+        self.window_open = trio.Event()
         self.warmed = 0
         self.warmed_at = 0.0
         self.templates = templates
@@ -293,8 +294,26 @@ class _Run:
             self.window_end = self.window_start + config.duration
             self.drain_end = self.window_end + config.timeout
         self.cpu_begin = _cpu()
+        self.window_open.set()
         if self.on_window is not None:
             self.on_window("start")
+
+    def must_wait(self, now: float, warmed: bool) -> bool:
+        """Closed model: whether a warmed-up connection waits for the measurement to start.
+
+        Once the warm-up time is over, connections that have had their first
+        reply wait for the slower ones instead of sending more warm-up
+        messages, so that all start the measurement together (else, with
+        replies slower than the measurement is long, few messages would be
+        sent inside it).
+        """
+        return (
+            self.cpu_begin is None
+            and self.config.rate is None
+            and warmed
+            and now >= self.warm_end
+            and not self.stopped
+        )
 
     def take(self, now: float) -> tuple[float, bool] | None:
         """The next message's due time and whether it is measured, or ``None``: stop."""
@@ -461,6 +480,10 @@ async def _connection_loop(run: _Run, connect: Connector, slot: _Slot) -> None:
             with slot.scope:
                 while True:
                     now = trio.current_time()
+                    if run.must_wait(now, slot.warmed):
+                        with trio.move_on_after(config.timeout):
+                            await run.window_open.wait()
+                        now = trio.current_time()
                     current = run.take(now)
                     if current is None:
                         return
