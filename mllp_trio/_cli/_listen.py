@@ -13,6 +13,7 @@ import trio
 from click.core import ParameterSource
 
 import mllp_trio
+from mllp_trio._cli._batch_folder import SinkOptions, sink_options
 from mllp_trio._cli._common import DEFAULT_HOST, DEFAULT_PORT, DEFAULT_STORE, log, run_trio
 from mllp_trio._cli._common import setup_logging as _setup_logging
 from mllp_trio._cli._errors import explain_listen_error
@@ -109,6 +110,7 @@ from mllp_trio._cli._service import ServiceOptions, sd_notify, service_options
     help="with a store: handle before acknowledging, or acknowledge on commit",
 )
 @service_options
+@sink_options
 @log_level_option()
 @click.pass_context
 def listen(
@@ -134,6 +136,7 @@ def listen(
     delivery: str,
     log_level: str,
     service: ServiceOptions,
+    sinks: SinkOptions,
 ) -> int:
     """Run a listener (mutual TLS on 127.0.0.1:2575 by default).
 
@@ -142,6 +145,8 @@ def listen(
     certificates, key, CA, CRL and allow list.
     """
     _check_flags(ctx, tls, no_store=no_store, delivery=delivery)
+    if sink_problems := sinks.conflicts(no_store=no_store):
+        raise click.UsageError("; ".join(sink_problems), ctx)
     _setup_logging(log_level)
     service.setup_logging(log_level)
     config = mllp_trio.ServerConfig(
@@ -163,7 +168,9 @@ def listen(
     journal = None if no_store else store
     try:
         run_trio(
-            partial(_listen, host, port, config, server_tls, journal, delivery.lower(), service)
+            partial(
+                _listen, host, port, config, server_tls, journal, delivery.lower(), service, sinks
+            )
         )
     except OSError as exc:
         explained = explain_listen_error(exc, host, port)
@@ -198,6 +205,7 @@ async def _listen(
     journal: Path | None,
     delivery: Any,
     service: ServiceOptions | None = None,
+    sinks: SinkOptions | None = None,
 ) -> None:
     async with AsyncExitStack() as stack:
         processor = None
@@ -217,6 +225,8 @@ async def _listen(
             if service is not None:  # metrics, health, message log, retention
                 db = getattr(processor, "store", None)
                 await service.monitor(side, server, f"{host}:{port}", db, tls)
+            if sinks is not None and journal is not None:  # files written from the journal
+                await sinks.start(side, store)
             await _serve_until_signal(server, host, port, tls)
             side.cancel_scope.cancel()
 
