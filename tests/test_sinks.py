@@ -11,7 +11,9 @@ import trio
 import trio.testing
 
 from mllp_trio._batch import BatchTrailer, FileTrailer, Message, iter_events
+from mllp_trio._client import open_mllp_client
 from mllp_trio._hl7 import HL7Error, InboundMessage, PeerInfo
+from mllp_trio._server import MLLPServer
 from mllp_trio.store import InboundRecord, JournalProcessor, open_sqlite_store
 from mllp_trio.store._sinks import (
     BatchSink,
@@ -21,6 +23,7 @@ from mllp_trio.store._sinks import (
 )
 from mllp_trio.store._sqlite import SQLiteStore
 
+from .conftest import StartServer
 from .hl7_samples import make_message
 
 PEER = PeerInfo(address="127.0.0.1:9")
@@ -208,3 +211,31 @@ async def test_folder_destination_delivers_the_outbound_queue(tmp_path: Path) ->
         assert visible(target) == [f"{n:012d}.hl7" for n in (1, 2, 3)]
         stats = await store.outbound_stats()
         assert (stats.pending, stats.delivered) == (0, 3)
+
+
+async def test_listener_with_a_batch_sink_end_to_end(
+    tmp_path: Path, nursery: trio.Nursery, start_server: StartServer
+) -> None:
+    """A real listener over TCP; the sink writes the accepted messages, refused ones left out."""
+    out = tmp_path / "out"
+    files: list[Path] = []
+    rolled = trio.Event()
+
+    def on_file(path: Path) -> None:
+        files.append(path)
+        if len(files) == 2:
+            rolled.set()
+
+    async with open_sqlite_store(tmp_path / "j") as store:
+        server = MLLPServer(processor=JournalProcessor(store, refuse_bad))
+        port = await start_server(server)
+        sink = BatchSink(store, out, config=BatchSinkConfig(max_messages=2), on_file=on_file)
+        await nursery.start(sink.run)
+        async with open_mllp_client("127.0.0.1", port) as client:
+            for control_id in ("L1", "BAD2", "L3", "L4", "L5"):
+                await client.send(make_message(control_id=control_id), raise_on_negative=False)
+                sink.wake()
+        with trio.fail_after(30):
+            await rolled.wait()
+        assert [contents(p) for p in files] == [(["L1", "L3"], [2], [1]), (["L4", "L5"], [2], [1])]
+        nursery.cancel_scope.cancel()
