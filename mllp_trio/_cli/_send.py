@@ -161,7 +161,8 @@ Exit codes:
 @click.option(
     "--queue",
     is_flag=True,
-    help="enqueue durably first (--store), then deliver with retries and backoff",
+    help="enqueue durably first (--store), then deliver in order; the queue retries "
+    "with backoff until --give-up-after (--retries is not used)",
 )
 @click.option(
     "--store",
