@@ -289,7 +289,8 @@ class _Run:
         if now < self.warm_end:
             return
         config = self.config
-        self.window_start = max(self.warm_end, self.warmed_at)
+        # Never before ``now``: what was sent until now was classed as warm-up.
+        self.window_start = max(self.warm_end, self.warmed_at, now)
         if config.duration is not None:
             self.window_end = self.window_start + config.duration
             self.drain_end = self.window_end + config.timeout
@@ -307,6 +308,8 @@ class _Run:
         replies slower than the measurement is long, few messages would be
         sent inside it).
         """
+        if self.cpu_begin is None:
+            self._try_open(now)
         return (
             self.cpu_begin is None
             and self.config.rate is None
