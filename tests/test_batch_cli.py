@@ -421,3 +421,15 @@ async def test_store_queues_a_batch_chunk_once_across_a_crash(tmp_path: Path) ->
         assert (await store.open_batch_send("h:1", "/in.hl7", "abc", 3)).finished
         fresh = await store.open_batch_send("h:1", "/in.hl7", "abc", 3, again=True)
         assert fresh.file_id != record.file_id and fresh.next_seq == 0
+
+
+def test_batch_send_bad_tls_files_are_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = batch_file(tmp_path / "in.hl7", 1)
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a certificate\n")
+    args = ["--cert", str(junk), "--key", str(junk), "--ca", str(junk)]
+    assert run(["batch", "send", str(path), "127.0.0.1:9", *args]) == 2
+    assert "TLS:" in capsys.readouterr().err
+    assert not (tmp_path / "in.hl7.ack").exists()

@@ -607,6 +607,11 @@ def send_batch(
     setup_logging(log_level)
     if again and not queue:
         raise click.UsageError("--again goes with --queue (without it every run sends the file)")
+    try:
+        # Built once, before any connection: a bad file or password is a usage error.
+        tls = attrs.evolve(tls, context=tls.ssl_context())
+    except mllp_trio.TLSConfigError as exc:
+        raise click.UsageError(f"TLS: {printable(str(exc))}") from None
     plan = _Plan(
         file=file,
         host=target[0],
@@ -625,6 +630,8 @@ def send_batch(
             "is not authenticated; use it only behind a VPN or an SSH tunnel",
             err=True,
         )
+    else:
+        plan.note(f"TLS: {tls.describe()}")
     total = _survey(plan)
     if total is None:
         return EXIT_USAGE
