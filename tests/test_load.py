@@ -365,7 +365,9 @@ async def test_a_short_measurement_of_slow_replies_starts_all_connections_togeth
 async def test_closed_model_warm_up_then_measure(autojump_clock: trio.testing.MockClock) -> None:
     # The harness's case: one fast connection, a short warm-up, a short measurement.
     config = LoadConfig(connections=1, duration=0.1, warmup=0.05)
+    began = trio.current_time()
     result = await run_scripted(fixed(0.001), config)
+    assert trio.current_time() - began < 0.2  # (virtual) no wait between warm-up and measurement
     assert 99 <= result.sent <= 101 and result.ok == result.sent
     assert 49 <= result.warmup_sent <= 51
 
