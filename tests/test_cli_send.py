@@ -241,7 +241,7 @@ def test_progress_bar_on_a_terminal(tmp_path: Path) -> None:
         code, screen = _on_terminal(tmp_path, "send", server.target, PLAIN, "many.hl7")
         short_code, short = _on_terminal(tmp_path, "send", server.target, PLAIN, "one.hl7")
     assert code == 0, screen
-    assert "msg/s" in screen or "msg]" in screen  # tqdm's rate
+    assert "msg/s]" in screen and "/60 [" in screen  # tqdm's bar: count, time, rate
     assert "60 message(s) in" in screen and "AA 60" in screen
     assert "T0001 AA" not in screen  # a long send lists only what was not accepted
     assert short_code == 0, short

@@ -10,6 +10,7 @@ the per-message results, for scripts.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections import Counter
@@ -20,6 +21,14 @@ from tqdm import tqdm
 
 #: Below this many messages the plain (non-terminal) progress lines are noise.
 PLAIN_MINIMUM: Final = 50
+
+
+def _size(stream: IO[str]) -> tuple[int, int]:
+    try:
+        size = os.get_terminal_size(stream.fileno())
+    except (OSError, ValueError):
+        return 0, 0
+    return size.columns, size.lines
 
 
 def _rate(count: int, seconds: float) -> str:
@@ -70,14 +79,21 @@ class Progress:
         if quiet:
             return
         if self.stream.isatty():
+            # A terminal that reports no size (a bare pseudo-terminal) would
+            # get no bar from tqdm: give it 80 columns and 24 lines.
+            width: dict[str, Any] = (
+                {"dynamic_ncols": True}
+                if min(_size(self.stream)) > 0
+                else {"ncols": 80, "nrows": 24}
+            )
             self._bar = tqdm(
                 total=total,
                 unit="msg",
                 file=self.stream,
                 desc=label,
-                dynamic_ncols=True,
                 leave=False,
                 mininterval=0.2,
+                **width,
             )
         else:
             self._plain = total is None or total >= PLAIN_MINIMUM
