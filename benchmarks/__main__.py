@@ -15,6 +15,7 @@ from .baseline import Baseline, BaselineError, open_baseline, resolve_ref
 from .framing import FramingSettings, contenders, run_framing
 from .report import (
     baseline_comparison,
+    client_comparison,
     environment,
     evaluate_targets,
     to_markdown,
@@ -28,19 +29,23 @@ MODES: dict[str, tuple[FramingSettings, WireSettings]] = {
         FramingSettings(
             sample_seconds=0.005, rounds=2, max_stream_bytes=1 << 20, linearity_messages=20
         ),
-        WireSettings(duration=0.1, rounds=2, connections=(1, 8), request_timeout=1.5),
+        WireSettings(duration=0.1, rounds=2, connections=(1, 8), request_timeout=1.5, warmup=0.02),
     ),
     "quick": (
         FramingSettings(
             sample_seconds=0.04, rounds=3, max_stream_bytes=8 << 20, linearity_messages=100
         ),
-        WireSettings(duration=0.15, rounds=3, connections=(1, 8, 64), request_timeout=1.5),
+        WireSettings(
+            duration=0.15, rounds=3, connections=(1, 8, 64), request_timeout=1.5, warmup=0.05
+        ),
     ),
     "full": (
         FramingSettings(
             sample_seconds=0.5, rounds=7, max_stream_bytes=64 << 20, linearity_messages=400
         ),
-        WireSettings(duration=2.0, rounds=5, connections=(1, 8, 16, 64), request_timeout=15.0),
+        WireSettings(
+            duration=2.0, rounds=5, connections=(1, 8, 16, 64), request_timeout=15.0, warmup=0.5
+        ),
     ),
 }
 
@@ -154,6 +159,7 @@ def _run(args: argparse.Namespace, only: set[str] | None) -> int:
             data["framing"] = run_framing(framing_settings, progress, baseline=baseline, only=only)
         if args.only in (None, "wire"):
             data["wire"] = run_wire(wire_settings, progress, baseline=baseline, only=only)
+            data["wire"]["client_comparison"] = client_comparison(data["wire"])
     data["targets"] = evaluate_targets(data)
     if "baseline" in data:
         data["baseline_comparison"] = baseline_comparison(data)

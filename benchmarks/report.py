@@ -16,6 +16,7 @@ from typing import Any
 __all__ = [
     "TARGETS",
     "baseline_comparison",
+    "client_comparison",
     "environment",
     "evaluate_targets",
     "to_markdown",
@@ -225,7 +226,7 @@ def _framing_tables(framing: dict[str, Any], with_baseline: bool) -> list[str]:
 
 def _wire_tables(wire: dict[str, Any], with_baseline: bool) -> list[str]:
     header = ["security", "conns", "contender", "msg/s median (min-max)", "p50 ms", "p99 ms"]
-    header += ["vs python-hl7 raw", "errors"]
+    header += ["server µs/msg", "client µs/msg", "vs python-hl7 raw", "errors"]
     if with_baseline:
         header.append("vs baseline")
     peer = {
@@ -248,13 +249,74 @@ def _wire_tables(wire: dict[str, Any], with_baseline: bool) -> list[str]:
             _spread(row["msgs_per_s"]),
             f"{row['p50_ms']['median']:.2f}",
             f"{row['p99_ms']['median']:.2f}",
+            _cpu(row.get("server_cpu_us")),
+            _cpu(row.get("client_cpu_us")),
             _ratio(row["msgs_per_s"]["median"] / base if base else None),
             str(row["errors"]),
         ]
         if with_baseline:
             cells.append(_ratio(row.get("vs_baseline")))
         rows.append(cells)
-    return ["", "### On the wire (1 KB ADT^A01, loopback)", "", *_table(header, rows)]
+    lines = ["", "### On the wire (1 KB ADT^A01, loopback)", "", *_table(header, rows)]
+    comparison = client_comparison(wire)
+    if comparison:
+        lines += [
+            "",
+            "### Client CPU per message: load generator vs python-hl7's asyncio client",
+            "",
+            "Both drive the same python-hl7 asyncio server (split ACK) in the same run;",
+            "ratio = asyncio client µs/msg / load generator µs/msg (above 1: the generator",
+            "is cheaper).",
+            "",
+            *_table(
+                ["security", "conns", "load generator µs/msg", "asyncio client µs/msg", "ratio"],
+                [
+                    [
+                        c["security"],
+                        str(c["connections"]),
+                        f"{c['load_us']:.1f}",
+                        f"{c['asyncio_us']:.1f}",
+                        _ratio(c["ratio"]),
+                    ]
+                    for c in comparison
+                ],
+            ),
+        ]
+    return lines
+
+
+def _cpu(summary: dict[str, float] | None) -> str:
+    return "-" if not summary else f"{summary['median']:.1f}"
+
+
+def client_comparison(wire: dict[str, Any]) -> list[dict[str, Any]]:
+    """Client CPU per message of the load generator and of the asyncio client, same server.
+
+    One entry per scenario where both ``python-hl7-raw`` (load generator)
+    and ``python-hl7-raw-asyncio`` (python-hl7's client) have a figure.
+    """
+    by_key = {
+        (r["security"], r["connections"], r["contender"]): r["client_cpu_us"]["median"]
+        for r in wire.get("results", [])
+        if r.get("client_cpu_us")
+    }
+    out = []
+    for (security, conns, contender), load_us in by_key.items():
+        if contender != "python-hl7-raw":
+            continue
+        asyncio_us = by_key.get((security, conns, "python-hl7-raw-asyncio"))
+        if asyncio_us is None or load_us <= 0:
+            continue
+        out.append(
+            {
+                "security": security,
+                "connections": conns,
+                "load_us": load_us,
+                "asyncio_us": asyncio_us,
+                "ratio": asyncio_us / load_us,
+            }
+        )
+    return out
 
 
 def _geometric_mean(values: list[float]) -> float:

@@ -40,6 +40,8 @@ class WireSettings:
         request_timeout: Seconds after which one request counts as an error
             and its connection stops (bounds a run against a stalled server).
         startup_timeout: Seconds a server may take to print its port.
+        warmup: Seconds the load generator sends before measuring (the other
+            clients send one message per connection instead).
     """
 
     duration: float = 0.25
@@ -47,17 +49,30 @@ class WireSettings:
     connections: tuple[int, ...] = (1, 8, 64)
     request_timeout: float = 5.0
     startup_timeout: float = 60.0
+    warmup: float = 0.05
 
 
 @attrs.frozen(kw_only=True)
 class WireContender:
-    """A server implementation paired with the client its users would use.
+    """A server implementation and the client that drives it.
+
+    Most servers are driven by the load generator (client ``load``,
+    ``mllp_trio._load``): one instrument for all, cheaper per message than
+    any server, so that the numbers are the server's. Two contenders keep a
+    library client on purpose: ``mllp_trio-client`` (the project's own
+    client) and ``python-hl7-raw-asyncio`` (python-hl7's asyncio client, the
+    harness's client before the generator), whose client CPU per message is
+    reported beside the generator's.
 
     Attributes:
         key: Stable identifier used in the JSON output.
         label: Human-readable name.
         server: Server kind understood by :mod:`benchmarks.worker`.
-        client: Client kind understood by :mod:`benchmarks.worker`.
+        client: Client kind understood by :mod:`benchmarks.worker`; ``load``
+            always runs from this checkout (it is the instrument), the other
+            clients from the contender's tree.
+        check_control_id: Whether the load generator requires MSA-2 to match
+            (not against a server that answers a canned ACK).
         securities: Which of plain, tls, mtls it supports.
         needs_mllp_trio: Whether it needs mllp_trio's listener or client.
         baseline_of: For a baseline contender (the baseline commit's server
@@ -71,42 +86,58 @@ class WireContender:
     securities: tuple[str, ...] = SECURITIES
     needs_mllp_trio: bool = False
     baseline_of: str | None = None
+    check_control_id: bool = True
 
 
 WIRE_CONTENDERS = (
     WireContender(
         key="mllp_trio",
-        label="mllp_trio listener (full ACK) + client",
+        label="mllp_trio listener (full ACK), load generator",
+        server="mllp_trio",
+        client="load",
+        needs_mllp_trio=True,
+    ),
+    WireContender(
+        key="mllp_trio-fixed-ack",
+        label="mllp_trio listener (fixed pre-built ACK), load generator",
+        server="mllp_trio-fixed",
+        client="load",
+        needs_mllp_trio=True,
+        check_control_id=False,
+    ),
+    WireContender(
+        key="mllp_trio-durable",
+        label="mllp_trio listener with the SQLite journal (store before ACK), load generator",
+        server="mllp_trio-durable",
+        client="load",
+        securities=("plain",),
+        needs_mllp_trio=True,
+    ),
+    WireContender(
+        key="mllp_trio-client",
+        label="mllp_trio listener (full ACK) + mllp_trio client (open_mllp_client)",
         server="mllp_trio",
         client="mllp_trio",
         needs_mllp_trio=True,
     ),
     WireContender(
-        key="mllp_trio-fixed-ack",
-        label="mllp_trio listener (fixed pre-built ACK) + client",
-        server="mllp_trio-fixed",
-        client="mllp_trio",
-        needs_mllp_trio=True,
-    ),
-    WireContender(
-        key="mllp_trio-durable",
-        label="mllp_trio listener with the SQLite journal (store before ACK) + client",
-        server="mllp_trio-durable",
-        client="mllp_trio",
-        securities=("plain",),
-        needs_mllp_trio=True,
-    ),
-    WireContender(
         key="python-hl7-raw",
-        label="python-hl7 asyncio server (split ACK) + client",
+        label="python-hl7 asyncio server (split ACK), load generator",
+        server="python-hl7-raw",
+        client="load",
+    ),
+    WireContender(
+        key="python-hl7-raw-asyncio",
+        label="python-hl7 asyncio server (split ACK) + python-hl7 asyncio client",
         server="python-hl7-raw",
         client="python-hl7",
+        securities=("plain", "mtls"),
     ),
     WireContender(
         key="python-hl7-parse",
-        label="python-hl7 server (hl7.parse + create_ack) + client",
+        label="python-hl7 server (hl7.parse + create_ack), load generator",
         server="python-hl7-parse",
-        client="python-hl7",
+        client="load",
     ),
     WireContender(
         key="hl7apy",
@@ -196,6 +227,10 @@ def run_wire(
     def root(contender: WireContender) -> Path:
         return baseline.worktree if baseline and contender.baseline_of else REPO
 
+    def client_root(contender: WireContender) -> Path:
+        # The load generator is the instrument: always this checkout's.
+        return REPO if contender.client == "load" else root(contender)
+
     samples: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
     errors: dict[tuple[str, str, int], str] = {}
     imported: dict[str, dict[str, Any]] = {}
@@ -226,7 +261,7 @@ def run_wire(
                 )
         clients: dict[tuple[str, Path], Worker] = {}
         for contender in live:
-            client_key = (contender.client, root(contender))
+            client_key = (contender.client, client_root(contender))
             if client_key not in clients:
                 clients[client_key] = spawn(
                     f"client-{len(clients)}.log",
@@ -244,7 +279,7 @@ def run_wire(
             except (TimeoutError, EOFError, KeyError, ValueError) as exc:
                 status.setdefault(key, f"error: server did not start ({_failure(worker, exc)})")
         for contender in live:
-            worker = clients[contender.client, root(contender)]
+            worker = clients[contender.client, client_root(contender)]
             try:
                 if not worker.imported:
                     worker.hello(settings.startup_timeout)
@@ -278,8 +313,11 @@ def run_wire(
                     "duration": settings.duration,
                     "size": "1KB",
                     "timeout": settings.request_timeout,
+                    "warmup": settings.warmup,
+                    "check_control_id": contender.check_control_id,
+                    "server_pid": servers[contender.key, security].proc.pid,
                 }
-                client = clients[contender.client, root(contender)]
+                client = clients[contender.client, client_root(contender)]
                 try:
                     client.send(command)
                     result = client.read(settings.duration + settings.request_timeout * 4 + 30)
@@ -327,6 +365,10 @@ def run_wire(
                         p50_ms=_summary([r["p50_ms"] for r in runs]),
                         p99_ms=_summary([r["p99_ms"] for r in runs]),
                     )
+                    for side in ("client_cpu_us", "server_cpu_us"):
+                        values = [r[side] for r in runs if r.get(side) is not None]
+                        if values:
+                            row[side] = _summary(values)
                 elif row["status"] == "ok":
                     row["status"] = "error: no runs"
                 results.append(row)

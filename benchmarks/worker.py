@@ -20,6 +20,7 @@ import asyncio
 import importlib
 import json
 import math
+import os
 import signal
 import ssl
 import sys
@@ -46,7 +47,7 @@ SERVER_KINDS = (
     "python-hl7-parse",
     "hl7apy",
 )
-CLIENT_KINDS = ("mllp_trio", "python-hl7", "python-hl7-per-message")
+CLIENT_KINDS = ("load", "mllp_trio", "python-hl7", "python-hl7-per-message")
 #: A request that takes longer than this counts as an error.
 REQUEST_TIMEOUT = 15.0
 
@@ -178,6 +179,56 @@ def _percentile(ordered: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, math.ceil(fraction * len(ordered)) - 1))]
 
 
+def process_cpu(pid: int | None) -> float | None:
+    """CPU seconds used so far by process ``pid`` (all its threads), or ``None`` if unknown.
+
+    ``/proc/PID/task/*/schedstat`` counts nanoseconds; ``/proc/PID/stat``
+    (clock ticks, 10 ms) is the fallback. ``None`` for our own process:
+    :func:`time.process_time`.
+    """
+    if pid is None:
+        return time.process_time()
+    try:
+        total = 0
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            total += int((task / "schedstat").read_text().split()[0])
+        return total / 1e9
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+class _CPU:
+    """Client and server CPU seconds over the measured window."""
+
+    def __init__(self, server_pid: int | None) -> None:
+        self.server_pid = server_pid
+        self.start: tuple[float | None, float | None] = (None, None)
+        self.end: tuple[float | None, float | None] = (None, None)
+
+    def read(self) -> tuple[float | None, float | None]:
+        server = process_cpu(self.server_pid) if self.server_pid else None
+        return process_cpu(None), server
+
+    def mark(self, when: str) -> None:
+        if when == "start":
+            self.start = self.read()
+        else:
+            self.end = self.read()
+
+    def per_message_us(self, messages: int) -> dict[str, float | None]:
+        out: dict[str, float | None] = {}
+        for index, side in enumerate(("client_cpu_us", "server_cpu_us")):
+            begin, end = self.start[index], self.end[index]
+            ok = begin is not None and end is not None and messages > 0
+            out[side] = (end - begin) / messages * 1e6 if ok else None  # type: ignore[operator]
+        return out
+
+
 def _result(load: _Load) -> dict[str, Any]:
     latencies = sorted(load.latencies)
     start, end, errors = load.start, load.end, load.errors
@@ -190,6 +241,7 @@ def _result(load: _Load) -> dict[str, Any]:
         "p99_ms": _percentile(latencies, 0.99) * 1000,
         "errors": errors,
         "first_error": load.first_error,
+        **load.cpu.per_message_us(len(latencies)),
     }
 
 
@@ -201,7 +253,8 @@ def _reply_bytes(reply: Any) -> bytes:
 class _Load:
     """Shared state of one timed run: a start barrier, the deadline and the samples."""
 
-    def __init__(self, connections: int, duration: float) -> None:
+    def __init__(self, connections: int, duration: float, server_pid: int | None = None) -> None:
+        self.cpu = _CPU(server_pid)
         self.connections = connections
         self.duration = duration
         self.ready = 0
@@ -221,6 +274,7 @@ class _Load:
         """Count one connection as warmed up; True when it was the last one."""
         self.ready += 1
         if self.ready == self.connections:
+            self.cpu.mark("start")
             self.start = time.perf_counter()
             self.deadline = self.start + self.duration
             return True
@@ -236,7 +290,7 @@ async def _asyncio_load(kind: str, command: dict[str, Any], context: ssl.SSLCont
     from hl7.mllp import open_hl7_connection
 
     pool = message_pool(command.get("size", "1KB"))
-    load = _Load(command["connections"], command["duration"])
+    load = _Load(command["connections"], command["duration"], command.get("server_pid"))
     go = asyncio.Event()
     port = command["port"]
     timeout = float(command.get("timeout", REQUEST_TIMEOUT))
@@ -280,6 +334,7 @@ async def _asyncio_load(kind: str, command: dict[str, Any], context: ssl.SSLCont
                 writer.close()
 
     await asyncio.gather(*(one(i) for i in range(load.connections)))
+    load.cpu.mark("end")
     return _result(load)
 
 
@@ -303,7 +358,7 @@ def _trio_load(command: dict[str, Any], context: ssl.SSLContext | None) -> Any:
     # open_mllp_client replaced open_mllp_connection; both have send_raw.
     connect = _api("open_mllp_client") or _api("open_mllp_connection")
     pool = message_pool(command.get("size", "1KB"))
-    load = _Load(command["connections"], command["duration"])
+    load = _Load(command["connections"], command["duration"], command.get("server_pid"))
     port = command["port"]
     timeout = float(command.get("timeout", REQUEST_TIMEOUT))
 
@@ -341,9 +396,51 @@ def _trio_load(command: dict[str, Any], context: ssl.SSLContext | None) -> Any:
         async with trio.open_nursery() as nursery:
             for i in range(load.connections):
                 nursery.start_soon(one, i)
+        load.cpu.mark("end")
         return _result(load)
 
     return trio.run(main)
+
+
+def _generator_load(command: dict[str, Any], context: ssl.SSLContext | None) -> dict[str, Any]:
+    """Drive the server with mllp_trio's load generator (``mllp_trio._load``).
+
+    The generator is the measuring instrument, the same for every server:
+    ``recv_into`` a reused buffer, one readiness wait per reply, every ACK
+    checked (MSA-2 too, except against the fixed-ACK server, whose MSA-2
+    cannot match).
+    """
+    import trio
+
+    from mllp_trio import _load
+
+    cpu = _CPU(command.get("server_pid"))
+    config = _load.LoadConfig(
+        connections=command["connections"],
+        duration=command["duration"],
+        warmup=float(command.get("warmup", 0.05)),
+        timeout=float(command.get("timeout", REQUEST_TIMEOUT)),
+        # 64 TLS handshakes on a busy machine take seconds: the other clients
+        # have no connect limit at all; the measurement starts after them anyway.
+        connect_timeout=60.0,
+        give_up=60.0,
+        check_control_id=bool(command.get("check_control_id", True)),
+    )
+    templates = _load.make_templates(message_pool(command.get("size", "1KB")))
+    connect = _load.tcp_connector(HOST, command["port"], ssl_context=context)
+    result = trio.run(lambda: _load.run_load(connect, templates, config, on_window=cpu.mark))
+    hist = result.latency
+    errors = result.errors
+    return {
+        "messages": result.answered,
+        "elapsed": result.elapsed,
+        "msgs_per_s": result.rate,
+        "p50_ms": hist.percentile(0.50) * 1000,
+        "p99_ms": hist.percentile(0.99) * 1000,
+        "errors": sum(errors.values()),
+        "first_error": max(errors, key=errors.__getitem__) if errors else None,
+        **cpu.per_message_us(result.sent),
+    }
 
 
 def run_client(kind: str, certdir: Path) -> None:
@@ -354,7 +451,9 @@ def run_client(kind: str, certdir: Path) -> None:
         command = json.loads(line)
         context = client_context(command["security"], certdir)
         try:
-            if kind == "mllp_trio":
+            if kind == "load":
+                result = _generator_load(command, context)
+            elif kind == "mllp_trio":
                 result = _trio_load(command, context)
             else:
                 result = asyncio.run(_asyncio_load(kind, command, context))

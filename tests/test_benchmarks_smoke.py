@@ -113,6 +113,10 @@ def test_every_wire_contender_present(run: tuple[Path, str]) -> None:
                 assert row["messages"] > 0
                 _check_summary(row["msgs_per_s"])
                 assert row["p50_ms"]["median"] <= row["p99_ms"]["median"]
+                # CPU per message of both sides (Linux: /proc for the server).
+                assert row["client_cpu_us"]["median"] > 0
+                if sys.platform == "linux":
+                    assert row["server_cpu_us"]["median"] > 0
 
 
 def test_markdown_and_terminal_table(run: tuple[Path, str]) -> None:
@@ -256,10 +260,13 @@ def test_baseline_contenders_ran_the_worktree_code(baseline_run: dict[str, Any])
             old = wire[security, conns, twin]
             assert old["baseline_of"] == "mllp_trio"
             assert old["status"] == "ok", old["status"]
-            for side in ("server", "client"):
-                # The old worker, driving the old mllp_trio, both from the worktree.
-                assert _under(old["imported"][side]["mllp_trio"], worktree)
-                assert _under(old["imported"][side]["module"], worktree)
+            # The old worker serving with the old mllp_trio, from the worktree;
+            # the client is the load generator, the same instrument for both
+            # twins, so it is this checkout's.
+            assert _under(old["imported"]["server"]["mllp_trio"], worktree)
+            assert _under(old["imported"]["server"]["module"], worktree)
+            assert _under(old["imported"]["client"]["mllp_trio"], str(REPO))
+            assert _under(old["imported"]["client"]["module"], str(REPO))
             new = wire[security, conns, "mllp_trio"]
             if new["status"] == "ok":  # this checkout's API may be mid-change
                 assert _under(new["imported"]["server"]["mllp_trio"], str(REPO))
