@@ -16,13 +16,7 @@ import attrs
 
 from mllp_trio._errors import MLLPError
 
-__all__ = [
-    "BatchError",
-    "HeaderFields",
-    "HeaderKind",
-    "TrailerKind",
-    "parse_trailer_count",
-]
+__all__ = ["BatchError", "HeaderFields", "parse_trailer_count", "split_trailer"]
 
 #: The segment ids of the batch envelope, as bytes.
 FHS: Final = b"FHS"
@@ -30,9 +24,6 @@ BHS: Final = b"BHS"
 BTS: Final = b"BTS"
 FTS: Final = b"FTS"
 MSH: Final = b"MSH"
-
-HeaderKind = str  # "FHS" or "BHS"
-TrailerKind = str  # "BTS" or "FTS"
 
 
 class BatchError(MLLPError):
