@@ -562,3 +562,23 @@ def test_a_gigabyte_stream_in_bounded_memory() -> None:
     assert total >= 1024 * 1024 * 1024 - len(chunk)
     # At most one message held while the next chunk comes in.
     assert reader.peak_buffer <= 2 * len(chunk) + len(message)
+
+
+def test_size_verdict_does_not_depend_on_where_reads_end() -> None:
+    # The unread start of the next message is not counted towards the
+    # current one: two 50-byte messages pass a 60-byte limit, however split.
+    one = b"MSH|^~\\&|A|B|C|D|2024||ADT^A01|ID1|P|2.5\rPID|1||X\r"
+    data = one + one.replace(b"ID1", b"ID2")
+    assert len(one) == 50
+    for cut in range(len(data) + 1):
+        events, reader = read_all([data[:cut], data[cut:]], max_message_size=60)
+        assert len(messages_of(events)) == 2, cut
+        assert reader.peak_buffer <= len(data)
+    # A first line of the next message over the limit ends the current
+    # message (delivered) before the error.
+    long_next = one + b"MSH|" + b"x" * 100 + b"\r"
+    reader = BatchReader(max_message_size=60)
+    reader.receive_data(long_next[:120])
+    assert isinstance(reader.next_event(), Message)
+    with pytest.raises(BatchError, match="longer than 60"):
+        reader.next_event()

@@ -174,6 +174,14 @@ NEED_DATA: Final = NeedData()
 Event = FileHeader | BatchHeader | Message | BatchTrailer | FileTrailer | EndOfFile
 
 
+def _may_open(head: bytes) -> bool:
+    """Whether a line whose first bytes (up to 4) are ``head`` may be an FHS/BHS/MSH/BTS/FTS."""
+    seg = head[:3]
+    if len(seg) < 3:
+        return any(envelope.startswith(seg) for envelope in _ENVELOPE)
+    return seg in _ENVELOPE and (len(head) == 3 or not head[3:4].isalnum())
+
+
 def _segment_name(head: bytes, fs: bytes) -> str:
     # Only what looks like a real segment id (three upper-case letters or
     # digits, then the field separator) is shown: junk may hold patient data.
@@ -347,7 +355,8 @@ class BatchReader:
                 continue
             if end < 0:
                 if not self._eof:
-                    return self._need_data()
+                    self._need_data()
+                    return self._events.popleft() if self._events else NEED_DATA
                 if pos >= len(buf):
                     self._finish()
                     continue
@@ -355,12 +364,20 @@ class BatchReader:
             self._read_line(pos, end)
         return self._events.popleft()
 
-    def _need_data(self) -> NeedData:
+    def _need_data(self) -> None:
         buf = self._buf
         limit = self.max_message_size
-        if self._msg_start >= 0 and len(buf) - self._msg_start > limit:
-            self._oversize()
-        if self._msg_start < 0 and len(buf) - self._pos > limit:
+        tail = len(buf) - self._pos  # the line being read, its end not seen yet
+        if self._msg_start >= 0:
+            if not _may_open(bytes(buf[self._pos : self._pos + 4])):
+                # A segment of the current message: it counts towards its size.
+                if len(buf) - self._msg_start > limit:
+                    self._oversize()
+            elif tail > limit:
+                # The next message's first line (or a header) is too long already:
+                # the current message is complete, and ends here.
+                self._end_message()
+        if self._msg_start < 0 and tail > limit:
             if not self._skipping:
                 self._problem(
                     f"a line longer than {limit} bytes (the maximum message size)",
@@ -378,7 +395,6 @@ class BatchReader:
             if self._msg_start >= 0:
                 self._msg_start -= keep
                 self._msg_end -= keep
-        return NEED_DATA
 
     def _read_line(self, pos: int, end: int) -> None:
         buf = self._buf
