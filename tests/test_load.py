@@ -648,3 +648,13 @@ def test_ctrl_c_still_prints_the_results(plain_listener: int) -> None:
     assert process.returncode == 0, err
     assert "interrupted" in err and "Traceback" not in err
     assert "latency ms" in out
+
+
+def test_chart_without_matplotlib_is_refused_before_the_run(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    code = run_cli(["bench", "127.0.0.1:2575", "--plaintext", "--chart", "x.png"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "matplotlib" in err and "--chart" in err and "loading" not in err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import signal
@@ -177,6 +178,13 @@ def bench(
     if chart is not None and chart.suffix.lower() != ".png":
         raise click.BadParameter(
             f"{chart}: the chart is a PNG, name it *.png", param_hint="'--chart'"
+        )
+    if chart is not None and importlib.util.find_spec("matplotlib") is None:
+        # Before the run, not after minutes of it.
+        raise click.UsageError(
+            "--chart needs matplotlib: pip install 'mllp-trio[bench]' (or pip install "
+            "matplotlib), or leave --chart out",
+            ctx,
         )
     framing = client.framing.config()
     if framing.framing == "hllp" and size > mllp_trio.proto.HLLP_MAX_DATA:
