@@ -340,18 +340,21 @@ async def test_window_of_concurrent_messages_records_only_the_answered_prefix(
         assert await store.count() == 40
 
 
+@pytest.mark.parametrize("while_handling", ["G1", "G2"])
 async def test_a_file_that_grows_while_processed_is_left_and_taken_whole_later(
-    tmp_path: Path,
+    tmp_path: Path, while_handling: str
 ) -> None:
+    """A writer appends after the file looked stable: while its first or its last message runs."""
     handler = Recorder()
     async with watcher_for(tmp_path, handler) as (watcher, store):
         path = drop(watcher.inbox, "g.hl7", batch_file(["G1", "G2"], header=False))
         real = watcher.processor
 
         async def appending(raw: bytes, peer: PeerInfo) -> Outcome:
-            if not handler.seen:  # a late writer, after the file looked stable
+            if while_handling.encode() in raw and not path.read_bytes().count(b"G3"):
                 with path.open("ab") as f:
                     f.write(make_message(control_id="G3"))
+                os.utime(path, ns=(1, 1))  # a new mtime even with coarse timestamps
             return await real(raw, peer)
 
         watcher.processor = appending

@@ -492,7 +492,7 @@ class FolderWatcher:
                     "%s: resuming at message %d of %d", path, progress.next_seq + 1, survey.messages
                 )
             processed = await self._feed(name, path, progress, survey.messages)
-        return await self._finish(name, path, progress, survey, processed)
+        return await self._finish(name, path, progress, survey, processed, before)
 
     async def _feed(self, name: str, path: Path, progress: FileProgress, total: int) -> int:
         """Run messages ``progress.next_seq..`` through the processor; return how many.
@@ -598,11 +598,21 @@ class FolderWatcher:
         return state.processed
 
     async def _finish(
-        self, name: str, path: Path, progress: FileProgress, survey: _Survey, processed: int
+        self,
+        name: str,
+        path: Path,
+        progress: FileProgress,
+        survey: _Survey,
+        processed: int,
+        before: os.stat_result,
     ) -> FileReport:
         """Acknowledgement batch to ``done/``, then the file, then the journal record."""
         cfg = self.config
         failed = 0
+        # A writer that went on after the file looked stable: what it added
+        # has no answer yet, so the file must not move. Checked before the
+        # acknowledgement batch and again just before the move.
+        await self._check_unchanged(path, before, processed)
         try:
             await trio.to_thread.run_sync(lambda: self.done_dir.mkdir(parents=True, exist_ok=True))
             final = await trio.to_thread.run_sync(
@@ -628,7 +638,12 @@ class FolderWatcher:
                 await trio.to_thread.run_sync(ack_file.abort)
             raise
         try:
+            await self._check_unchanged(path, before, processed)
             moved = await trio.to_thread.run_sync(move_file, path, self.done_dir, final)
+        except _Deferred:
+            with contextlib.suppress(OSError):
+                await trio.to_thread.run_sync(os.unlink, self.done_dir / (final + cfg.ack_suffix))
+            raise
         except OSError as exc:
             with contextlib.suppress(OSError):
                 await trio.to_thread.run_sync(os.unlink, self.done_dir / (final + cfg.ack_suffix))
@@ -646,6 +661,19 @@ class FolderWatcher:
             failed=failed,
             path=moved,
         )
+
+    @staticmethod
+    async def _check_unchanged(path: Path, before: os.stat_result, processed: int) -> None:
+        try:
+            now = await trio.to_thread.run_sync(path.stat)
+        except OSError as exc:
+            raise _Deferred(f"cannot read it: {exc.strerror or exc}", processed=processed) from None
+        if (now.st_size, now.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
+            raise _Deferred(
+                "it changed while it was processed (still being written?); it is taken "
+                "again whole, and the messages already answered are not delivered twice",
+                processed=processed,
+            )
 
     async def _write_acks(self, file: AtomicFile, file_id: int, survey: _Survey) -> int:
         """Write the acknowledgement batch from the recorded answers; return the failures."""
