@@ -178,7 +178,9 @@ def test_framing_mismatch_says_so(tmp_path: Path) -> None:
 
 def test_tls_client_to_plaintext_listener_suggests_plaintext(tmp_path: Path) -> None:
     with serving() as server:
-        result = invoke("send", server.target, cwd=tmp_path, stdin=make_message())
+        result = invoke(
+            "send", server.target, "--handshake-timeout", "2", cwd=tmp_path, stdin=make_message()
+        )
     assert result.code == 3
     assert "--plaintext" in result.stderr
     assert server.received == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -19,23 +20,28 @@ EVIL = "X\x1b]0;owned\x07\x1b[2J"  # sets the window title, clears the screen
 def _fill(path: Path, *, inbound: int = 0, evil: bool = False, dead: bool = False) -> list[int]:
     ids: list[int] = []
 
+    async def commit(store: Any, n: int) -> None:
+        control_id = EVIL if evil else f"IN{n}"
+        result = await store.commit_inbound(
+            InboundRecord(
+                data=make_message(control_id=f"IN{n}"),
+                peer="127.0.0.1:1",
+                control_id=control_id,
+                sending_application="APP\x1b[31m" if evil else "APP",
+                sending_facility="FAC",
+            )
+        )
+        ids.append(result.message_id)
+
     async def fill() -> None:
         async with open_sqlite_store(path) as store:
-            for n in range(inbound):
-                control_id = EVIL if evil else f"IN{n}"
-                ids.append(
-                    (
-                        await store.commit_inbound(
-                            InboundRecord(
-                                data=make_message(control_id=f"IN{n}"),
-                                peer="127.0.0.1:1",
-                                control_id=control_id,
-                                sending_application="APP\x1b[31m" if evil else "APP",
-                                sending_facility="FAC",
-                            )
-                        )
-                    ).message_id
-                )
+            if inbound <= 3:  # in order: the ids follow the control ids
+                for n in range(inbound):
+                    await commit(store, n)
+            else:  # many at once: the journal commits them in groups
+                async with trio.open_nursery() as nursery:
+                    for n in range(inbound):
+                        nursery.start_soon(commit, store, n)
             if dead:
                 qid = await store.enqueue("127.0.0.1:9", make_message(control_id="Q1"))
                 await store.mark_dead(qid, "AR refused \x1b[2J")
@@ -71,12 +77,13 @@ def test_list_escapes_control_characters(tmp_path: Path) -> None:
 
 
 def test_list_into_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
-    _fill(tmp_path / "mllp-data", inbound=400)
+    # More than a pipe holds (64 KiB): the writer is still writing when the reader leaves.
+    _fill(tmp_path / "mllp-data", inbound=1000)
     process = cli_process(
         "store",
         "list",
         "--limit",
-        "400",
+        "1000",
         cwd=tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
