@@ -22,6 +22,7 @@ from mllp_trio._hl7._ack import (
     AckCode,
     ErrorInfo,
     build_ack,
+    framing_safe,
     hl7_timestamp,
     new_control_id,
 )
@@ -128,6 +129,7 @@ __all__ = [
     "codec_for",
     "decode_text",
     "escape_text",
+    "framing_safe",
     "hl7_timestamp",
     "incoming_ack",
     "is_negative",
