@@ -277,7 +277,7 @@ def test_ctrl_c_reports_acknowledged_uncertain_and_not_sent(tmp_path: Path) -> N
             await trio.sleep_forever()
 
     data = b"".join(make_message(control_id=f"CC{n}") for n in range(1, 5))
-    (tmp_path / "four.hl7").write_bytes(data)
+    (tmp_path / "four.hl7").write_bytes(b"a stray line\r" + data)
     with serving(hang_on_second) as server, (tmp_path / "four.hl7").open("rb") as stdin:
         process = cli_process(
             "send",
@@ -293,7 +293,10 @@ def test_ctrl_c_reports_acknowledged_uncertain_and_not_sent(tmp_path: Path) -> N
         stdout, stderr = process.communicate(timeout=STEP_TIMEOUT)
     text = stderr.decode()
     assert process.returncode == 130, text
-    assert stdout.decode().splitlines() == ["CC1 AA"]
+    assert stdout.decode().splitlines() == [
+        "stdin:1: skipped: not an HL7 message (no MSH segment before this line)",
+        "CC1 AA",
+    ]
     assert "interrupted: 1 of 4 message(s) acknowledged" in text
     assert "uncertain" in text and "stdin:" in text
     assert "2 not sent" in text

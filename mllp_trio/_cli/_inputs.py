@@ -223,7 +223,7 @@ def _problem(source: str, error: BatchError) -> Problem:
     # The reader's reasons for data it drops (lenient mode).
     skipped = any(k in error.reason for k in ("outside any message", "larger than", "longer than"))
     if "outside any message" in error.reason:
-        text = f"skipped: not an HL7 message ({error.reason})"
+        text = "skipped: not an HL7 message (no MSH segment before this line)"
     elif skipped:
         text = f"skipped: {error.reason}"
     elif error.segment == "file":

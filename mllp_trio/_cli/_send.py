@@ -113,6 +113,8 @@ class Tally:
     counts: Counter[str] = attrs.field(factory=Counter)
     sent: int = 0
     problems: int = 0
+    # Messages of the inputs whose MSH could not be read (never sent).
+    unreadable: int = 0
     # Where the message in flight came from, if any: its fate is uncertain.
     in_flight: Item | None = None
     failure: str | None = None
@@ -398,6 +400,7 @@ async def _send_one(
         ui.problem(
             Problem(item.source, item.line, f"skipped: not an HL7 message ({exc})", True), tally
         )
+        tally.unreadable += 1
         return True
     tally.in_flight = item
     try:
@@ -405,7 +408,6 @@ async def _send_one(
     except (mllp_trio.ConnectError, mllp_trio.TLSHandshakeError) as exc:
         tally.in_flight = None
         tally.failure = explain_send_error(exc, where, None)
-        tally.counts[NOT_SENT] += 1
         return False
     except mllp_trio.MLLPError as exc:
         tally.in_flight = None
@@ -432,7 +434,8 @@ def _finish(tally: Tally, total: int, ui: _UI, interrupted: bool, where: str) ->
     elapsed = ui.progress.elapsed if ui.progress is not None else 0.0
     if tally.failure is not None:
         click.echo(f"mllp-trio: {tally.failure}", err=True)
-    not_sent = max(0, total - tally.sent - tally.counts[SKIPPED] - (1 if tally.in_flight else 0))
+    in_flight = 1 if tally.in_flight is not None else 0
+    not_sent = max(0, total - tally.sent - tally.unreadable - in_flight)
     counts = Counter(tally.counts)
     counts[NOT_SENT] = not_sent
     if interrupted:
