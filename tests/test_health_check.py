@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 import threading
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -19,6 +20,19 @@ from mllp_trio._hl7 import read_msh
 from mllp_trio._tls import ServerTLSConfig
 
 from .tls_helpers import TLSMaterial, make_tls_material
+
+
+@pytest.fixture(autouse=True)
+def restore_logging() -> Iterator[None]:
+    """The command sets up logging to this test's captured stderr: undo it after."""
+    root, ours = logging.getLogger(), logging.getLogger("mllp_trio")
+    saved = (root.handlers[:], root.level, ours.level)
+    try:
+        yield
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+        ours.setLevel(saved[2])
 
 
 @contextmanager

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -14,6 +15,19 @@ from mllp_trio._service import ServiceConfig, ServiceMonitor
 from mllp_trio.store import InboundRecord, open_sqlite_store
 
 SECRET = "SECRETPATIENT^NAME"
+
+
+@pytest.fixture(autouse=True)
+def restore_logging() -> Iterator[None]:
+    """The command sets up logging to this test's captured stderr: undo it after."""
+    root, ours = logging.getLogger(), logging.getLogger("mllp_trio")
+    saved = (root.handlers[:], root.level, ours.level)
+    try:
+        yield
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+        ours.setLevel(saved[2])
 
 
 def rec(control_id: str, days_ago: float) -> InboundRecord:
