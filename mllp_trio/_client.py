@@ -50,6 +50,8 @@ _TRANSPORT_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError
 #: a late copy of their replies; longer ids are not remembered.
 _EARLIER: Final = 64
 _EARLIER_ID_SIZE: Final = 199
+#: Seconds to read what arrived on an idle connection before replacing it.
+_IDLE_READ_TIMEOUT: Final = 1.0
 
 
 class _Lost(Exception):
@@ -109,9 +111,8 @@ class MLLPClient:
         self._lock = trio.StrictFIFOLock()
         # Direct mode: each exchange's deadlines go on its own cancel scope.
         self._watchdog = Watchdog(trio.CancelScope(), poll=None)
-        # Per connection: exchanges completed, the socket to look at while
-        # idle, and the control ids sent (for late copies of their replies).
-        self._exchanges = 0
+        # Per connection: the socket to look at while idle, and the control
+        # ids sent (for late copies of their replies).
         self._idle_check: _IdleCheck | None = None
         self._earlier: deque[bytes] = deque(maxlen=_EARLIER)
         self._answered = False
@@ -184,7 +185,6 @@ class MLLPClient:
             watchdog,
             receive_size=config.receive_size,
         )
-        self._exchanges = 0
         self._idle_check = idle_check
         self._earlier.clear()
 
@@ -290,10 +290,13 @@ class MLLPClient:
         used = 0
         free_reconnect = True
         while True:
-            reused = self._stream is not None and self._exchanges > 0
+            # A connection opened before this attempt may have sat idle
+            # (even one never used: open_mllp_client connects at once).
+            reused = self._stream is not None
             if reused and self._idle_input():
                 # The peer closed (or wrote) while we were idle: replace the
                 # connection before sending; not a retry.
+                await self._read_idle_input()
                 log.info("%s closed the idle connection; reconnecting", self._where)
                 await self._close_stream()
                 reused = False
@@ -322,10 +325,27 @@ class MLLPClient:
                 await self._close_stream()
                 raise
             else:
-                self._exchanges += 1
                 if expected is not None and len(expected) <= _EARLIER_ID_SIZE:
                     self._earlier.append(expected)
                 return reply
+
+    async def _read_idle_input(self) -> None:
+        """Read what arrived while idle; a TLS alert refusing us raises :class:`TLSRefusedError`.
+
+        Under TLS 1.3 the server checks our certificate after our side of the
+        handshake is over: its refusal arrives while the connection sits idle.
+        """
+        stream = self._stream
+        assert stream is not None
+        # It is there already: the bound only guards against a partial record.
+        with trio.move_on_after(_IDLE_READ_TIMEOUT):
+            try:
+                await stream.transport.receive_some(self.config.receive_size)
+            except _TRANSPORT_ERRORS as exc:
+                refused = _tls_refusal(exc)
+                if refused is not None:
+                    await self._close_stream()
+                    raise TLSRefusedError(f"TLS connection to {self._where}: {refused}") from None
 
     def _idle_input(self) -> bool:
         """Whether anything (bytes, EOF, reset) arrived while the connection sat idle."""

@@ -7,7 +7,7 @@ import pytest
 import trio
 import trustme
 
-from mllp_trio._client import open_mllp_client
+from mllp_trio._client import MLLPClient, open_mllp_client
 from mllp_trio._config import ClientConfig, ServerConfig, TLSStreamKind
 from mllp_trio._errors import TLSRefusedError
 from mllp_trio._hl7 import InboundMessage
@@ -69,22 +69,29 @@ def attempts(server: MLLPServer) -> int:
     return server.stats.handshake_failures + server.stats.refused_clients
 
 
+@pytest.mark.parametrize("eager", [False, True], ids=["lazy", "open_mllp_client"])
 @pytest.mark.parametrize("case", list(CASES))
 async def test_client_does_not_retry_a_tls_refusal(
-    tls: TLSMaterial, start_server: StartServer, tls_stream: TLSStreamKind, case: str
+    tls: TLSMaterial, start_server: StartServer, tls_stream: TLSStreamKind, case: str, eager: bool
 ) -> None:
     server, port, context = await refused_setup(tls, case, start_server, tls_stream)
-    config = ClientConfig(retries=3, tls_stream=tls_stream)
-    with pytest.raises(TLSRefusedError, match=CASES[case]):
-        async with open_mllp_client(
-            "localhost",
-            port,
-            ssl_context=context,  # type: ignore[arg-type]
-            config=config,
-        ) as client:
+    client = MLLPClient(
+        "localhost",
+        port,
+        ssl_context=context,  # type: ignore[arg-type]
+        config=ClientConfig(retries=3, tls_stream=tls_stream),
+    )
+    try:
+        with pytest.raises(TLSRefusedError, match=CASES[case]):
+            if eager:
+                await client.connect()
             await client.send(make_message(control_id="T1"))
+    finally:
+        await client.aclose()
     await settle(server)
-    assert attempts(server) == 1
+    # A connection opened at once and closed before its first message looks
+    # like one the listener closed idle: it is replaced once (not a retry).
+    assert attempts(server) == (2 if eager and case == "not on the allow list" else 1)
     assert server.stats.messages == 0
 
 
@@ -110,3 +117,21 @@ async def test_queue_keeps_the_message_pending_on_a_tls_refusal(
     await settle(server)
     assert attempts(server) == 1
     assert (stats.pending, stats.dead, stats.delivered) == (1, 0, 0)
+
+
+async def test_a_connection_opened_early_and_closed_idle_is_no_refusal(
+    tls: TLSMaterial, start_server: StartServer, autojump_clock: object
+) -> None:
+    # open_mllp_client connects at once; the listener's idle timeout closes
+    # the connection before the first message: that is not a TLS refusal.
+    server = MLLPServer(
+        accept, ssl_context=ServerTLS(tls.server_config()), config=ServerConfig(idle_timeout=60)
+    )
+    port = await start_server(server)
+    async with open_mllp_client(
+        "127.0.0.1", port, ssl_context=tls.client_context(), config=ClientConfig(retries=0)
+    ) as client:
+        await trio.sleep(120)
+        await settle(server)  # the listener closed it
+        assert (await client.send(make_message(control_id="I1"))).accepted
+    assert server.stats.messages == 1

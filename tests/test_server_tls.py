@@ -11,7 +11,7 @@ import trio
 import trio.testing
 import trustme
 
-from mllp_trio._client import open_mllp_client
+from mllp_trio._client import MLLPClient, open_mllp_client
 from mllp_trio._config import (
     ClientConfig,
     Framing,
@@ -96,16 +96,24 @@ async def send_refused(
     *,
     server_hostname: str = "localhost",
 ) -> BaseException:
-    """Connect and send; return the error (TLS 1.3 may report a refusal only on first use)."""
-    with pytest.raises((TLSHandshakeError, ConnectionClosedError)) as info:
-        async with open_mllp_client(
-            "127.0.0.1",
-            port,
-            ssl_context=context,
-            server_hostname=server_hostname,
-            config=sender_config(tls_stream, NO_RETRY),
-        ) as client:
+    """Connect and send; return the error (TLS 1.3 may report a refusal only on first use).
+
+    The client connects on the send (not at once, as ``open_mllp_client``
+    does): a connection closed before its first message would otherwise be
+    replaced once, as one the listener closed idle.
+    """
+    client = MLLPClient(
+        "127.0.0.1",
+        port,
+        ssl_context=context,
+        server_hostname=server_hostname,
+        config=sender_config(tls_stream, NO_RETRY),
+    )
+    try:
+        with pytest.raises((TLSHandshakeError, ConnectionClosedError)) as info:
             await client.send(hl7("REFUSED"))
+    finally:
+        await client.aclose()
     return info.value
 
 
