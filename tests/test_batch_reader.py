@@ -582,3 +582,19 @@ def test_size_verdict_does_not_depend_on_where_reads_end() -> None:
     assert isinstance(reader.next_event(), Message)
     with pytest.raises(BatchError, match="longer than 60"):
         reader.next_event()
+
+
+def test_blank_lines_after_a_message_do_not_count_towards_its_size() -> None:
+    # A message of exactly the limit, then blank and whitespace-only lines
+    # (left out of the message), whatever the split.
+    one = msg(1)
+    data = one + b"\r  \r\x1a\r\r" + one + b"\n\n \n"
+    for cut in range(len(data) + 1):
+        events, reader = read_all([data[:cut], data[cut:]], max_message_size=len(one))
+        assert messages_of(events) == [one, one], cut
+        assert reader.warning_count == 0
+    # Blank lines inside a message are left out too, and counted as lines.
+    inside = one[:-1] + b"\r \r\rOBX|1\r"
+    events, _ = read_all(inside + one)
+    assert messages_of(events) == [one + b"OBX|1\r", one]
+    assert [e.line for e in events if isinstance(e, Message)] == [1, 6]
