@@ -18,6 +18,7 @@ from mllp_trio.store._sqlite import open_sqlite_store
 
 from .conftest import StartServer
 from .hl7_samples import make_message
+from .test_sender import MemoryQueue
 from .tls_helpers import TLSMaterial
 
 CASES = {
@@ -135,3 +136,29 @@ async def test_a_connection_opened_early_and_closed_idle_is_no_refusal(
         await settle(server)  # the listener closed it
         assert (await client.send(make_message(control_id="I1"))).accepted
     assert server.stats.messages == 1
+
+
+async def test_run_waits_the_longest_backoff_after_a_tls_refusal(
+    tls: TLSMaterial, start_server: StartServer, nursery: trio.Nursery, autojump_clock: object
+) -> None:
+    server, port, context = await refused_setup(
+        tls, "client certificate from another CA", start_server, "ssl_socket"
+    )
+    store = MemoryQueue()  # no thread: the mock clock moves only while all wait
+    sender = QueuedSender(
+        store,
+        "127.0.0.1",
+        port,
+        ssl_context=context,  # type: ignore[arg-type]
+        server_hostname="localhost",
+        config=QueueConfig(backoff_cap=50.0),
+    )
+    await nursery.start(sender.run)
+    await sender.enqueue(make_message(control_id="R1"))
+    start_time = trio.current_time()
+    while attempts(server) < 2:
+        await trio.sleep(1)
+    # Not a retry storm: the second try comes after backoff_cap.
+    assert trio.current_time() - start_time >= 50
+    assert store.rows[1].status == "pending"
+    nursery.cancel_scope.cancel()
