@@ -822,7 +822,19 @@ pinned by a test marked `xfail` or kept out of a fuzz strategy, named here.
    data unread, so the kernel sends RST, and the client's read fails with
    ECONNRESET before it reads the alert. The `trio` stream delivered every
    alert. A lingering close (shut down the sending side, read briefly, then
-   close) would deliver it.
+   close) would deliver it. Under the `trio` stream a client refused by the
+   allow list saw the connection close without a `close_notify`.
+6. Minor, the reply to an unusable MSH (MSH-1 among `^~\\&`, MSH-2 empty):
+   `read_msh` unescapes MSH-10 with the default escape character (`\\X0B\\ADT`
+   reads as `"\\x0bADT"`), while the AR echoes MSH-10 as a plain value (its
+   backslashes escaped), which reads back as `"\\X0B\\ADT"`: the outcome's
+   control id and the AR's MSA-2 disagree. Input (pipeline target):
+   `MSH^^~\\&^^^^^2024^^\\X0B\\ADT^A01^CID^...`.
+7. Minor, the batch reader with a tiny `max_message_size`: an envelope line
+   (BTS, FTS, BHS, FHS) longer than the limit is read when it arrives in one
+   read but refused as "a line longer than the maximum" (lenient: dropped)
+   when a read ends inside it. Lenient, limit 3: `XX\\rBTS|3\\r` read whole
+   gives the BTS; fed as `XX\\rBT` + `S|3\\r` it gives none.
 
 Fixed during the campaign: the batch reader's size verdict depended on where
 the reads ended (two 50-byte messages under `max_message_size=60`, fed as
