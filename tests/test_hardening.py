@@ -49,6 +49,8 @@ BAD_TRAILER = b"\x0b" + make_message(control_id="T") + b"\x1c\n"
 HTTP_REQUEST = b"GET / HTTP/1.1\r\nHost: example\r\n\r\n"
 # The first bytes of a TLS 1.2/1.3 ClientHello record.
 CLIENT_HELLO = b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(32)
+# One whose random bytes hold a start-of-block byte (about one ClientHello in three).
+CLIENT_HELLO_SB = CLIENT_HELLO[:11] + b"\x0b" + bytes(31)
 
 
 @pytest.fixture(autouse=True)
@@ -138,6 +140,7 @@ ROWS = {
     # Another protocol on the port: closed at once.
     "r1 HTTP request": Row(MLLP1, (HTTP_REQUEST,), ["closed"], 1),
     "r1 TLS ClientHello": Row(MLLP1, (CLIENT_HELLO,), ["closed"], 1),
+    "r1 TLS ClientHello holding 0x0B": Row(MLLP1, (CLIENT_HELLO_SB,), ["closed"], 1),
     # Release 2: every block gets a commit ACK or NAK; NAKs are answers.
     "r2 empty frames": Row(MLLP2, (EMPTY_FRAME,) * 4, ["commit NAK"] * 4 + ["commit ACK", "AA"], 0),
     "r2 unreadable": Row(
@@ -181,7 +184,7 @@ async def test_bad_input_is_answered_or_closes_the_connection(
     if row.struck_out:
         assert "closing connection from memory" in caplog.text
         assert server.stats.active == 0
-    if case == "r1 TLS ClientHello":
+    if case.startswith("r1 TLS ClientHello"):
         assert "a TLS client connected to a plaintext port" in caplog.text
     if case == "r1 HTTP request":
         assert "does not speak MLLP" in caplog.text

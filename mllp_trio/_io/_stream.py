@@ -206,6 +206,11 @@ class MLLPStream:
                 data = await self.transport.receive_some(self._receive_size)
                 first, self._received = not self._received, True
                 watchdog.disarm()
+                if first and report_junk and data[:2] == b"\x16\x03":
+                    # A TLS record header first: the random bytes of a
+                    # ClientHello may hold a start-of-block byte, which would
+                    # open a "frame" that never ends.
+                    return Junk(bytes(data[:8]), len(data), False, True)
                 exchange.receive_data(data)
 
     async def await_commit(
