@@ -115,6 +115,9 @@ class MLLPClient:
         # ids sent (for late copies of their replies).
         self._idle_check: _IdleCheck | None = None
         self._earlier: deque[bytes] = deque(maxlen=_EARLIER)
+        # Whether the current connection has carried a whole exchange: only
+        # then can an unanswered close be the idle-close race.
+        self._carried = False
         self._answered = False
 
     @property
@@ -187,6 +190,7 @@ class MLLPClient:
         )
         self._idle_check = idle_check
         self._earlier.clear()
+        self._carried = False
 
     async def aclose(self) -> None:
         """Close the connection."""
@@ -303,17 +307,20 @@ class MLLPClient:
             await self.connect()
             stream = self._stream
             assert stream is not None
+            carried = self._carried
             try:
                 reply = await self._exchange(stream, data, retries - used, expected)
             except _Lost as exc:
                 await self._close_stream()
-                if exc.silent and reused and free_reconnect:
-                    # Closed unanswered after sitting idle: most likely
-                    # closed while idle, just before we wrote.
+                if exc.silent and reused and carried and free_reconnect:
+                    # Closed unanswered after an earlier exchange on the same
+                    # connection: most likely closed while idle, just before
+                    # we wrote (a fresh connection gets no such benefit of the
+                    # doubt: retries=N still means at most N+1 copies there).
                     free_reconnect = False
                     log.info("%s; resending on a new connection", exc.error)
                     continue
-                if exc.silent and not reused and self._ssl_context is not None and used == 0:
+                if exc.silent and not carried and self._ssl_context is not None and used == 0:
                     raise _refused_after_handshake(self._where) from None
                 used += max(stream.exchange.attempts, 1)
                 if used > retries:
@@ -327,6 +334,7 @@ class MLLPClient:
             else:
                 if expected is not None and len(expected) <= _EARLIER_ID_SIZE:
                     self._earlier.append(expected)
+                self._carried = True
                 return reply
 
     async def _read_idle_input(self) -> None:
