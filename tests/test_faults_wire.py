@@ -176,13 +176,6 @@ async def test_tls_cut_in_the_handshake_and_the_frame_then_retry(
         assert server.stats.handshake_failures > 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open finding (faults): with tls_stream='ssl_socket' a client that resets before "
-    "the accept makes ssl wrap_socket raise ECONNRESET after taking the descriptor; "
-    "SSLSocketStream closes the detached socket, not the half-built SSLSocket, which the "
-    "garbage collector closes with a ResourceWarning",
-)
 async def test_reset_before_accept_leaves_no_unclosed_tls_socket(
     tls: TLSMaterial, monkeypatch: pytest.MonkeyPatch
 ) -> None:

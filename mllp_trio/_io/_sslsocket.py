@@ -165,9 +165,10 @@ class SSLSocketStream(trio.abc.Stream):
                 do_handshake_on_connect=False,
                 suppress_ragged_eofs=False,
             )
-        except BaseException:
+        except BaseException as exc:
             trio.lowlevel.notify_closing(raw)
             raw.close()
+            _close_orphan(exc)
             raise
         self._sock: ssl.SSLSocket = sock
         self._fd: int = sock.fileno()
@@ -548,3 +549,21 @@ class SSLSocketStream(trio.abc.Stream):
                     # The peer is gone or already shut TLS down: nothing to say.
                     pass
                 break
+
+
+def _close_orphan(exc: BaseException) -> None:
+    """Close the SSLSocket that ``wrap_socket`` built and then lost to ``exc``.
+
+    CPython's ``SSLSocket._create`` takes the descriptor over from the raw
+    socket before it checks the connection; when that check fails (a peer
+    that reset before we wrapped: ECONNRESET) the half-built SSLSocket is
+    only reachable from the traceback, and the garbage collector would close
+    it later with a ResourceWarning. Close it now.
+    """
+    tb = exc.__traceback__
+    while tb is not None:
+        orphan = tb.tb_frame.f_locals.get("self")
+        if isinstance(orphan, ssl.SSLSocket):
+            orphan.close()
+            return
+        tb = tb.tb_next
