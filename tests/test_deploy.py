@@ -13,7 +13,6 @@ import json
 import os
 import re
 import shlex
-import shutil
 import signal
 import socket
 import stat
@@ -21,7 +20,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import trio
 
 from mllp_trio._cli._listen import listen
@@ -203,17 +201,3 @@ def test_systemd_unit_uses_existing_flags_notify_and_hardening() -> None:
     for option in ("NoNewPrivileges", "ProtectSystem", "PrivateTmp", "RestrictAddressFamilies"):
         assert option in service
     assert service["UMask"] == ["0077"]
-
-
-@pytest.mark.skipif(
-    os.environ.get("MLLP_TRIO_DOCKER_TEST") != "1" or shutil.which("docker") is None,
-    reason="set MLLP_TRIO_DOCKER_TEST=1 on a machine with Docker to build the image",
-)
-def test_docker_image_builds() -> None:
-    result = subprocess.run(
-        ["docker", "build", "-q", "-t", "mllp-trio:test", str(ROOT)],
-        capture_output=True,
-        check=False,
-        timeout=1800,
-    )
-    assert result.returncode == 0, result.stderr.decode()
