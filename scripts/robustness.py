@@ -3,7 +3,7 @@
 One command writes ``docs/robustness.md``::
 
     .venv/bin/python scripts/robustness.py            # about 10 minutes
-    .venv/bin/python scripts/robustness.py --quick    # a smoke run, about a minute
+    .venv/bin/python scripts/robustness.py --quick    # every part briefly, a few minutes
 
 Each part prints its figures as it goes; the Markdown report holds them all.
 The listener runs in this process for the TLS, cut and fuzz parts, and as a
@@ -675,7 +675,7 @@ def render(
         + f"` on {datetime.date.today().isoformat()} ({platform.python_version()}, "
         f"{ssl.OPENSSL_VERSION}, {os.cpu_count()} CPUs shared with other work), "
         f"in {elapsed / 60:.1f} minutes. Regenerate it with the same command; "
-        "`--quick` is the smoke run the test suite does.",
+        "`--quick` runs every part briefly (a few minutes).",
         "",
         "## Headline",
         "",
@@ -891,7 +891,7 @@ async def campaign(args: argparse.Namespace) -> str:
 def main(argv: list[str] | None = None) -> int:
     """The command line."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a smoke run (about a minute)")
+    parser.add_argument("--quick", action="store_true", help="every part briefly (a few minutes)")
     parser.add_argument(
         "--output", type=Path, default=REPORT, help=f"where to write (default {REPORT})"
     )
