@@ -197,6 +197,12 @@ def _text_bytes(text: str, header: MSHInfo, codec: str) -> bytes:
     ``\Xhh\`` (a space without an escape character), so that the result
     never holds a framing byte.
     """
+    try:
+        text.encode(codec)
+    except UnicodeEncodeError:
+        # Replace what the charset cannot carry before escaping, so that the
+        # replacement ('?') is escaped too when it is a delimiter here.
+        text = text.encode(codec, "replace").decode(codec)
     text = escape_text(text, header)
     if _CONTROLS.search(text) is not None:
         esc = header.escape_character.decode("latin-1")
@@ -281,6 +287,10 @@ def build_ack(
         stamp = _stamp_cache[2] if _stamp_cache[0] == int(time.time()) else _current_stamp()[2]
     else:
         stamp = hl7_timestamp(now).encode("ascii")
+    if stamp[-5:-4] in fs + header.encoding_characters:
+        # The zone's sign is a delimiter here (MSH-1 '+' or '-'): TS allows
+        # the time without its zone, which cannot split the field.
+        stamp = stamp[:-5]
     # MSH-2 as read (valid), MSH-3/4 and MSH-5/6 swapped, MSH-11 and MSH-12 echoed.
     enc = header.encoding_characters
     msh = fs.join(
