@@ -34,7 +34,7 @@ PEERS_AND_FLOOR = {"python-hl7", "hl7apy", "floor"}
 def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     out = tmp_path_factory.mktemp("bench")
     done = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--quick", "--out", str(out)],
+        [sys.executable, "-m", "benchmarks", "--tiny", "--out", str(out)],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -57,7 +57,7 @@ def _check_summary(summary: dict[str, float]) -> None:
 
 def test_json_has_environment_and_targets(run: tuple[Path, str]) -> None:
     data = _load(run[0])
-    assert data["mode"] == "quick"
+    assert data["mode"] == "tiny"
     env = data["environment"]
     assert env["python"] == sys.version.split()[0]
     assert isinstance(env["cpu_count"], int)
