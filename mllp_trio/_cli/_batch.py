@@ -44,10 +44,9 @@ from mllp_trio._batch import (
     Message,
     iter_events,
 )
-from mllp_trio._cli._common import DEFAULT_OUTBOX, printable, run_trio, setup_logging
+from mllp_trio._cli._common import printable, run_trio, setup_logging
 from mllp_trio._cli._errors import explain_send_error
 from mllp_trio._cli._options import (
-    OPTIONAL_SECONDS,
     POSITIVE_INT,
     ClientOptions,
     ClientTLSOptions,
@@ -55,6 +54,7 @@ from mllp_trio._cli._options import (
     client_options,
     client_tls_options,
     log_level_option,
+    queue_store_options,
 )
 from mllp_trio._cli._progress import Progress, summary
 from mllp_trio._cli._send import (
@@ -556,21 +556,7 @@ class _Plan:
     is_flag=True,
     help="store the messages durably first (--store), then deliver with retries",
 )
-@click.option(
-    "--store",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=DEFAULT_OUTBOX,
-    show_default=True,
-    help="queue folder for --queue",
-)
-@click.option(
-    "--give-up-after",
-    type=OPTIONAL_SECONDS,
-    default=86400.0,
-    show_default=True,
-    help="with --queue: seconds of failures (AE, no answer) before a message becomes a "
-    "dead letter; 0 or 'none': never",
-)
+@queue_store_options()
 @click.option(
     "--max-attempts",
     type=POSITIVE_INT,

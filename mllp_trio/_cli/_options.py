@@ -26,7 +26,7 @@ import click
 from click.core import ParameterSource
 
 import mllp_trio
-from mllp_trio._cli._common import DEFAULT_CERTS, log
+from mllp_trio._cli._common import DEFAULT_CERTS, DEFAULT_OUTBOX, log
 from mllp_trio._devcerts import DevCertPaths, ensure_dev_certs
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -579,6 +579,30 @@ client_tls_options = _option_set(
 
 
 # --- timeouts and retries --------------------------------------------------------------
+
+
+def queue_store_options() -> Callable[[F], F]:
+    """``--store`` and ``--give-up-after``, the queue flags of ``send`` and ``batch send``."""
+    store = click.option(
+        "--store",
+        type=click.Path(path_type=Path, file_okay=False),
+        default=DEFAULT_OUTBOX,
+        show_default=True,
+        help="queue folder for --queue",
+    )
+    give_up = click.option(
+        "--give-up-after",
+        type=OPTIONAL_SECONDS,
+        default=86400.0,
+        show_default=True,
+        help="with --queue: seconds of failures (AE, no answer) before a message becomes a "
+        "dead letter; 0 or 'none': never",
+    )
+
+    def apply(f: F) -> F:
+        return store(give_up(f))
+
+    return apply
 
 
 def handshake_timeout_option() -> Callable[[F], F]:

@@ -18,7 +18,6 @@ from click.core import ParameterSource
 import mllp_trio
 from mllp_trio._cli._common import (
     DEFAULT_HOST,
-    DEFAULT_OUTBOX,
     log,
     plain_reason,
     printable,
@@ -28,7 +27,6 @@ from mllp_trio._cli._common import run_trio as _run_trio
 from mllp_trio._cli._errors import explain_send_error
 from mllp_trio._cli._inputs import MAX_WARNINGS_SHOWN, Inputs, Item, Problem, Source, expand
 from mllp_trio._cli._options import (
-    OPTIONAL_SECONDS,
     PORT,
     POSITIVE_SECONDS,
     ClientOptions,
@@ -37,6 +35,7 @@ from mllp_trio._cli._options import (
     client_options,
     client_tls_options,
     log_level_option,
+    queue_store_options,
 )
 from mllp_trio._cli._progress import Progress, summary
 
@@ -166,20 +165,7 @@ Exit codes:
     help="enqueue durably first (--store), then deliver in order; the queue retries "
     "with backoff until --give-up-after (--retries is not used)",
 )
-@click.option(
-    "--store",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=DEFAULT_OUTBOX,
-    show_default=True,
-    help="queue folder for --queue",
-)
-@click.option(
-    "--give-up-after",
-    type=OPTIONAL_SECONDS,
-    default=86400.0,
-    show_default=True,
-    help="--queue: seconds of failures before a message becomes a dead letter; 0 or 'none': never",
-)
+@queue_store_options()
 @click.option(
     "--max-backoff",
     type=POSITIVE_SECONDS,
