@@ -258,7 +258,8 @@ def _tls_stream(value: str) -> TLSStream:
 _CERT = click.option(
     "--cert",
     type=click.Path(path_type=Path, dir_okay=False),
-    help="PEM certificate  [default: the development one in --certs-dir]",
+    help="PEM certificate, or a PKCS#12 key store (.p12/.pfx; password: --key-password)  "
+    "[default: the development one in --certs-dir]",
 )
 _KEY = click.option(
     "--key",
@@ -291,6 +292,33 @@ _TLS_STREAM = click.option(
 )
 
 
+_TLS_MIN = click.option(
+    "--tls-min",
+    type=choice("1.2", "1.3"),
+    default="1.2",
+    show_default=True,
+    help="the lowest TLS version accepted",
+)
+_CIPHERS = click.option(
+    "--ciphers",
+    metavar="LIST",
+    help="TLS 1.2 cipher suites, OpenSSL syntax  [default: forward-secret AEAD only]",
+)
+_KEY_PASSWORD = click.option(
+    "--key-password",
+    envvar="MLLP_TRIO_KEY_PASSWORD",
+    metavar="TEXT",
+    help="password of an encrypted --key or of a PKCS#12 (.p12/.pfx) --cert or --keystore "
+    "(better: the MLLP_TRIO_KEY_PASSWORD variable, which ps does not show)",
+)
+_CA_PASSWORD = click.option(
+    "--ca-password",
+    envvar="MLLP_TRIO_CA_PASSWORD",
+    metavar="TEXT",
+    help="password of a PKCS#12 (.p12/.pfx) --ca trust store (or MLLP_TRIO_CA_PASSWORD)",
+)
+
+
 @attrs.frozen(kw_only=True)
 class ServerTLSOptions:
     """The listener's TLS flags."""
@@ -304,6 +332,10 @@ class ServerTLSOptions:
     crl: Path | None
     allow: tuple[str, ...]
     no_client_cert: bool
+    tls_min: Literal["1.2", "1.3"] = "1.2"
+    ciphers: str | None = None
+    key_password: str | None = attrs.field(default=None, repr=False)
+    ca_password: str | None = attrs.field(default=None, repr=False)
 
     def conflicts(self) -> list[str]:
         """Flags that contradict each other, as messages naming them."""
@@ -318,6 +350,8 @@ class ServerTLSOptions:
                     ("--crl", self.crl),
                     ("--allow", self.allow),
                     ("--no-client-cert", self.no_client_cert),
+                    ("--tls-min 1.3", self.tls_min == "1.3"),
+                    ("--ciphers", self.ciphers),
                 )
                 if value
             ]
@@ -375,6 +409,10 @@ class ServerTLSOptions:
                 # attrs' ``converter=tuple`` hides the field's type from mypy.
                 allow=cast(Any, self.allow),
                 require_client_cert=not self.no_client_cert,
+                minimum_version=self.tls_min,
+                ciphers=self.ciphers,
+                key_password=self.key_password,
+                ca_password=self.ca_password,
             )
         )
 
@@ -408,6 +446,10 @@ server_tls_options = _option_set(
         is_flag=True,
         help="do not require client certificates (server-only TLS)",
     ),
+    _TLS_MIN,
+    _CIPHERS,
+    _KEY_PASSWORD,
+    _CA_PASSWORD,
 )
 
 
@@ -538,18 +580,8 @@ client_tls_options = _option_set(
     _TLS_STREAM,
     click.option("--server-hostname", help="name the server certificate must carry"),
     click.option("--no-check-hostname", is_flag=True, help="do not check the server name"),
-    click.option(
-        "--tls-min",
-        type=choice("1.2", "1.3"),
-        default="1.2",
-        show_default=True,
-        help="the lowest TLS version offered",
-    ),
-    click.option(
-        "--ciphers",
-        metavar="LIST",
-        help="TLS 1.2 cipher suites, OpenSSL syntax  [default: forward-secret AEAD only]",
-    ),
+    _TLS_MIN,
+    _CIPHERS,
     click.option(
         "--keystore",
         type=click.Path(path_type=Path, dir_okay=False),
@@ -563,18 +595,8 @@ client_tls_options = _option_set(
         help="password of --keystore (better: the MLLP_TRIO_KEYSTORE_PASSWORD variable, "
         "which ps does not show)",
     ),
-    click.option(
-        "--key-password",
-        envvar="MLLP_TRIO_KEY_PASSWORD",
-        metavar="TEXT",
-        help="password of an encrypted --key (or MLLP_TRIO_KEY_PASSWORD)",
-    ),
-    click.option(
-        "--ca-password",
-        envvar="MLLP_TRIO_CA_PASSWORD",
-        metavar="TEXT",
-        help="password of a PKCS#12 --ca trust store (or MLLP_TRIO_CA_PASSWORD)",
-    ),
+    _KEY_PASSWORD,
+    _CA_PASSWORD,
 )
 
 

@@ -233,6 +233,9 @@ def server_ssl_context(
     crl_file: StrPath | None = None,
     require_client_cert: bool = True,
     key_password: str | None = None,
+    minimum_version: TLSVersionName = "1.2",
+    ciphers: str | None = None,
+    ca_password: str | None = None,
 ) -> ssl.SSLContext:
     """Build the server-side TLS context for an MLLP listener.
 
@@ -252,7 +255,16 @@ def server_ssl_context(
             unless the client presents a certificate issued by a trusted CA.
             With ``False``, a client certificate is still verified and
             reported if one is presented and a CA is configured.
-        key_password: Password of an encrypted private key.
+        key_password: Password of an encrypted private key, or of a PKCS#12
+            ``cert_file``.
+        minimum_version: The lowest TLS version accepted, ``"1.2"`` (default)
+            or ``"1.3"``.
+        ciphers: TLS 1.2 cipher suites in OpenSSL cipher-list syntax,
+            instead of the forward-secret AEAD default.
+        ca_password: Password of a PKCS#12 ``ca_file``.
+
+    A ``cert_file`` (or ``ca_file``) ending ``.p12``/``.pfx`` is read as a
+    PKCS#12 key store (trust store), as on the client side.
 
     Returns:
         A new context: TLS 1.2 minimum, AEAD suites only, no renegotiation,
@@ -271,8 +283,14 @@ def server_ssl_context(
     if crl_file is not None and not has_ca:
         raise TLSConfigError("a CRL file needs a CA bundle to verify client certificates")
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    _harden(ctx)
-    _load_chain(ctx, cert_file, key_file, key_password)
+    _harden(ctx, minimum_version=minimum_version, ciphers=ciphers)
+    if _is_pkcs12(cert_file):
+        _load_pkcs12_chain(ctx, cert_file, key_password)
+    else:
+        _load_chain(ctx, cert_file, key_file, key_password)
+    if ca_file is not None and _is_pkcs12(ca_file):
+        _load_ca(ctx, None, _pkcs12_ca_data(ca_file, ca_password))
+        ca_file = None
     _load_ca(ctx, ca_file, ca_data)
     if crl_file is not None:
         _load_crl(ctx, crl_file)
@@ -381,6 +399,15 @@ class ServerTLSConfig:
             ``allow`` and re-read on reload. Default ``None``.
         require_client_cert: Mutual TLS. Default ``True``; turning it off
             must be explicit.
+        minimum_version: The lowest TLS version accepted: ``"1.2"``
+            (default) or ``"1.3"``.
+        ciphers: TLS 1.2 cipher suites (OpenSSL cipher-list syntax) instead
+            of the default forward-secret AEAD suites. Default ``None``.
+        key_password: Password of an encrypted PEM key, or of a
+            ``cert_file`` ending ``.p12``/``.pfx`` (read as a PKCS#12 key
+            store with the certificate, chain and key). Not in the repr.
+        ca_password: Password of a ``ca_file`` ending ``.p12``/``.pfx``
+            (read as a PKCS#12 trust store). Not in the repr.
     """
 
     cert_file: Path = attrs.field(converter=Path)
@@ -390,6 +417,12 @@ class ServerTLSConfig:
     allow: tuple[str, ...] = attrs.field(default=(), converter=tuple)
     allow_file: Path | None = attrs.field(default=None, converter=_optional_path)
     require_client_cert: bool = True
+    minimum_version: TLSVersionName = attrs.field(
+        default="1.2", validator=attrs.validators.in_(tuple(_TLS_VERSIONS))
+    )
+    ciphers: str | None = None
+    key_password: str | None = attrs.field(default=None, repr=False)
+    ca_password: str | None = attrs.field(default=None, repr=False)
 
     def __attrs_post_init__(self) -> None:
         # Fail at configuration time, not at the first connection.
@@ -415,6 +448,10 @@ class ServerTLSConfig:
             ca_file=self.ca_file,
             crl_file=self.crl_file,
             require_client_cert=self.require_client_cert,
+            key_password=self.key_password,
+            minimum_version=self.minimum_version,
+            ciphers=self.ciphers,
+            ca_password=self.ca_password,
         )
 
     def load_allow_list(self) -> AllowList:
