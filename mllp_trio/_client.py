@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import select
 import socket
 import ssl
@@ -579,6 +580,10 @@ def _reason(exc: BaseException) -> str:
         return f"{cause.reason}: {cause.verify_message}"
     if isinstance(cause, ssl.SSLError) and cause.reason:
         return str(cause.reason)
+    if isinstance(cause, OSError) and cause.errno is not None:
+        # trio's strerror is "Error connecting to ('h', p): ..."; the caller
+        # names the address already.
+        return os.strerror(cause.errno)
     text = getattr(cause, "strerror", None) or str(cause)
     return f"{type(cause).__name__}: {text}" if text else type(cause).__name__
 

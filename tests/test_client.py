@@ -223,9 +223,11 @@ async def test_connection_refused() -> None:
     port = listeners[0].socket.getsockname()[1]
     await listeners[0].aclose()
     # A transport failure comes as our own error type, not a bare OSError.
-    with pytest.raises(ConnectError, match=r"cannot connect to 127\.0\.0\.1:\d+: .*refused"):
+    with pytest.raises(ConnectError, match=r"cannot connect to 127\.0\.0\.1:\d+: .*refused") as e:
         async with open_mllp_client("127.0.0.1", port):
             pass  # pragma: no cover
+    # Said once, for people: no Python exception name, no address repeated.
+    assert str(e.value) == f"cannot connect to 127.0.0.1:{port}: Connection refused"
 
 
 # ---------------------------------------------------------------- NAKs and resends

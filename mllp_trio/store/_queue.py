@@ -326,7 +326,10 @@ class QueuedSender:
             await self.store.mark_attempt(message_id, str(exc), datetime.now(UTC))
             raise
         except (MLLPError, OSError, trio.BrokenResourceError) as exc:
-            reply, error = None, f"{type(exc).__name__}: {exc}"
+            # Our own errors say what happened; others need their kind.
+            text = str(exc)
+            reply = None
+            error = text if isinstance(exc, MLLPError) and text else f"{type(exc).__name__}: {text}"
         self._retry_at.pop(message_id, None)
         if reply is not None and reply.accepted:
             await self.store.mark_sent(message_id)
