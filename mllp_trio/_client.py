@@ -33,6 +33,7 @@ from mllp_trio._hl7 import (
     read_msh,
     resolve_charset,
 )
+from mllp_trio._io._sslsocket import SSLSocketStream
 from mllp_trio._io._stream import MLLPStream, gave_up
 from mllp_trio._io._tcpstream import LeanTCPStream
 from mllp_trio._io._watchdog import Expiry, Watchdog
@@ -53,6 +54,9 @@ _EARLIER: Final = 64
 _EARLIER_ID_SIZE: Final = 199
 #: Seconds to read what arrived on an idle connection before replacing it.
 _IDLE_READ_TIMEOUT: Final = 1.0
+# A TLS connection closed unused this soon after its handshake was refused
+# (a listener checks its allow list at once; idle timeouts are far longer).
+_REFUSAL_WINDOW: Final = 1.0
 
 
 class _Lost(Exception):
@@ -119,6 +123,7 @@ class MLLPClient:
         # Whether the current connection has carried a whole exchange: only
         # then can an unanswered close be the idle-close race.
         self._carried = False
+        self._connected_at = 0.0
         self._answered = False
 
     @property
@@ -192,6 +197,7 @@ class MLLPClient:
         self._idle_check = idle_check
         self._earlier.clear()
         self._carried = False
+        self._connected_at = trio.current_time()
 
     async def aclose(self) -> None:
         """Close the connection."""
@@ -298,10 +304,9 @@ class MLLPClient:
             # A connection opened before this attempt may have sat idle
             # (even one never used: open_mllp_client connects at once).
             reused = self._stream is not None
-            if reused and self._idle_input():
+            if reused and self._idle_input() and not await self._idle_input_usable():
                 # The peer closed (or wrote) while we were idle: replace the
                 # connection before sending; not a retry.
-                await self._read_idle_input()
                 log.info("%s closed the idle connection; reconnecting", self._where)
                 await self._close_stream()
                 reused = False
@@ -338,23 +343,64 @@ class MLLPClient:
                 self._carried = True
                 return reply
 
-    async def _read_idle_input(self) -> None:
-        """Read what arrived while idle; a TLS alert refusing us raises :class:`TLSRefusedError`.
+    async def _read_idle_input(self) -> bool:
+        """Read what arrived while idle; whether the connection is still usable.
 
-        Under TLS 1.3 the server checks our certificate after our side of the
-        handshake is over: its refusal arrives while the connection sits idle.
+        Raises:
+            TLSRefusedError: A TLS alert refusing us arrived (under TLS 1.3
+                the server checks our certificate after our side of the
+                handshake is over), or a TLS connection never used yet was
+                closed within moments of its handshake (how a listener
+                refuses a client not on its allow list).
         """
         stream = self._stream
         assert stream is not None
+        transport = stream.transport
+        if isinstance(transport, SSLSocketStream):
+            # The default TLS stream can look without waiting: TLS 1.3
+            # session tickets are records without application data, not a
+            # reason to replace the connection.
+            try:
+                data = transport.ssl_object.recv(self.config.receive_size)
+            except ssl.SSLWantReadError:
+                return True
+            except (ssl.SSLError, OSError) as exc:
+                self._refused_while_idle(exc)
+                return False
+            if not data:
+                self._refused_while_idle(None)
+            return False
         # It is there already: the bound only guards against a partial record.
         with trio.move_on_after(_IDLE_READ_TIMEOUT):
             try:
-                await stream.transport.receive_some(self.config.receive_size)
+                await transport.receive_some(self.config.receive_size)
             except _TRANSPORT_ERRORS as exc:
-                refused = _tls_refusal(exc)
-                if refused is not None:
-                    await self._close_stream()
-                    raise TLSRefusedError(f"TLS connection to {self._where}: {refused}") from None
+                self._refused_while_idle(exc)
+        return False
+
+    async def _idle_input_usable(self) -> bool:
+        try:
+            return await self._read_idle_input()
+        except TLSRefusedError:
+            await self._close_stream()
+            raise
+
+    def _refused_while_idle(self, exc: BaseException | None) -> None:
+        """Raise :class:`TLSRefusedError` if what ended an idle connection is a refusal."""
+        refused = _tls_refusal(exc) if exc is not None else None
+        if (
+            refused is None
+            and self._ssl_context is not None
+            and not self._carried
+            and trio.current_time() - self._connected_at < _REFUSAL_WINDOW
+        ):
+            refused = (
+                "the server closed the connection right after the TLS handshake: it "
+                "probably refused our client certificate (not on its allow list, or not "
+                "one it accepts); ask its operator"
+            )
+        if refused is not None:
+            raise TLSRefusedError(f"TLS connection to {self._where}: {refused}")
 
     def _idle_input(self) -> bool:
         """Whether anything (bytes, EOF, reset) arrived while the connection sat idle."""
