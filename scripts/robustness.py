@@ -791,31 +791,9 @@ def render(
 
 FINDINGS = """## Open findings
 
-Found by this campaign and not fixed when the report was written; each is
-pinned by a test marked `xfail` or kept out of a fuzz strategy, named here.
+Found by this campaign and open when the report was written.
 
-1. **MSH-7's time zone sign clashes with a `+` or `-` field separator.**
-   `build_ack` writes MSH-7 as `YYYYMMDDHHMMSS+ZZZZ` unescaped; a message whose
-   MSH-1 is `+` (or `-` in a zone west of UTC) gets an ACK whose fields are
-   shifted: `parse_reply` reads "MSH-9 (message type) is empty". Input:
-   `MSH+!"++++++++0\\r` (any message with MSH-1 `+`). Kept out of the ACK
-   round-trip strategy (`OPEN_FINDING_DELIMITERS` in `fuzz/targets.py`).
-2. **An unencodable character becomes `?` after escaping.** Texts put into an
-   ACK (MSA-3, ERR-8) are escaped and then encoded with `errors="replace"`; a
-   character the message's charset cannot hold becomes `?`, unescaped, which
-   splits the field when `?` is one of the delimiters (e.g. MSH-1 `?`, text
-   `"é"`, charset ASCII). Same exclusion as 1.
-3. **A reset before the accept leaves an unclosed `SSLSocket`** (TLS stream
-   `ssl_socket`): `ssl.SSLContext.wrap_socket` raises `ECONNRESET` from inside
-   `SSLSocket._create` after it took the descriptor; `SSLSocketStream`
-   closes the detached socket, not the half-built `SSLSocket`, whose
-   descriptor the garbage collector closes with a `ResourceWarning`.
-   `tests/test_faults_wire.py::test_reset_before_accept_leaves_no_unclosed_tls_socket`
-   (xfail).
-4. Minor: `read_msh` reads MSH-10 as Latin-1, `parse_reply` decodes a reply per
-   its MSH-18 (UTF-8 when blank): for a control id with non-ASCII bytes our own
-   client would report a control id mismatch on our own answer.
-5. **With the `ssl_socket` TLS stream a refused TLS 1.3 client may see a reset
+1. **With the `ssl_socket` TLS stream a refused TLS 1.3 client may see a reset
    instead of the alert** (table above: "connection reset"). The client sends
    its certificate, Finished and first data in one flight; the listener
    refuses the certificate, writes the alert and closes with the client's
@@ -824,22 +802,38 @@ pinned by a test marked `xfail` or kept out of a fuzz strategy, named here.
    alert. A lingering close (shut down the sending side, read briefly, then
    close) would deliver it. Under the `trio` stream a client refused by the
    allow list saw the connection close without a `close_notify`.
-6. Minor, the reply to an unusable MSH (MSH-1 among `^~\\&`, MSH-2 empty):
+2. Minor, the reply to an unusable MSH (MSH-1 among `^~\\&`, MSH-2 empty):
    `read_msh` unescapes MSH-10 with the default escape character (`\\X0B\\ADT`
    reads as `"\\x0bADT"`), while the AR echoes MSH-10 as a plain value (its
    backslashes escaped), which reads back as `"\\X0B\\ADT"`: the outcome's
    control id and the AR's MSA-2 disagree. Input (pipeline target):
    `MSH^^~\\&^^^^^2024^^\\X0B\\ADT^A01^CID^...`.
-7. Minor, the batch reader with a tiny `max_message_size`: an envelope line
+3. Minor, the batch reader with a tiny `max_message_size`: an envelope line
    (BTS, FTS, BHS, FHS) longer than the limit is read when it arrives in one
    read but refused as "a line longer than the maximum" (lenient: dropped)
    when a read ends inside it. Lenient, limit 3: `XX\\rBTS|3\\r` read whole
-   gives the BTS; fed as `XX\\rBT` + `S|3\\r` it gives none.
+   gives the BTS; fed as `XX\\rBT` + `S|3\\r` it gives none. (The batch
+   target's crashes in the table above.)
+4. Minor: `read_msh` reads MSH-10 as Latin-1, `parse_reply` decodes a reply per
+   its MSH-18 (UTF-8 when blank): for a control id with non-ASCII bytes our own
+   client would report a control id mismatch on our own answer.
 
-Fixed during the campaign: the batch reader's size verdict depended on where
-the reads ended (two 50-byte messages under `max_message_size=60`, fed as
-70 + 30 bytes, refused the first one); fixed in the batch reader, with a
-regression test in `tests/test_batch_reader.py`.
+## Fixed during the campaign
+
+Each has a regression test.
+
+- MSH-7's time zone sign clashed with a `+` field separator (`MSH+...`): the
+  ACK's fields shifted and it could not be parsed (`tests/test_fuzz_hl7.py::
+  test_ack_to_a_plus_field_separator_parses`).
+- A character the charset cannot carry became an unescaped `?` after
+  escaping, splitting the field when `?` is a delimiter (`tests/test_fuzz_hl7.py::
+  test_unencodable_text_with_question_mark_delimiter_round_trips`).
+- A client that reset before the accept left a half-built `SSLSocket` (TLS
+  stream `ssl_socket`) to the garbage collector, with a `ResourceWarning`
+  (`tests/test_faults_wire.py::test_reset_before_accept_leaves_no_unclosed_tls_socket`).
+- The batch reader's size verdict depended on where the reads ended (two
+  50-byte messages under `max_message_size=60`, fed as 70 + 30 bytes, refused
+  the first one) (`tests/test_batch_reader.py`).
 """
 
 

@@ -146,9 +146,6 @@ async def test_cut_at_every_offset_then_retry_stores_each_message_once(
         assert server.stats.messages >= len(cuts)
 
 
-# A reset before the accept leaves a half-built SSLSocket to the garbage
-# collector: the open finding pinned by test_reset_before_accept_... below.
-@pytest.mark.filterwarnings("ignore:unclosed <ssl.SSLSocket:ResourceWarning")
 @pytest.mark.parametrize("framing", FRAMINGS)
 async def test_tls_cut_in_the_handshake_and_the_frame_then_retry(
     framing: str, tmp_path: Path, tls: TLSMaterial
