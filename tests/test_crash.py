@@ -9,6 +9,7 @@ exactly once, and every enqueued message must have been delivered.
 from __future__ import annotations
 
 import collections
+import contextlib
 import random
 import re
 import signal
@@ -181,7 +182,10 @@ async def test_sigkilled_listener_loses_nothing_and_stores_nothing_twice(tmp_pat
     acknowledged: list[str] = []
     resends = 0
     for s in range(SENDERS):
-        with sqlite3.connect(tmp_path / f"outbox{s}" / DB_FILENAME) as conn:
+        with (
+            contextlib.closing(sqlite3.connect(tmp_path / f"outbox{s}" / DB_FILENAME)) as conn,
+            conn,
+        ):
             rows = conn.execute(
                 "SELECT status, attempts, data FROM outbound ORDER BY id"
             ).fetchall()
@@ -196,7 +200,7 @@ async def test_sigkilled_listener_loses_nothing_and_stores_nothing_twice(tmp_pat
         undelivered = len(await journal.fetch_undelivered(limit=rows_total + 1))
         # The control ids as the journal's bytes say, not only its metadata.
         uri = journal.path.resolve().as_uri() + "?mode=ro"
-        with sqlite3.connect(uri, uri=True) as conn:
+        with contextlib.closing(sqlite3.connect(uri, uri=True)) as conn, conn:
             stored = conn.execute("SELECT id, data FROM inbound ORDER BY id").fetchall()
         conn.close()
     journaled = [read_msh(data).control_id for _, data in stored]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from pathlib import Path
 
@@ -68,7 +69,7 @@ async def check_large_entry(store: SQLiteStore, large: InboundRecord) -> None:
 
 
 def parts(db: Path) -> int:
-    with sqlite3.connect(db) as conn:
+    with contextlib.closing(sqlite3.connect(db)) as conn, conn:
         (count,) = conn.execute("SELECT count(*) FROM inbound_part").fetchone()
     return int(count)
 
@@ -79,7 +80,7 @@ async def test_parts_go_with_their_entry_and_orphans_on_open(tmp_path: Path) -> 
         result = await store.commit_inbound(record("L1", 5 * PART))
         await store.commit_inbound(record("L2", 5 * PART))
     assert parts(db) >= 12
-    with sqlite3.connect(db) as conn:
+    with contextlib.closing(sqlite3.connect(db)) as conn, conn:
         # A commit cut short between its parts leaves parts no entry refers to.
         conn.execute("INSERT INTO inbound_part (stage, seq, data) VALUES (x'ff', 0, x'00')")
         conn.execute("DELETE FROM inbound WHERE id = ?", (result.message_id,))
@@ -95,6 +96,6 @@ async def test_a_store_without_large_messages_has_no_parts_table(tmp_path: Path)
         await store.commit_inbound(record("SMALL"))
         (entry,) = await store.fetch_undelivered(10)
         assert entry.data == record("SMALL").data
-    with sqlite3.connect(tmp_path / DB_FILENAME) as conn:
+    with contextlib.closing(sqlite3.connect(tmp_path / DB_FILENAME)) as conn, conn:
         names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
     assert "inbound_part" not in names

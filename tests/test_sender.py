@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import sqlite3
 import sys
@@ -234,7 +235,7 @@ async def test_enqueue_returns_after_commit(tmp_path: Path) -> None:
         message_id = await queue.enqueue(hl7("E1").replace(b"\r", b"\n"))
         # Another connection sees it at once: it was committed before returning.
         uri = (tmp_path / DB_FILENAME).resolve().as_uri() + "?mode=ro"
-        with sqlite3.connect(uri, uri=True) as conn:
+        with contextlib.closing(sqlite3.connect(uri, uri=True)) as conn, conn:
             rows = conn.execute("SELECT id, status, data FROM outbound").fetchall()
         conn.close()
         assert rows == [(message_id, "pending", hl7("E1"))]  # LF normalised to CR
