@@ -94,6 +94,24 @@ async def test_file_with_one_refused_message_goes_to_done_with_its_ack_batch(
         assert await store.count() == 3
 
 
+async def test_a_message_without_control_id_gets_an_AR_of_its_own_in_the_ack_batch(
+    tmp_path: Path,
+) -> None:
+    # Regression: such a message was left out of the acknowledgement batch
+    # (3 ACKs, BTS|3 for 4 messages) and the file reported done with exit 0.
+    no_id = make_message(control_id="M2").replace(b"|M2|", b"||")
+    data = batch_file(["M1", "M2", "M3"]).replace(make_message(control_id="M2"), no_id)
+    handler = Recorder()
+    async with watcher_for(tmp_path, handler) as (watcher, _store):
+        drop(watcher.inbox, "lab.hl7", data)
+        stats = await watcher.run(once=True)
+        assert (stats.files_done, stats.messages, stats.failed) == (1, 3, 1)
+        ack = watcher.done_dir / "lab.hl7.ack"
+        assert ack_codes(ack) == [("AA", "M1"), ("AR", ""), ("AA", "M3")]
+        assert b"message 2 of the file has no readable MSH-10" in ack.read_bytes()
+        list(iter_events(ack))  # BTS/FTS counts agree (strict reader)
+
+
 @pytest.mark.parametrize(
     ("mode", "refuse", "expected"),
     [

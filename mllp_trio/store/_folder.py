@@ -61,7 +61,7 @@ from mllp_trio._batch import (
     Message,
     NeedData,
 )
-from mllp_trio._hl7 import PeerInfo, is_negative
+from mllp_trio._hl7 import PeerInfo, hl7_timestamp, is_negative, new_control_id
 from mllp_trio._server import Processor
 from mllp_trio.store._base import (
     FileIdentity,
@@ -545,6 +545,11 @@ class FolderWatcher:
                 return
             code = outcome.application_code or outcome.code
             ack = outcome.application_ack or outcome.reply
+            if ack is None:
+                # No answer by control id (none readable): in a file its
+                # place still correlates it; refused, with an AR of its own
+                # in the acknowledgement batch.
+                code = code or "AR"
             answered[seq] = FileMessageResult(
                 seq=seq, control_id=outcome.control_id or "", code=code, ack=ack
             )
@@ -692,8 +697,7 @@ class FolderWatcher:
                     raise _Deferred(f"the journal lacks the answers after message {after + 1}")
                 for result in results:
                     failed += is_negative(result.code)
-                    if result.ack:
-                        parts.append(writer.ack(result.ack))
+                    parts.append(writer.ack(result.ack or _unanswerable_ack(result.seq)))
                 after = results[-1].seq
                 left -= len(results)
                 data = b"".join(parts)
@@ -756,3 +760,16 @@ class FolderWatcher:
         if marker is not None:
             with contextlib.suppress(OSError):
                 await trio.to_thread.run_sync(os.unlink, self.inbox / (name + marker))
+
+
+def _unanswerable_ack(seq: int) -> bytes:
+    """An AR for the message at ``seq`` that had no readable control id.
+
+    Its MSA-2 is empty (nothing to echo); the acknowledgement batch keeps
+    one ACK per message, so the sender finds it by position and the text.
+    """
+    return (
+        f"MSH|^~\\&|||||{hl7_timestamp()}||ACK|{new_control_id()}|P|2.5\r"
+        f"MSA|AR|\rERR|||101^Required field missing^HL70357|E||||"
+        f"message {seq + 1} of the file has no readable MSH-10 (control id)\r"
+    ).encode("ascii")
