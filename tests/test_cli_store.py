@@ -3,6 +3,8 @@ pipes closed early, honest help, several ids exported."""
 
 from __future__ import annotations
 
+import os
+import stat
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -115,3 +117,16 @@ def test_export_several_ids_to_stdout_and_to_files(tmp_path: Path) -> None:
     assert files.code == 0, files.output
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [f"{i}.hl7" for i in ids]
     assert (tmp_path / "out" / f"{ids[1]}.hl7").read_bytes() == make_message(control_id="IN1")
+
+
+def test_exported_files_are_private_whatever_the_umask(tmp_path: Path) -> None:
+    # Regression: under umask 000, `export -o` wrote 0666 files in a 0777 folder.
+    ids = _fill(tmp_path / "mllp-data", inbound=1)
+    old = os.umask(0)
+    try:
+        files = invoke("store", "export", str(ids[0]), "-o", "out", cwd=tmp_path)
+    finally:
+        os.umask(old)
+    assert files.code == 0, files.output
+    assert stat.S_IMODE((tmp_path / "out").stat().st_mode) == 0o700
+    assert stat.S_IMODE((tmp_path / "out" / f"{ids[0]}.hl7").stat().st_mode) == 0o600

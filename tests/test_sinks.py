@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import stat
 import threading
 from pathlib import Path
 
@@ -15,6 +17,7 @@ from mllp_trio._client import open_mllp_client
 from mllp_trio._hl7 import HL7Error, InboundMessage, PeerInfo
 from mllp_trio._server import MLLPServer
 from mllp_trio.store import InboundRecord, JournalProcessor, open_sqlite_store
+from mllp_trio.store._files import make_private_dir
 from mllp_trio.store._sinks import (
     BatchSink,
     BatchSinkConfig,
@@ -159,6 +162,23 @@ async def test_directory_sink_writes_one_file_per_accepted_message(tmp_path: Pat
         again._scan = await store.sink_position("directory")
         await again.step()
         assert len(visible(out)) == 3
+
+
+async def test_sink_files_and_folders_are_private_whatever_the_umask(tmp_path: Path) -> None:
+    # Regression: under umask 000 the folder was 0777 and the files 0666.
+    out = tmp_path / "msgs"
+    old = os.umask(0)
+    try:
+        async with open_sqlite_store(tmp_path / "j") as store:
+            await receive(store, "P1")
+            sink = DirectorySink(store, out)
+            await trio.to_thread.run_sync(make_private_dir, out)
+            await sink.step()
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o700
+    (name,) = visible(out)
+    assert stat.S_IMODE((out / name).stat().st_mode) == 0o600
 
 
 def test_put_never_shows_a_partial_file_under_the_final_name(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ find the folder the same way.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -199,12 +200,15 @@ def export(ctx: click.Context, ids: tuple[int, ...], output_dir: Path | None) ->
     async def run() -> None:
         async with open_store(store_path(ctx)) as db:
             if output_dir is not None:
-                output_dir.mkdir(parents=True, exist_ok=True)
+                output_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             for message_id in ids:
                 data = await db.export_message(message_id)
                 if output_dir is not None:
                     path = output_dir / f"{message_id}.hl7"
-                    path.write_bytes(data)
+                    # 0600 whatever the umask: patient data.
+                    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+                    with os.fdopen(os.open(path, flags, 0o600), "wb") as out:
+                        out.write(data)
                     click.echo(f"wrote {path}", err=True)
                 else:
                     sys.stdout.buffer.write(data)

@@ -102,7 +102,8 @@ class AtomicFile:
         self.size = 0
         self._temp = _temp_path(directory, name)
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-        self._file = os.fdopen(os.open(self._temp, flags, 0o666), "wb")
+        # 0600 whatever the umask: these files hold patient data.
+        self._file = os.fdopen(os.open(self._temp, flags, 0o600), "wb")
 
     def write(self, data: bytes) -> None:
         """Append ``data``.
@@ -139,6 +140,11 @@ class AtomicFile:
             self._file.close()
         with contextlib.suppress(OSError):
             os.unlink(self._temp)
+
+
+def make_private_dir(directory: Path) -> None:
+    """Create ``directory`` and its parents if missing; a new one gets mode 0700 (patient data)."""
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
 
 
 def atomic_write(

@@ -71,7 +71,14 @@ from mllp_trio.store._base import (
     FileStatus,
     StoreError,
 )
-from mllp_trio.store._files import AtomicFile, atomic_write, free_name, is_temporary, move_file
+from mllp_trio.store._files import (
+    AtomicFile,
+    atomic_write,
+    free_name,
+    is_temporary,
+    make_private_dir,
+    move_file,
+)
 
 __all__ = ["FileReport", "FolderConfig", "FolderStats", "FolderWatcher"]
 
@@ -619,7 +626,7 @@ class FolderWatcher:
         # acknowledgement batch and again just before the move.
         await self._check_unchanged(path, before, processed)
         try:
-            await trio.to_thread.run_sync(lambda: self.done_dir.mkdir(parents=True, exist_ok=True))
+            await trio.to_thread.run_sync(make_private_dir, self.done_dir)
             final = await trio.to_thread.run_sync(
                 lambda: free_name(self.done_dir, name, also=(cfg.ack_suffix,))
             )
@@ -720,7 +727,7 @@ class FolderWatcher:
             ]
         ).encode()
         try:
-            await trio.to_thread.run_sync(lambda: self.error_dir.mkdir(parents=True, exist_ok=True))
+            await trio.to_thread.run_sync(make_private_dir, self.error_dir)
             final = await trio.to_thread.run_sync(
                 lambda: free_name(self.error_dir, name, also=(".error",))
             )

@@ -49,6 +49,7 @@ from mllp_trio.store._files import (
     AtomicFile,
     atomic_write,
     copy_chunks,
+    make_private_dir,
     remove_stale_temporaries,
 )
 
@@ -268,7 +269,7 @@ class BatchSink(_Consumer):
                         await self._abandon()
 
     async def _start(self) -> None:
-        await trio.to_thread.run_sync(lambda: self.directory.mkdir(parents=True, exist_ok=True))
+        await trio.to_thread.run_sync(make_private_dir, self.directory)
         await trio.to_thread.run_sync(remove_stale_temporaries, self.directory, self.config.prefix)
         self._scan = await self.store.sink_position(self.config.name)
 
@@ -355,7 +356,7 @@ class DirectorySink(_Consumer):
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Write message files for ever; a failing folder or journal is retried."""
-        await trio.to_thread.run_sync(lambda: self.directory.mkdir(parents=True, exist_ok=True))
+        await trio.to_thread.run_sync(make_private_dir, self.directory)
         self._scan = await self.store.sink_position(self.config.name)
         task_status.started()
         failures = 0
