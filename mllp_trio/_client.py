@@ -453,6 +453,7 @@ class MLLPClient:
         # exchange is over (a late reply would be out of step: new connection).
         deadline = trio.current_time() + config.ack_timeout
         earlier = self._earlier
+        rejected = 0
         while True:
             event = await stream.receive_event(deadline=deadline, reason=Expiry.ACK)
             if type(event) is Message:
@@ -474,7 +475,21 @@ class MLLPClient:
             elif type(event) is DeliveryFailure:
                 raise gave_up(event, "message")
             elif type(event) is Rejected:
-                # A damaged copy of the reply: the answer asks for it again.
+                # A damaged copy of the reply: the answer asks for it again,
+                # a few times; every block failing means the framings differ.
+                rejected += 1
+                if rejected > config.retries + 1 or (
+                    exchange.framing == "hllp" and not event.answer
+                ):
+                    # (An HLLP block left unanswered is a NAK block we cannot
+                    # verify: the server refused ours, and we cannot tell why.)
+                    raise _Lost(
+                        ConnectionClosedError(
+                            f"{self._where}: {rejected} blocks from the server in a row failed "
+                            f"our check (last: {event.reason}); do both sides use the same "
+                            "framing settings (HLLP checksum, --hllp-checksum)?"
+                        )
+                    )
                 log.warning("%s: invalid frame: %s", self._where, event.reason)
                 await stream.send_all(event.answer, timeout=config.write_timeout)
             elif isinstance(event, EndOfStream):

@@ -5,6 +5,7 @@ Each test here failed on the client before issue 12.
 
 from __future__ import annotations
 
+import logging
 import socket
 
 import pytest
@@ -14,7 +15,12 @@ from hypothesis import strategies as st
 
 from mllp_trio._client import open_mllp_client
 from mllp_trio._config import ClientConfig, ServerConfig
-from mllp_trio._errors import ConnectError, TLSHandshakeError, TLSRefusedError
+from mllp_trio._errors import (
+    ConnectError,
+    ConnectionClosedError,
+    TLSHandshakeError,
+    TLSRefusedError,
+)
 from mllp_trio._hl7 import AckCode, InboundMessage, acknowledged_id, parse_reply, read_msh
 from mllp_trio._server import MLLPServer
 from mllp_trio.proto import FramingConfig, HLLPConnection, oracle_checksum
@@ -158,6 +164,30 @@ async def test_default_xor_listener_naks_an_oracle_block(start_server: StartServ
     answer = await peer.receive_event()
     await peer.aclose()
     assert answer == HLLPNak(NakReason.CHECKSUM)
+
+
+async def test_hllp_checksum_mismatch_ends_with_a_clear_error_not_a_nak_storm(
+    start_server: StartServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Regression: listener (oracle) and client (xor) NAKed each other's NAK
+    # blocks for ever (about 1,300 warnings a second) until the ACK timeout.
+    listener = FramingConfig(framing="hllp", hllp_checksum="oracle")
+    server = MLLPServer(accept, config=ServerConfig(framing=listener))
+    port = await start_server(server)
+    config = ClientConfig(framing=FramingConfig(framing="hllp"), retries=0, ack_timeout=30)
+    async with open_mllp_client("127.0.0.1", port, config=config) as client:
+        with pytest.raises(ConnectionClosedError, match="--hllp-checksum"):
+            await client.send(hl7("X1"))
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) < 20
+    # The listener never answers a NAK block it cannot verify with a NAK.
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    peer = RawPeer(stream, HLLPConnection())
+    await peer.send_bytes(HLLPConnection().send(HLLPNak(NakReason.CHECKSUM)))
+    with trio.move_on_after(1) as nothing:
+        await peer.receive_event()
+    await peer.aclose()
+    assert nothing.cancelled_caught
 
 
 def test_hllp_protocol_id_is_validated() -> None:

@@ -141,10 +141,14 @@ class BadBlock:
     Attributes:
         reason: The NAK reason matching the fault.
         detail: A description of the fault for logs (never message content).
+        answer: Whether to answer it with a NAK block; ``False`` for a NAK
+            block that failed verification (answering a NAK with a NAK makes
+            two peers whose checksums differ NAK each other for ever).
     """
 
     reason: NakReason = attrs.field(converter=NakReason)
     detail: str
+    answer: bool = True
 
     @property
     def nak(self) -> HLLPNak:

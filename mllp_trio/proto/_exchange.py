@@ -221,6 +221,8 @@ class Exchange:
             return self._retry(f"NAK block, reason {event.reason.value}", late=False)
         if kind is BadBlock:
             assert isinstance(event, BadBlock)
+            if not event.answer:
+                return Rejected(event.detail, b"")
             nak = self.connection.send(event.nak)  # type: ignore[arg-type]
             return Rejected(f"{event.detail} (NAK {event.reason.value})", nak)
         assert isinstance(event, InvalidFrame)

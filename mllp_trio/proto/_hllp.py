@@ -195,7 +195,10 @@ class HLLPConnection:
         if check != _NO_CHECKSUM:
             expected = self._checksum(self._sb + body[:-_TRAILER], count)
             if int(check) != expected:
-                return BadBlock(NakReason.CHECKSUM, f"checksum {int(check)}, computed {expected}")
+                detail = f"checksum {int(check)}, computed {expected}"
+                if kind == 0x4E:  # N: never NAK a NAK
+                    return BadBlock(NakReason.CHECKSUM, f"NAK block with {detail}", answer=False)
+                return BadBlock(NakReason.CHECKSUM, detail)
         if kind == 0x44:  # D
             return trusted_message(data)
         if len(data) != 1:
