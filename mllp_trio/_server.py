@@ -37,7 +37,7 @@ from mllp_trio._hl7 import (
 from mllp_trio._io._budget import MemoryBudget
 from mllp_trio._io._stream import Junk, MLLPStream, gave_up
 from mllp_trio._io._tcpstream import LeanTCPStream
-from mllp_trio._io._tlsstream import close_with_notify, send_pending_alert
+from mllp_trio._io._tlsstream import close_with_notify, linger_after_alert, send_pending_alert
 from mllp_trio._io._watchdog import Expiry, Watchdog
 from mllp_trio._tls import ClientNotAllowed, ServerTLS, identity_from_ssl
 from mllp_trio.proto._events import EndOfStream, Message
@@ -498,6 +498,7 @@ class MLLPServer:
             self.stats.handshake_failures_by_reason[_tls_reason_label(exc)] += 1
             log.warning("TLS handshake with %s failed: %s", address, _tls_reason(exc))
             await send_pending_alert(wrapped)
+            await linger_after_alert(wrapped)
             return False
         try:
             if isinstance(tls, ServerTLS):

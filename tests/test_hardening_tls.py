@@ -64,6 +64,33 @@ async def test_refused_client_receives_the_tls_alert(
     assert alert in error.reason, error.reason
 
 
+async def test_refused_client_that_sends_first_still_receives_the_alert(
+    tls: TLSMaterial, kind: TLSStreamKind, start_server: StartServer
+) -> None:
+    # Regression: a TLS 1.3 client sends its message as soon as its side of
+    # the handshake is over; the listener closed with it unread, and the
+    # kernel's reset often discarded the alert (2 of 5 runs with ssl_socket).
+    server = MLLPServer(
+        ssl_context=ServerTLS(tls.server_config()), config=ServerConfig(tls_stream=kind)
+    )
+    port = await start_server(server)
+    context = tls.client_context(anonymous=True)
+    for _ in range(5):
+        tcp = await trio.open_tcp_stream("127.0.0.1", port)
+        stream = trio.SSLStream(tcp, context, server_hostname="localhost")
+        try:
+            with pytest.raises(trio.BrokenResourceError) as info:
+                await stream.do_handshake()
+                await stream.send_all(b"\x0bMSH|^~\\&|A|B|C|D|2024||ADT^A01|X|P|2.5\r\x1c\r")
+                while await stream.receive_some(65536):
+                    pass
+        finally:
+            await trio.aclose_forcefully(stream)
+        cause = info.value.__cause__
+        assert isinstance(cause, ssl.SSLError), repr(cause)
+        assert "ALERT_CERTIFICATE_REQUIRED" in (cause.reason or ""), cause
+
+
 async def test_client_not_on_the_allow_list_gets_close_notify(
     tls: TLSMaterial, kind: TLSStreamKind, start_server: StartServer
 ) -> None:

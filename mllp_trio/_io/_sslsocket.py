@@ -10,6 +10,7 @@ readiness with :func:`trio.lowlevel.wait_readable` /
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import operator
 import socket as stdlib_socket
@@ -28,6 +29,8 @@ _DEFAULT_RECEIVE_SIZE: Final = 65536
 # aclose() sends close_notify best-effort; if the send buffer is full it waits
 # for room at most this long, so closing never hangs on a stuck peer.
 _CLOSE_NOTIFY_TIMEOUT: Final = 1.0
+# How long a refused client may take to read our alert and close.
+_LINGER_SECONDS: Final = 1.0
 
 # A send that needs to read, or a receive that needs to write, only happens
 # around a TLS 1.2 renegotiation. The other task may consume the readiness
@@ -360,6 +363,8 @@ class SSLSocketStream(trio.abc.Stream):
             ) from exc
         except (ssl.SSLError, OSError) as exc:
             self._state = _State.BROKEN
+            if self.server_side and isinstance(exc, ssl.SSLError):
+                await self._linger()
             self._close_socket()
             raise trio.BrokenResourceError(f"TLS handshake failed: {exc}") from exc
         except BaseException:
@@ -369,6 +374,26 @@ class SSLSocketStream(trio.abc.Stream):
             self._close_socket()
             raise
         self._handshake_done = True
+
+    async def _linger(self) -> None:
+        """Half-close after refusing a client and read until it closes (at most a second).
+
+        Under TLS 1.3 the client's handshake is over before we have checked
+        its certificate, so its first message may already be on the way when
+        our alert leaves; closing with those bytes unread makes the kernel
+        send a reset, which can reach the client first and discard the alert.
+        """
+        sock = self._sock
+        with (
+            trio.move_on_after(_LINGER_SECONDS),
+            contextlib.suppress(OSError),
+        ):
+            # SSLSocket.shutdown drops the TLS object: the reads below are plain.
+            sock.shutdown(stdlib_socket.SHUT_WR)
+            while True:
+                await trio.lowlevel.wait_readable(sock)
+                if not sock.recv(65536):
+                    return
 
     # ------------------------------------------------------------------
     # trio.abc.Stream

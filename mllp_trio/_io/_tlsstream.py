@@ -14,6 +14,7 @@ from mllp_trio._io._sslsocket import SSLSocketStream
 __all__ = [
     "TLSStreamFactory",
     "close_with_notify",
+    "linger_after_alert",
     "send_pending_alert",
     "ssl_socket_stream",
     "trio_ssl_stream",
@@ -88,6 +89,29 @@ async def send_pending_alert(stream: trio.abc.Stream) -> None:
         contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError),
     ):
         await stream.transport_stream.send_all(alert)
+
+
+async def linger_after_alert(stream: trio.abc.Stream) -> None:
+    """Half-close a refused TLS connection and read until the peer closes.
+
+    Under TLS 1.3 a client's handshake is over before the server has checked
+    its certificate, so the client may already be sending a message when the
+    alert leaves. Closing with those bytes unread makes the kernel send a
+    reset, which can reach the client first and discard the alert unread.
+    Best effort, bounded by a second; the caller closes the stream after.
+    """
+    with (
+        trio.move_on_after(_ALERT_TIMEOUT),
+        contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError),
+    ):
+        # (SSLSocketStream lingers itself, before it closes its socket.)
+        if isinstance(stream, trio.SSLStream) and isinstance(
+            stream.transport_stream, trio.SocketStream
+        ):
+            transport = stream.transport_stream
+            await transport.send_eof()
+            while await transport.receive_some(65536):
+                pass
 
 
 async def close_with_notify(stream: trio.abc.Stream) -> None:
