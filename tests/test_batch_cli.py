@@ -322,6 +322,20 @@ def test_batch_send_refuses_a_malformed_file_and_sends_nothing(
         assert listener.received == ["M0001", "M0002"]
 
 
+def test_batch_send_refuses_what_batch_check_refuses(
+    tmp_path: Path, tls: TLSMaterial, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Regression: a message without MSH-10 failed `batch check` but `batch
+    # send` skipped it and sent the others.
+    path = tmp_path / "mixed.hl7"
+    path.write_bytes(message(1) + b"MSH|^~\\&|A|B|C|D|||ADT^A01||P|2.5\r" + message(2))
+    with listening(tls) as listener:
+        assert run(["batch", "send", str(path), listener.target, *listener.tls_args()]) == 2
+        assert listener.received == []
+        err = capsys.readouterr().err
+        assert "mixed.hl7:3: MSH: not an HL7 message (MSH-10" in err and "nothing sent" in err
+
+
 def test_batch_send_queue_then_rerun_sends_nothing_again(
     tmp_path: Path, tls: TLSMaterial, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -636,7 +636,14 @@ def _survey(plan: _Plan) -> int | None:
     total = 0
     try:
         for event in plan.events(lambda e: shown(_problem_text(plan.file, e))):
-            total += isinstance(event, Message)
+            if isinstance(event, Message):
+                total += 1
+                # The rule of `batch check`: every message starts with a readable MSH.
+                if not plan.lenient:
+                    try:
+                        read_msh(event.raw)
+                    except MSHError as exc:
+                        raise _msh_problem(event, exc) from None
     except BatchError as exc:
         shown(_problem_text(plan.file, exc))
         click.echo(
