@@ -84,3 +84,10 @@ def test_bad_flags_are_named(
     (tmp_path / "y").mkdir()
     assert run(args) in (1, 2)
     assert flag in capsys.readouterr().err
+
+
+def test_watch_refuses_a_missing_inbox(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Regression: a mistyped inbox was created and watched for ever, exit 0.
+    assert run(["batch", "watch", str(tmp_path / "nodir"), "--once"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "nodir").exists()

@@ -43,7 +43,7 @@ def _marker(ctx: click.Context, param: click.Parameter, value: str | None) -> st
 
 
 @click.command()
-@click.argument("inbox", type=_DIRECTORY)
+@click.argument("inbox", type=click.Path(path_type=Path, file_okay=False, exists=True))
 @click.option(
     "--store",
     type=_DIRECTORY,
