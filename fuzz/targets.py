@@ -244,6 +244,9 @@ class _Receiver:
         elif isinstance(event, Rejected):
             if self.kind == "mllp":
                 assert event.answer == b""
+            elif self.kind == "hllp" and event.reason.startswith("NAK block with checksum"):
+                # A NAK block that fails verification is never answered (never NAK a NAK).
+                assert event.answer == b""
             else:
                 assert event.answer.startswith(SB) and event.answer.endswith(EB + CR)
             self.trace.append(("rejected", event.reason, event.answer))
