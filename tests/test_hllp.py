@@ -126,3 +126,18 @@ def test_refusals() -> None:
         conn.send(Message(b"x" * 99995))
     with pytest.raises(LocalProtocolError):
         conn.send(Message(b"MSH|\x1c|"))
+
+
+def test_a_nak_block_failing_its_checksum_is_never_answered() -> None:
+    # Regression: two peers with different checksums NAKed each other's NAK
+    # blocks for ever. A NAK block that fails verification gets no NAK.
+    oracle_nak = HLLPConnection(checksum=oracle_checksum).send(HLLPNak(NakReason.CHECKSUM))
+    receiver = HLLPConnection()
+    receiver.receive_data(oracle_nak)
+    event = receiver.next_event()
+    assert isinstance(event, BadBlock)
+    assert event.answer is False
+    # A data block failing the same way is still answered.
+    receiver.receive_data(HLLPConnection(checksum=oracle_checksum).send(Message(ADT)))
+    data_event = receiver.next_event()
+    assert isinstance(data_event, BadBlock) and data_event.answer is True
