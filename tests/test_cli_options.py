@@ -145,6 +145,8 @@ def test_version(tmp_path: Path) -> None:
         (["--plaintext", "--crl", "crl.pem"], ["--plaintext", "--crl"]),
         (["--no-store", "--delivery", "after_commit"], ["--no-store", "--delivery"]),
         (["--no-store", "--store", "journal"], ["--no-store", "--store"]),
+        (["--no-store", "--retention", "1d"], ["--no-store", "--retention"]),
+        (["--no-store", "--ready-min-free", "1GB"], ["--no-store", "--ready-min-free"]),
         (["--allow", "CN:lab", "--no-client-cert"], ["--allow", "--no-client-cert"]),
     ],
 )

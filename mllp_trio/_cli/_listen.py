@@ -193,6 +193,11 @@ def _check_flags(
                 "--delivery after_commit acknowledges on the journal's commit, and "
                 "--no-store keeps no journal: drop one"
             )
+        for flag, param in (("--retention", "retention"), ("--ready-min-free", "ready_min_free")):
+            if ctx.get_parameter_source(param) not in (None, ParameterSource.DEFAULT):
+                problems.append(
+                    f"{flag} applies to the journal, which --no-store turns off: drop one"
+                )
     if problems:
         raise click.UsageError("; ".join(problems), ctx)
 
