@@ -349,3 +349,24 @@ def test_config_file_takes_flag_aliases_and_none(tmp_path: Path, busy_port: int)
     send = invoke("--config", config, "send", "127.0.0.1:9", "--plaintext", cwd=tmp_path)
     assert send.code == 2
     assert "--response-timeout" in send.stderr
+
+
+def test_busy_metrics_port_names_the_metrics_flag(tmp_path: Path) -> None:
+    # Regression: the error blamed --port and named the listener's address.
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        result = invoke(
+            "listen",
+            "--plaintext",
+            "--no-store",
+            "--port",
+            "0",
+            "--metrics",
+            str(busy),
+            cwd=tmp_path,
+        )
+    assert result.code == 1, result.output
+    assert f"cannot serve --metrics on 127.0.0.1:{busy}" in result.stderr
+    assert "choose another --port" not in result.stderr

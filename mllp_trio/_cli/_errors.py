@@ -8,6 +8,7 @@ import ssl
 from typing import TYPE_CHECKING
 
 from mllp_trio._cli._common import causes, describe
+from mllp_trio._service import EndpointBindError
 
 if TYPE_CHECKING:
     from mllp_trio._cli._options import ClientTLSOptions
@@ -72,6 +73,13 @@ def explain_send_error(
 def explain_listen_error(exc: BaseException, host: str, port: int) -> str | None:
     """A line for a listener that cannot start, or ``None`` if it is not a socket problem."""
     code = _errno(exc)
+    endpoint = next((c for c in causes(exc) if isinstance(c, EndpointBindError)), None)
+    if endpoint is not None:
+        where = f"{endpoint.host}:{endpoint.port}"
+        return (
+            f"cannot serve --metrics on {where}: {endpoint.strerror}; "
+            "choose another --metrics address or port"
+        )
     where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     if code == errno.EADDRINUSE:
         return (

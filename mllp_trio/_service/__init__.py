@@ -8,11 +8,13 @@ per-message line and JSON lines), ``_metrics`` (the Prometheus collector),
 
 from mllp_trio._service._certs import Expiry, tls_expiries
 from mllp_trio._service._health import Readiness
+from mllp_trio._service._http import EndpointBindError
 from mllp_trio._service._logging import JSONFormatter, MessageLog, configure_logging
 from mllp_trio._service._metrics import LatencyHistogram, ListenerWatch, MetricsCollector
 from mllp_trio._service._monitor import ServiceConfig, ServiceMonitor, sd_notify
 
 __all__ = [
+    "EndpointBindError",
     "Expiry",
     "JSONFormatter",
     "LatencyHistogram",

@@ -18,7 +18,7 @@ import attrs
 import h11
 import trio
 
-__all__ = ["HTTPResponse", "RequestHandler", "serve_http"]
+__all__ = ["EndpointBindError", "HTTPResponse", "RequestHandler", "serve_http"]
 
 log = logging.getLogger("mllp_trio.service")
 
@@ -43,6 +43,15 @@ class HTTPResponse:
 RequestHandler = Callable[[str, str], Awaitable[HTTPResponse]]
 
 
+class EndpointBindError(OSError):
+    """The metrics and health endpoint cannot listen on its address (which the error names)."""
+
+    def __init__(self, code: int | None, reason: str, host: str, port: int) -> None:
+        super().__init__(code, reason)
+        self.host = host
+        self.port = port
+
+
 async def serve_http(
     handler: RequestHandler,
     port: int,
@@ -58,7 +67,10 @@ async def serve_http(
         host: Address to bind (default loopback: metrics are not for everyone).
         task_status: Receives the listeners once listening.
     """
-    listeners = await trio.open_tcp_listeners(port, host=host)
+    try:
+        listeners = await trio.open_tcp_listeners(port, host=host)
+    except OSError as exc:
+        raise EndpointBindError(exc.errno, exc.strerror or str(exc), host, port) from exc
     limiter = trio.CapacityLimiter(_MAX_CONCURRENT)
 
     async def serve_one(stream: trio.SocketStream) -> None:
