@@ -112,7 +112,12 @@ async def _check(
     except (mllp_trio.InvalidReply, mllp_trio.ControlIdMismatch) as exc:
         return EXIT_NO_REPLY, f"FAIL: {where} answered, but not with an ACK of ours: {exc}"
     except (mllp_trio.TransportError, trio.BrokenResourceError, OSError) as exc:
-        return EXIT_CONNECTION, f"FAIL: cannot reach {where}: {describe(exc)}"
+        text = describe(exc)
+        # Our transport errors name the address already.
+        return (
+            EXIT_CONNECTION,
+            f"FAIL: {text}" if where in text else f"FAIL: cannot reach {where}: {text}",
+        )
     except mllp_trio.TLSConfigError as exc:
         return EXIT_CONNECTION, f"FAIL: TLS settings: {exc}"
     millis = (time.perf_counter() - started) * 1000
