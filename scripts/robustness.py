@@ -793,34 +793,33 @@ FINDINGS = """## Open findings
 
 Found by this campaign and open when the report was written.
 
-1. **With the `ssl_socket` TLS stream a refused TLS 1.3 client may see a reset
-   instead of the alert** (table above: "connection reset"). The client sends
-   its certificate, Finished and first data in one flight; the listener
-   refuses the certificate, writes the alert and closes with the client's
-   data unread, so the kernel sends RST, and the client's read fails with
-   ECONNRESET before it reads the alert. The `trio` stream delivered every
-   alert. A lingering close (shut down the sending side, read briefly, then
-   close) would deliver it. Under the `trio` stream a client refused by the
-   allow list saw the connection close without a `close_notify`.
-2. Minor, the reply to an unusable MSH (MSH-1 among `^~\\&`, MSH-2 empty):
+1. Minor, the reply to an unusable MSH (MSH-1 among `^~\\&`, MSH-2 empty):
    `read_msh` unescapes MSH-10 with the default escape character (`\\X0B\\ADT`
    reads as `"\\x0bADT"`), while the AR echoes MSH-10 as a plain value (its
    backslashes escaped), which reads back as `"\\X0B\\ADT"`: the outcome's
    control id and the AR's MSA-2 disagree. Input (pipeline target):
    `MSH^^~\\&^^^^^2024^^\\X0B\\ADT^A01^CID^...`.
-3. Minor, the batch reader with a tiny `max_message_size`: an envelope line
+2. Minor, the batch reader with a tiny `max_message_size`: an envelope line
    (BTS, FTS, BHS, FHS) longer than the limit is read when it arrives in one
    read but refused as "a line longer than the maximum" (lenient: dropped)
    when a read ends inside it. Lenient, limit 3: `XX\\rBTS|3\\r` read whole
    gives the BTS; fed as `XX\\rBT` + `S|3\\r` it gives none. (The batch
    target's crashes in the table above.)
-4. Minor: `read_msh` reads MSH-10 as Latin-1, `parse_reply` decodes a reply per
-   its MSH-18 (UTF-8 when blank): for a control id with non-ASCII bytes our own
-   client would report a control id mismatch on our own answer.
+3. Minor: `read_msh` reads MSH-10 as Latin-1 while the reply parser decodes
+   per MSH-18 (UTF-8 when blank). Matching a reply compares them decoded
+   alike (fixed under issue 12), but a non-ASCII control id is still shown
+   as Latin-1 (`MSGÃ©1`) in `send`'s output, `store list` and the logs.
 
 ## Fixed during the campaign
 
 Each has a regression test.
+
+- With the `ssl_socket` TLS stream a refused TLS 1.3 client that sent its
+  first message before reading saw a reset instead of the alert: the
+  listener closed with the client's data unread, so the kernel sent RST.
+  The listener now half-closes and reads until the client closes (at most a
+  second) under both streams (`tests/test_hardening_tls.py::
+  test_refused_client_that_sends_first_still_receives_the_alert`).
 
 - MSH-7's time zone sign clashed with a `+` field separator (`MSH+...`): the
   ACK's fields shifted and it could not be parsed (`tests/test_fuzz_hl7.py::
