@@ -52,22 +52,19 @@ def tls_expiries(config: ServerTLSConfig) -> list[Expiry]:
         ValueError: A file holds no PEM certificate or CRL.
     """
     found: list[Expiry] = []
-    for cert in _certificates(config.cert_file):
-        found.append(
-            Expiry(
-                kind="server",
-                subject=cert.subject.rfc4514_string(),
-                file=config.cert_file,
-                not_after=cert.not_valid_after_utc,
-            )
-        )
-    if config.ca_file is not None:
-        for cert in _certificates(config.ca_file):
+    named: list[tuple[str, Path | None]] = [
+        ("server", config.cert_file),
+        ("ca", config.ca_file),
+    ]
+    for kind, path in named:
+        if path is None:
+            continue
+        for cert in _certificates(path):
             found.append(
                 Expiry(
-                    kind="ca",
+                    kind=kind,
                     subject=cert.subject.rfc4514_string(),
-                    file=config.ca_file,
+                    file=path,
                     not_after=cert.not_valid_after_utc,
                 )
             )
