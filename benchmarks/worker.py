@@ -179,6 +179,10 @@ def _percentile(ordered: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, math.ceil(fraction * len(ordered)) - 1))]
 
 
+#: Nanoseconds of CPU per thread of each measured process, as last read.
+_TASK_NS: dict[int, dict[str, int]] = {}
+
+
 def process_cpu(pid: int | None) -> float | None:
     """CPU seconds used so far by process ``pid`` (all its threads), or ``None`` if unknown.
 
@@ -188,13 +192,22 @@ def process_cpu(pid: int | None) -> float | None:
     """
     if pid is None:
         return time.process_time()
+    # Per thread, the last value seen: a thread that exits between two
+    # readings keeps its count, so the total never goes backwards (it did,
+    # and a failed read fell back to the coarser /proc/PID/stat: negative
+    # CPU per message).
+    seen = _TASK_NS.setdefault(pid, {})
     try:
-        total = 0
-        for task in Path(f"/proc/{pid}/task").iterdir():
-            total += int((task / "schedstat").read_text().split()[0])
-        return total / 1e9
-    except (OSError, ValueError, IndexError):
-        pass
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        tasks = []
+    for task in tasks:
+        try:
+            seen[task.name] = int((task / "schedstat").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue
+    if seen:
+        return sum(seen.values()) / 1e9
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
