@@ -1,0 +1,1 @@
+"""Batch files on remote servers: SFTP and FTPS pickup and drop."""
