@@ -12,13 +12,21 @@ Paths are POSIX strings as the server sees them (``inbox/a.hl7``).
 from __future__ import annotations
 
 import enum
-from typing import BinaryIO, Protocol
+from pathlib import Path
+from typing import BinaryIO, Literal, Protocol
 
 import attrs
 
 from mllp_trio._errors import MLLPError
 
-__all__ = ["RemoteEntry", "RemoteError", "RemoteErrorKind", "RemoteSession"]
+__all__ = [
+    "RemoteEntry",
+    "RemoteError",
+    "RemoteErrorKind",
+    "RemoteOptions",
+    "RemoteSession",
+    "RemoteTarget",
+]
 
 
 class RemoteErrorKind(enum.Enum):
@@ -110,3 +118,67 @@ class RemoteSession(Protocol):
 
     def close(self) -> None:
         """End the session; safe to call twice."""
+
+
+Scheme = Literal["sftp", "ftps", "ftp"]
+
+
+@attrs.frozen(kw_only=True)
+class RemoteTarget:
+    """Where a remote folder is: the parts of ``sftp://user@host:port/inbox``.
+
+    Attributes:
+        scheme: ``"sftp"``, ``"ftps"`` or ``"ftp"`` (plain, insecure).
+        host: Server name or address (a name is what TLS checks the certificate against).
+        port: TCP port (the scheme's default when the URL names none: 22 for
+            SFTP, 21 for FTPS and FTP, 990 for implicit FTPS).
+        username: Login name, or ``None`` (the backend's default).
+        folder: The folder on the server, as the server sees it (``inbox``,
+            ``/data/in``); ``""`` for the login folder.
+    """
+
+    scheme: Scheme
+    host: str
+    port: int
+    username: str | None = None
+    folder: str = ""
+
+
+@attrs.frozen(kw_only=True)
+class RemoteOptions:
+    """How to connect and whom to trust; secure by default.
+
+    Attributes:
+        password: Password for password authentication. Default ``None``.
+        timeout: Seconds allowed for connecting and for each network
+            operation to make progress. Default 30.
+        known_hosts: SFTP: the OpenSSH ``known_hosts`` file the server's host
+            key must be listed in. Default ``None``: ``~/.ssh/known_hosts``.
+        accept_new_host_key: SFTP: trust on first use. A host missing from
+            ``known_hosts`` is accepted and its key appended; a *changed*
+            key is still refused. Default False (unknown hosts refused).
+        identity: SFTP: private key file for key authentication. Default ``None``.
+        identity_password: SFTP: passphrase of ``identity``. Default ``None``.
+        ca: FTPS: PEM file of the CAs the server certificate must chain to.
+            Default ``None``: the system's trust store.
+        cert: FTPS: client certificate (PEM, may include the key). Default ``None``.
+        key: FTPS: the client certificate's key when not in ``cert``. Default ``None``.
+        tls_minimum: FTPS: lowest TLS version, ``"1.2"`` (default) or ``"1.3"``.
+        implicit_tls: FTPS: TLS from the first byte (port 990 style) instead
+            of explicit ``AUTH TLS``. Default False.
+        insecure_plain_ftp: Allow the ``ftp`` scheme (no encryption at all).
+            Default False: an ``ftp://`` target is refused.
+    """
+
+    password: str | None = attrs.field(default=None, repr=False)
+    timeout: float = attrs.field(default=30.0, validator=attrs.validators.gt(0))
+    known_hosts: Path | None = attrs.field(default=None, converter=attrs.converters.optional(Path))
+    accept_new_host_key: bool = False
+    identity: Path | None = attrs.field(default=None, converter=attrs.converters.optional(Path))
+    identity_password: str | None = attrs.field(default=None, repr=False)
+    ca: Path | None = attrs.field(default=None, converter=attrs.converters.optional(Path))
+    cert: Path | None = attrs.field(default=None, converter=attrs.converters.optional(Path))
+    key: Path | None = attrs.field(default=None, converter=attrs.converters.optional(Path))
+    tls_minimum: Literal["1.2", "1.3"] = "1.2"
+    implicit_tls: bool = False
+    insecure_plain_ftp: bool = False
