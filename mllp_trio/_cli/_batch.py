@@ -1031,3 +1031,7 @@ from mllp_trio._cli._batch_folder import put, watch  # noqa: E402
 
 batch.add_command(watch)
 batch.add_command(put)
+from mllp_trio._cli._batch_remote import pull, push  # noqa: E402
+
+batch.add_command(pull)
+batch.add_command(push)
