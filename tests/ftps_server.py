@@ -69,7 +69,10 @@ class TLSFiles:
 
 
 def make_tls_files(
-    folder: Path, ca: trustme.CA | None = None, *, names: tuple[str, ...] = ("127.0.0.1", "localhost")
+    folder: Path,
+    ca: trustme.CA | None = None,
+    *,
+    names: tuple[str, ...] = ("127.0.0.1", "localhost"),
 ) -> TLSFiles:
     """Write a server certificate for ``names`` (from ``ca``, or a new CA) and the CA."""
     ca = ca or trustme.CA()
@@ -113,6 +116,8 @@ class FTPTestServer:
         mlsd: Offer MLSD/MLST; False plays an old server (NLST, SIZE, MDTM).
         rate: Bytes per second of each transfer, both ways (0: no limit).
         max_tls: Highest TLS version the server accepts (``SSL.TLS1_2_VERSION``...).
+        perm: The user's pyftpdlib permissions (default: everything; ``"elr"``
+            is read-only).
         port: Port to listen on; 0 picks a free one (kept across restarts).
     """
 
@@ -127,6 +132,7 @@ class FTPTestServer:
         mlsd: bool = True,
         rate: int = 0,
         max_tls: int | None = None,
+        perm: str = "elradfmwMT",
         port: int = 0,
     ) -> None:
         if tls != "none" and tls_files is None:
@@ -138,10 +144,12 @@ class FTPTestServer:
         self.data_channels: list[DataChannel] = []
         self.connections = 0
         self._lock = threading.Lock()
+        self._perm = perm
         self._handler = self._make_handler(
             tls_files, client_ca, require_session_reuse, mlsd, rate, max_tls
         )
         self._server: Any = None
+        self._dtp: type[Any] | None = self._handler.dtp_handler
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
 
@@ -164,7 +172,7 @@ class FTPTestServer:
         return self
 
     def stop(self) -> None:
-        """Close the listener and every connection at once; safe from any thread but the server's."""
+        """Close the listener and every connection at once (from any thread but the server's)."""
         thread = self._thread
         if thread is None:
             return
@@ -179,6 +187,11 @@ class FTPTestServer:
         """Stop if running, then listen again on the same port."""
         self.stop()
         self.start()
+
+    def set_rate(self, rate: int) -> None:
+        """Change the throttle of transfers that start from now on (0: no limit)."""
+        if self._dtp is not None and hasattr(self._dtp, "read_limit"):
+            self._dtp.read_limit = self._dtp.write_limit = rate
 
     def __enter__(self) -> FTPTestServer:
         return self.start()
@@ -210,14 +223,15 @@ class FTPTestServer:
         max_tls: int | None,
     ) -> type[Any]:
         authorizer = DummyAuthorizer()
-        authorizer.add_user(USER, PASSWORD, homedir=str(self.root), perm="elradfmwMT")
+        authorizer.add_user(USER, PASSWORD, homedir=str(self.root), perm=self._perm)
         owner = self
         attributes: dict[str, Any] = {
             "authorizer": authorizer,
             "banner": "mllp-trio test FTP server",
         }
         if not mlsd:
-            commands = dict(FTPHandler.proto_cmds)
+            base = FTPHandler if self.tls == "none" else TLS_FTPHandler
+            commands = dict(base.proto_cmds)
             del commands["MLSD"], commands["MLST"]
             attributes["proto_cmds"] = commands
 

@@ -258,7 +258,19 @@ class FTPSession:
                             kind=RemoteErrorKind.REFUSED,
                         ) from None
             with self._errors("login"):
-                ftp.login(user, password, secure=False)
+                try:
+                    ftp.login(user, password, secure=False)
+                except (ssl.SSLEOFError, EOFError, ConnectionResetError):
+                    # Under TLS 1.3 the server checks our client certificate
+                    # after the client's side of the handshake is done, so a
+                    # refusal shows as the connection ending at the first
+                    # command (some servers send no alert saying why).
+                    raise RemoteError(
+                        f"{self._where}: the server ended the connection right after the "
+                        "TLS handshake, before answering the login: most likely it refused "
+                        "our TLS client certificate, or wanted one; check --cert and --key",
+                        kind=RemoteErrorKind.AUTH,
+                    ) from None
             with self._errors("PROT P"):
                 ftp.prot_p()
         else:
@@ -287,7 +299,8 @@ class FTPSession:
         if isinstance(exc, ssl.SSLCertVerificationError):
             hint = (
                 "the certificate is not for this host name: connect by the name it was issued for"
-                if exc.verify_code == 62  # X509_V_ERR_HOSTNAME_MISMATCH
+                # X509_V_ERR_HOSTNAME_MISMATCH, X509_V_ERR_IP_ADDRESS_MISMATCH
+                if exc.verify_code in (62, 64)
                 else "if the server's CA is a private one, pass its certificate with --ca FILE"
             )
             raise RemoteError(
@@ -302,21 +315,23 @@ class FTPSession:
                 kind=RemoteErrorKind.AUTH,
             ) from None
         if isinstance(exc, ssl.SSLError) and exc.reason in _HANDSHAKE_REFUSED_REASONS:
+            client_cert = (
+                ", or a TLS client certificate (--cert, --key)"
+                if self._options.cert is None
+                else ""
+            )
             raise RemoteError(
                 f"{where}: TLS failed during {doing} ({reason}); the server may need "
-                "another --tls-minimum, or explicit rather than implicit TLS (--implicit-tls)",
+                "another --tls-minimum, explicit rather than implicit TLS (--implicit-tls)"
+                f"{client_cert}",
                 kind=RemoteErrorKind.REFUSED,
             ) from None
         if isinstance(exc, ftplib.Error):
             code = str(exc)[:3]
             if code == "530":
                 kind = RemoteErrorKind.AUTH
-            elif code == "550":
-                kind = (
-                    RemoteErrorKind.REFUSED
-                    if any(w in reason.lower() for w in ("permission", "denied", "exists"))
-                    else RemoteErrorKind.NOT_FOUND
-                )
+            elif code.startswith("5") and _says_not_found(code, reason):
+                kind = RemoteErrorKind.NOT_FOUND
             elif code.startswith("5") or not code.startswith("4"):
                 # Permanent replies, and replies ftplib could not make sense of.
                 kind = RemoteErrorKind.REFUSED
@@ -516,6 +531,20 @@ class FTPSession:
 
     def __exit__(self, *exc_info: Any) -> None:
         self.close()
+
+
+#: Words of a 5xx reply that mean "no such file or folder". FTP has one
+#: code, 550, for "not found" and "not allowed" alike, and some servers use
+#: others (pyftpdlib: "501 No such directory" to MLSD).
+_NOT_FOUND_WORDS = ("no such", "not found", "not exist", "n't exist", "cannot find")
+_REFUSED_WORDS = ("permission", "denied", "exists", "not allowed")
+
+
+def _says_not_found(code: str, reason: str) -> bool:
+    text = reason.lower()
+    if any(word in text for word in _NOT_FOUND_WORDS):
+        return True
+    return code == "550" and not any(word in text for word in _REFUSED_WORDS)
 
 
 class _NoMLSD(Exception):
