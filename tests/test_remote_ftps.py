@@ -13,9 +13,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trio
+import trio.testing
 import trustme
 from OpenSSL import SSL
 
+from mllp_trio._hl7 import InboundMessage
+from mllp_trio.store import JournalProcessor, open_sqlite_store
+from mllp_trio.store._remote import (
+    PullConfig,
+    RemoteClient,
+    RemotePuller,
+    RetryPolicy,
+    parse_target,
+)
 from mllp_trio.store._remote._base import (
     RemoteEntry,
     RemoteError,
@@ -26,6 +37,7 @@ from mllp_trio.store._remote._base import (
 from mllp_trio.store._remote._ftps import FTPSession, connect_ftp
 
 from .ftps_server import PASSWORD, USER, FTPTestServer, TLSFiles, make_tls_files
+from .hl7_samples import make_message
 from .tls_helpers import write_leaf
 
 
@@ -246,7 +258,7 @@ def test_tls_version_floor(tmp_path: Path, tls_files: TLSFiles) -> None:
         assert [channel.tls_version for channel in server.data_channels] == ["TLSv1.2"]
         error = refused(server, tls_files.ca, tls_minimum="1.3")
     assert error.kind is RemoteErrorKind.REFUSED
-    assert "--tls-minimum" in str(error)
+    assert "--tls-min" in str(error)
 
 
 @pytest.mark.parametrize("max_tls", [None, SSL.TLS1_2_VERSION], ids=["tls1.3", "tls1.2"])
@@ -462,3 +474,74 @@ def test_upload_resumes_after_the_server_went_away(tmp_path: Path, tls_files: TL
             assert session.size("big.hl7") == len(payload)
     assert sent == len(payload) - len(partial)
     assert (server.root / "big.hl7").read_bytes() == payload
+
+
+# -- through the pickup engine -------------------------------------------------
+
+
+def batch_file(ids: list[str]) -> bytes:
+    """A batch file (FHS, BHS, one message per control id, BTS, FTS)."""
+    body = b"".join(make_message(control_id=i) for i in ids)
+    return (
+        b"FHS|^~\\&|LAB|HOSP|EHR|CLINIC|20240131||lab.hl7||F001\r"
+        b"BHS|^~\\&|LAB|HOSP|EHR|CLINIC|20240131||||B001\r" + body + b"BTS|%d\rFTS|1\r" % len(ids)
+    )
+
+
+async def test_pull_over_ftps_into_the_journal_exactly_once(
+    tmp_path: Path, tls_files: TLSFiles, autojump_clock: trio.testing.MockClock
+) -> None:
+    files = {"a.hl7": ["A1", "A2", "A3"], "b.hl7": ["B1", "B2"]}
+    seen: list[str] = []
+
+    async def handler(message: InboundMessage) -> None:
+        seen.append(message.control_id)
+
+    def client(server: FTPTestServer) -> RemoteClient:
+        return RemoteClient(
+            parse_target(server.url("inbox")),
+            RemoteOptions(password=PASSWORD, ca=tls_files.ca, timeout=10),
+            policy=RetryPolicy(retries=3, base=0.05, cap=0.2),
+        )
+
+    # vsftpd-like: the data channel must resume the control channel's session.
+    with FTPTestServer(
+        tmp_path / "home", tls_files=tls_files, require_session_reuse=True
+    ) as server:
+        inbox = server.root / "inbox"
+        inbox.mkdir()
+        for name, ids in files.items():
+            (inbox / name).write_bytes(batch_file(ids))
+        stamps = {name: (inbox / name).stat().st_mtime for name in files}
+
+        async with open_sqlite_store(tmp_path / "journal") as store:
+            processor = JournalProcessor(store, handler)
+            config = PullConfig(stable_seconds=1, poll_interval=1)
+            staging = tmp_path / "staging"
+            stats = await RemotePuller(
+                client(server), staging, store, processor, config=config
+            ).run(once=True)
+            assert (stats.files_done, stats.messages) == (2, 5)
+            assert sorted(seen) == ["A1", "A2", "A3", "B1", "B2"]
+            assert await store.count() == 5
+            assert sorted(p.name for p in inbox.iterdir() if p.is_file()) == []
+            done = inbox / "done"
+            for name, ids in files.items():
+                assert (done / name).read_bytes() == batch_file(ids)
+                assert (done / (name + ".ack")).is_file()
+
+            # A crash after the messages, before the move: the file is back
+            # in the inbox as it was. A new puller only moves it again.
+            (done / "a.hl7").rename(inbox / "a.hl7")
+            (done / "a.hl7.ack").unlink()
+            os.utime(inbox / "a.hl7", (stamps["a.hl7"], stamps["a.hl7"]))
+            stats = await RemotePuller(
+                client(server), staging, store, processor, config=config
+            ).run(once=True)
+            assert (stats.files_done, stats.messages) == (1, 0)
+            assert sorted(seen) == ["A1", "A2", "A3", "B1", "B2"]
+            assert await store.count() == 5
+            assert (done / "a.hl7").is_file()
+            assert not (inbox / "a.hl7").exists()
+        assert server.data_channels
+        assert all(c.secure and c.reused for c in server.data_channels)

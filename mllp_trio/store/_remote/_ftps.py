@@ -322,7 +322,7 @@ class FTPSession:
             )
             raise RemoteError(
                 f"{where}: TLS failed during {doing} ({reason}); the server may need "
-                "another --tls-minimum, explicit rather than implicit TLS (--implicit-tls)"
+                "another --tls-min, explicit rather than implicit TLS (--implicit-tls)"
                 f"{client_cert}",
                 kind=RemoteErrorKind.REFUSED,
             ) from None
