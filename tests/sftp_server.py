@@ -46,7 +46,9 @@ class _Files(asyncssh.SFTPServer):
     async def read(self, file_obj: object, offset: int, size: int) -> bytes:
         owner = self.owner
         if owner.read_delay:
-            await asyncio.sleep(owner.read_delay)
+            # One read at a time: a slow server, even for pipelined requests.
+            async with owner._read_lock:
+                await asyncio.sleep(owner.read_delay)
         data = super().read(file_obj, offset, size)
         assert isinstance(data, bytes)
         owner.bytes_read += len(data)
@@ -113,6 +115,7 @@ class SFTPTestServer:
         self.read_delay = 0.0
         self.drops = 0
         self._connections: set[asyncssh.SSHServerConnection] = set()
+        self._read_lock = asyncio.Lock()
         self._acceptor: Any = None
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
@@ -224,3 +227,37 @@ def sftp_server(root: Path, **kwargs: Any) -> Iterator[SFTPTestServer]:
         yield server
     finally:
         server.close()
+
+
+# ------------------------------------------------------------------ test helpers
+
+
+def batch_file(ids: list[str] | tuple[str, ...], *, count: int | None = None) -> bytes:
+    """A batch file (FHS, BHS, one message per control id, BTS, FTS)."""
+    from .hl7_samples import make_message
+
+    body = b"".join(make_message(control_id=i) for i in ids)
+    n = len(ids) if count is None else count
+    return (
+        b"FHS|^~\\&|LAB|HOSP|EHR|CLINIC|20240131||lab.hl7||F001\r"
+        b"BHS|^~\\&|LAB|HOSP|EHR|CLINIC|20240131||||B001\r" + body + b"BTS|%d\rFTS|1\r" % n
+    )
+
+
+def client_for(
+    server: SFTPTestServer,
+    known_hosts: Path,
+    *,
+    folder: str = "inbox",
+    password: str = PASSWORD,
+    retries: int = 20,
+    **options: Any,
+) -> Any:
+    """A RemoteClient on ``server`` with quick retries (base 50 ms, cap 200 ms)."""
+    from mllp_trio.store._remote import RemoteClient, RemoteOptions, RetryPolicy, parse_target
+
+    return RemoteClient(
+        parse_target(server.url(folder)),
+        RemoteOptions(password=password, known_hosts=known_hosts, timeout=5, **options),
+        policy=RetryPolicy(retries=retries, base=0.05, cap=0.2),
+    )

@@ -35,6 +35,9 @@ __all__ = ["SFTPSession", "connect_sftp", "default_known_hosts"]
 log = logging.getLogger("mllp_trio.remote")
 
 _CHUNK: Final = 1 << 18
+#: Downloads are written locally per SFTP request (32 KiB), so a broken
+#: connection keeps everything that arrived.
+_READ_CHUNK: Final = 1 << 15
 
 
 def default_known_hosts() -> Path:
@@ -243,7 +246,7 @@ class SFTPSession:
                     # Pipelined reads from the current position: far faster than one by one.
                     remote.prefetch(size - offset)
                 while True:
-                    chunk = remote.read(_CHUNK)
+                    chunk = remote.read(_READ_CHUNK)
                     if not chunk:
                         break
                     local.write(chunk)
