@@ -52,6 +52,8 @@ LAYERS: dict[str, int] = {
     "mllp_trio._load": 3,
     # 4: storage (public namespace)
     "mllp_trio.store": 4,
+    # 4: batch files over SFTP and FTPS (blocking backends in worker threads)
+    "mllp_trio.store._remote": 4,
     "mllp_trio._service": 4,
     # 5: the command line
     "mllp_trio._cli": 5,
