@@ -184,6 +184,24 @@ def test_listing_without_mlsd(tmp_path: Path, tls_files: TLSFiles) -> None:
     assert first == second == [RemoteEntry(name="x.hl7", size=5, mtime=stamp)]
 
 
+@pytest.mark.parametrize("mlsd", [True, False], ids=["mlsd", "nlst"])
+def test_empty_listings(tmp_path: Path, tls_files: TLSFiles, mlsd: bool) -> None:
+    """Regression: an empty listing once failed about one time in four.
+
+    The server closes an empty data connection without a TLS close_notify
+    while its TLS 1.3 session tickets are still arriving; ftplib's TLS
+    shutdown then raised SHUTDOWN_WHILE_IN_INIT. Forty listings in a row.
+    """
+    with FTPTestServer(tmp_path / "home", tls_files=tls_files, mlsd=mlsd) as server:
+        (server.root / "empty").mkdir()
+        (server.root / "full").mkdir()
+        (server.root / "full" / "x.hl7").write_bytes(b"x")
+        with connect(server, tls_files.ca) as session:
+            for _ in range(20):
+                assert [e.name for e in session.list_files("full")] == ["x.hl7"]
+                assert session.list_files("empty") == []
+
+
 def test_close_twice_and_after_the_server_left(server: FTPTestServer, tls_files: TLSFiles) -> None:
     session = connect(server, tls_files.ca)
     server.stop()
@@ -347,6 +365,15 @@ def test_implicit_tls(tmp_path: Path, tls_files: TLSFiles) -> None:
     assert "--implicit-tls" in str(error)
 
 
+def test_explicit_client_against_an_implicit_server(tmp_path: Path, tls_files: TLSFiles) -> None:
+    """Both sides wait for the other: the timeout ends it, and the error says what to try."""
+    with FTPTestServer(tmp_path / "home", tls="implicit", tls_files=tls_files) as server:
+        error = refused(server, tls_files.ca, implicit_tls=False, timeout=0.5)
+    assert error.kind is RemoteErrorKind.CONNECTION
+    assert "no greeting in 0.5 s (--timeout)" in str(error)
+    assert "--implicit-tls" in str(error)
+
+
 def test_implicit_tls_checks_the_certificate(tmp_path: Path, tls_files: TLSFiles) -> None:
     other = make_tls_files(tmp_path / "other")
     with FTPTestServer(tmp_path / "home", tls="implicit", tls_files=tls_files) as server:
@@ -399,6 +426,36 @@ def test_data_channel_resumes_the_control_session(tmp_path: Path, tls_files: TLS
 
 
 # -- the server going away mid-transfer ---------------------------------------
+
+
+class DiskFull(io.BytesIO):
+    """A staging file that fails like a full disk after ``room`` bytes."""
+
+    def __init__(self, room: int) -> None:
+        super().__init__()
+        self.room = room
+
+    def write(self, data: Any) -> int:
+        if self.tell() + len(data) > self.room:
+            raise OSError(28, "No space left on device")
+        return super().write(data)
+
+
+def test_a_local_write_failure_is_not_the_servers(
+    server: FTPTestServer, tls_files: TLSFiles
+) -> None:
+    payload = os.urandom(500_000)
+    (server.root / "a.hl7").write_bytes(payload)
+    with connect(server, tls_files.ca) as session, pytest.raises(RemoteError) as caught:
+        session.download("a.hl7", DiskFull(room=100_000))
+    # Transient (the session is dropped, the download tried again later),
+    # and it says the local side failed.
+    assert caught.value.kind is RemoteErrorKind.CONNECTION
+    assert "local side: No space left on device" in str(caught.value)
+    with connect(server, tls_files.ca) as session:
+        local = io.BytesIO()
+        session.download("a.hl7", local)
+    assert local.getvalue() == payload
 
 
 class StopsServer(io.BytesIO):

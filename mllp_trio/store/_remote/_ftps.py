@@ -77,10 +77,30 @@ _HANDSHAKE_REFUSED_REASONS = frozenset(
 )
 
 
+class _DataSSLSocket(ssl.SSLSocket):
+    """An ``SSLSocket`` whose ``unwrap`` (ftplib's TLS shutdown after a transfer) cannot fail.
+
+    A server may close a data connection without a TLS close_notify, and
+    under TLS 1.3 with a resumed session it may do so while its session
+    tickets are still arriving: ``unwrap`` then raises
+    ``SHUTDOWN_WHILE_IN_INIT`` (seen on an empty listing about one time in
+    four). Whether the transfer was complete is the control connection's
+    reply to say (ftplib reads it right after), and the puller compares the
+    downloaded size with the listing; a failed shutdown says nothing more.
+    """
+
+    def unwrap(self) -> socket.socket:
+        try:
+            return super().unwrap()
+        except (ssl.SSLError, OSError):
+            return self
+
+
 class _FTPS(ftplib.FTP_TLS):
     """``FTP_TLS`` with data-channel session reuse and optional implicit TLS."""
 
     def __init__(self, *, context: ssl.SSLContext, timeout: float, implicit: bool) -> None:
+        context.sslsocket_class = _DataSSLSocket
         super().__init__(context=context, timeout=timeout)
         self._implicit = implicit
 
@@ -242,7 +262,17 @@ class FTPSession:
     def _open(self) -> None:
         ftp = self._ftp
         with self._errors("connect"):
-            ftp.connect(self._target.host, self._target.port)
+            try:
+                ftp.connect(self._target.host, self._target.port)
+            except TimeoutError:
+                if ftp.sock is None or self._options.implicit_tls or self._target.scheme == "ftp":
+                    raise
+                raise RemoteError(
+                    f"{self._where}: the server took the connection but sent no greeting in "
+                    f"{self._options.timeout:g} s (--timeout); if it speaks implicit FTPS "
+                    "(TLS from the first byte, port 990 style), use --implicit-tls",
+                    kind=RemoteErrorKind.CONNECTION,
+                ) from None
         user = self._target.username or "anonymous"
         password = self._options.password if self._options.password is not None else ""
         if isinstance(ftp, _FTPS):
@@ -289,6 +319,15 @@ class FTPSession:
             yield
         except RemoteError:
             raise
+        except _LocalError as exc:
+            # The local file failed (disk full...), in the middle of a
+            # transfer: the connection is in an unknown state, so the
+            # session must be dropped (a transient kind does that) and the
+            # operation tried again later.
+            raise RemoteError(
+                f"{self._where}: {doing} failed on the local side: {_reason(exc.error)}",
+                kind=RemoteErrorKind.CONNECTION,
+            ) from None
         except (ftplib.Error, OSError, EOFError, ValueError) as exc:
             self._fail(doing, exc)
 
@@ -418,7 +457,10 @@ class FTPSession:
 
         def write(data: bytes) -> None:
             nonlocal written
-            local.write(data)
+            try:
+                local.write(data)
+            except OSError as exc:
+                raise _LocalError(exc) from exc
             written += len(data)
 
         with self._errors(f"download of {path}"):
@@ -433,12 +475,16 @@ class FTPSession:
             nonlocal sent
             sent += len(data)
 
-        local.seek(offset)
+        try:
+            local.seek(offset)
+        except OSError as exc:
+            raise _LocalError(exc) from exc
+        source = _LocalReader(local)
         # APPE rather than REST + STOR: servers agree on what APPE means,
         # while REST before STOR is optional (RFC 3659) and some ignore it.
         command = f"APPE {path}" if offset > 0 else f"STOR {path}"
         with self._errors(f"upload of {path}"):
-            self._ftp.storbinary(command, local, blocksize=_BLOCK, callback=count)
+            self._ftp.storbinary(command, source, blocksize=_BLOCK, callback=count)
         return sent
 
     def size(self, path: str) -> int | None:
@@ -545,6 +591,27 @@ def _says_not_found(code: str, reason: str) -> bool:
     if any(word in text for word in _NOT_FOUND_WORDS):
         return True
     return code == "550" and not any(word in text for word in _REFUSED_WORDS)
+
+
+class _LocalError(Exception):
+    """Reading or writing the local file failed (not the server, not the network)."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class _LocalReader:
+    """``local`` for ftplib's ``storbinary``, its read errors told apart from the network's."""
+
+    def __init__(self, local: BinaryIO) -> None:
+        self._local = local
+
+    def read(self, size: int = -1, /) -> bytes:
+        try:
+            return self._local.read(size)
+        except OSError as exc:
+            raise _LocalError(exc) from exc
 
 
 class _NoMLSD(Exception):
