@@ -261,3 +261,42 @@ def client_for(
         RemoteOptions(password=password, known_hosts=known_hosts, timeout=5, **options),
         policy=RetryPolicy(retries=retries, base=0.05, cap=0.2),
     )
+
+
+def main() -> None:
+    """``python -m tests.sftp_server ROOT [--port N] [--known-hosts FILE]``: serve until Ctrl-C.
+
+    For trying ``batch pull``/``batch push`` by hand (README): user ``lab``,
+    the password in ``MLLP_TRIO_REMOTE_PASSWORD`` (default ``s3cret-pass``);
+    a new host key each start, written to ``--known-hosts``.
+    """
+    import argparse
+    import os
+    import time
+
+    parser = argparse.ArgumentParser(prog="python -m tests.sftp_server")
+    parser.add_argument("root", type=Path)
+    parser.add_argument("--port", type=int, default=2222)
+    parser.add_argument("--known-hosts", type=Path, default=Path("known_hosts"))
+    args = parser.parse_args()
+    server = SFTPTestServer(
+        args.root, password=os.environ.get("MLLP_TRIO_REMOTE_PASSWORD", PASSWORD)
+    )
+    server.port = args.port
+    server.start()
+    server.write_known_hosts(args.known_hosts)
+    print(
+        f"serving {args.root}/ at {server.url('')} (host key in {args.known_hosts}); Ctrl-C stops",
+        flush=True,
+    )
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.close()
+
+
+if __name__ == "__main__":
+    main()

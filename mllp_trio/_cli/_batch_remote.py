@@ -429,7 +429,8 @@ def pull(
     click.echo(
         f"{stats.files_done} file(s) done, {stats.files_error} to error/, "
         f"{stats.files_deferred} deferred; {stats.messages:,} message(s) processed "
-        f"({stats.failed:,} refused), {stats.bytes_downloaded:,} bytes downloaded, "
+        f"({stats.failed:,} refused), {stats.bytes_downloaded:,} bytes downloaded "
+        f"({stats.download_seconds:.1f} s), "
         f"{stats.reconnects} reconnect(s) in {elapsed:.1f} s{rate}",
         err=True,
     )

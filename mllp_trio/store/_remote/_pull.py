@@ -155,6 +155,7 @@ class PullStats:
         messages: Messages that went through the processor.
         failed: Of those, answered negatively.
         bytes_downloaded: Bytes downloaded (resumed parts count once).
+        download_seconds: Time spent downloading.
         reconnects: Connection failures retried.
     """
 
@@ -164,6 +165,7 @@ class PullStats:
     messages: int = 0
     failed: int = 0
     bytes_downloaded: int = 0
+    download_seconds: float = 0.0
     reconnects: int = 0
 
 
@@ -411,7 +413,11 @@ class RemotePuller:
         name = entry.name
         staged = self.staging / name
         if not await trio.to_thread.run_sync(self._is_staged, staged, entry):
-            await self._download(entry)
+            started = trio.current_time()
+            try:
+                await self._download(entry)
+            finally:
+                self.stats.download_seconds += trio.current_time() - started
         before = self._watcher.stats.messages
         report = await self._watcher.process_file(name)
         processed = self._watcher.stats.messages - before
