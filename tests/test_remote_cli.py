@@ -145,3 +145,27 @@ def test_plain_ftp_warns_at_every_start(tmp_path: Path, capsys: pytest.CaptureFi
         err = capsys.readouterr().err
         assert "WARNING: plain FTP (--insecure-plain-ftp)" in err
         assert "Traceback" not in err
+
+
+def test_push_then_pull_over_ftps(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # The same engine over the FTPS backend (pyftpdlib's TLS handler on loopback).
+    from .ftps_server import PASSWORD as FTP_PASSWORD
+    from .ftps_server import FTPTestServer, make_tls_files
+
+    files = make_tls_files(tmp_path / "tls")
+    (tmp_path / "ftp" / "inbox").mkdir(parents=True)
+    with FTPTestServer(tmp_path / "ftp", tls_files=files, require_session_reuse=True) as server:
+        secret = tmp_path / "password"
+        secret.write_text(FTP_PASSWORD)
+        common = ["--ca", str(files.ca), "--password-file", str(secret)]
+        source = tmp_path / "lab.hl7"
+        source.write_bytes(batch_file(["F1", "F2"]))
+        assert run(["batch", "push", str(source), server.url("inbox"), *common]) == 0
+        args = ["batch", "pull", server.url("inbox"), "--store", str(tmp_path / "j"), *common]
+        assert run([*args, "--once", "--stable-seconds", "0", "--interval", "0.05"]) == 0
+        out, err = capsys.readouterr()
+        assert out == "done  lab.hl7: 2 message(s) -> inbox/done/lab.hl7\n", err
+        assert server.files("inbox") == {}
+        done = server.files("inbox/done")
+        assert done["lab.hl7"] == source.read_bytes()
+        assert done["lab.hl7.ack"].count(b"MSA|AA|") == 2

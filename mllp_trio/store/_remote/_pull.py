@@ -614,8 +614,12 @@ class RemotePuller:
             await self.client.call(lambda s: s.delete(marker), f"removal of {marker}")
 
         def cleanup() -> None:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(record.local)
+            # The local copy goes once the server has the file (moved there,
+            # or deleted by option). When the server holds another file
+            # under that name, ours was replaced there: keep the only copy.
+            if current is None or same:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(record.local)
             if uploaded:
                 with contextlib.suppress(FileNotFoundError):
                     report_file.unlink()
