@@ -132,15 +132,11 @@ def connect_sftp(target: RemoteTarget, options: RemoteOptions) -> SFTPSession:
         sftp.get_channel().settimeout(options.timeout)  # type: ignore[union-attr]
     except _UnknownHost:
         client.close()
-        pin = (
-            "--accept-new-host-key to trust it on first use"
-            if not options.accept_new_host_key
-            else ""
-        )
         raise RemoteError(
             f"host key of {where} is not in {known_hosts}: the server cannot be verified; "
             f"add it (ssh-keyscan -p {target.port} {target.host} >> {known_hosts}, after "
-            f"checking its fingerprint with the server's administrator) or pass {pin}",
+            "checking its fingerprint with the server's administrator) or pass "
+            "--accept-new-host-key to trust it on first use",
             kind=RemoteErrorKind.TRUST,
         ) from None
     except paramiko.BadHostKeyException as exc:
