@@ -452,3 +452,45 @@ def test_sigkill_of_the_puller_mid_file_then_restart_is_exactly_once(
     remote_done = server.files("inbox/done")
     assert remote_done["lab.hl7"] == data
     assert ack_codes(remote_done["lab.hl7.ack"]) == [("AA", i) for i in expected]
+
+
+async def test_the_server_lost_after_processing_is_finished_from_the_pending_record(
+    tmp_path: Path, server: SFTPTestServer, known_hosts: Path
+) -> None:
+    data = batch_file(["P1", "P2"])
+    (server.root / "inbox" / "lab.hl7").write_bytes(data)
+    (server.root / "inbox" / "done").mkdir()
+    (server.root / "inbox" / "done" / "lab.hl7").write_bytes(b"yesterday's file")
+    handler = Recorder()
+
+    def on_progress(name: str, done: int, total: int) -> None:
+        if done == total:
+            server.stop()  # every message committed; the server goes away
+
+    client = client_for(server, known_hosts, retries=0)
+    async with open_sqlite_store(tmp_path / "journal") as store:
+        puller = RemotePuller(
+            client,
+            tmp_path / "staging",
+            store,
+            JournalProcessor(store, handler),
+            config=PullConfig(stable_seconds=0, poll_interval=0.05),
+            on_progress=on_progress,
+        )
+        with pytest.raises(RemoteError):
+            await puller.run(once=True)
+    assert handler.seen == ["P1", "P2"]
+    assert list((tmp_path / "staging" / "pending").glob("*.json"))
+    assert server.files("inbox")["lab.hl7"] == data  # not moved yet
+
+    server.start()
+    async with puller_for(tmp_path, server, known_hosts, handler) as (puller, _):
+        stats = await puller.run(once=True)
+    assert handler.seen == ["P1", "P2"]  # not fed again
+    assert (stats.files_done, stats.messages) == (1, 0)
+    done = server.files("inbox/done")
+    assert done["lab.hl7"] == b"yesterday's file"  # never replaced
+    assert done["lab.hl7.1"] == data
+    assert ack_codes(done["lab.hl7.1.ack"]) == [("AA", "P1"), ("AA", "P2")]
+    assert server.files("inbox") == {}
+    assert not list((tmp_path / "staging" / "pending").glob("*.json"))
