@@ -142,6 +142,9 @@ class FTPTestServer:
         self.tls = tls
         self.port = port
         self.data_channels: list[DataChannel] = []
+        #: Every command the server was given, as ``"VERB argument"`` (PASS
+        #: without its argument), in order, across restarts.
+        self.commands: list[str] = []
         self.connections = 0
         self._lock = threading.Lock()
         self._perm = perm
@@ -207,6 +210,13 @@ class FTPTestServer:
         finally:
             server.close_all()
 
+    def files(self, folder: str) -> dict[str, bytes]:
+        """The regular files in ``folder`` of the served tree, by name."""
+        base = self.root / folder
+        if not base.is_dir():
+            return {}
+        return {p.name: p.read_bytes() for p in sorted(base.iterdir()) if p.is_file()}
+
     def url(self, folder: str = "") -> str:
         scheme = "ftp" if self.tls == "none" else "ftps"
         return f"{scheme}://{USER}@{self.host}:{self.port}/{folder}"
@@ -225,13 +235,27 @@ class FTPTestServer:
         authorizer = DummyAuthorizer()
         authorizer.add_user(USER, PASSWORD, homedir=str(self.root), perm=self._perm)
         owner = self
+        base_handler = FTPHandler if self.tls == "none" else TLS_FTPHandler
+
+        root = str(self.root.resolve())
+
+        def process_command(handler: Any, cmd: str, *args: Any, **kwargs: Any) -> None:
+            # pyftpdlib hands over paths as local ones: shown as the client sees them.
+            arg = args[0] if args and isinstance(args[0], str) else None
+            if arg is not None and arg.startswith(root):
+                arg = arg[len(root) :] or "/"
+            shown = cmd if cmd == "PASS" or not arg else f"{cmd} {arg}"
+            with owner._lock:
+                owner.commands.append(shown)
+            base_handler.process_command(handler, cmd, *args, **kwargs)
+
         attributes: dict[str, Any] = {
             "authorizer": authorizer,
             "banner": "mllp-trio test FTP server",
+            "process_command": process_command,
         }
         if not mlsd:
-            base = FTPHandler if self.tls == "none" else TLS_FTPHandler
-            commands = dict(base.proto_cmds)
+            commands = dict(base_handler.proto_cmds)
             del commands["MLSD"], commands["MLST"]
             attributes["proto_cmds"] = commands
 

@@ -8,7 +8,7 @@ import ftplib
 import io
 import os
 import ssl
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from mllp_trio.store._remote import (
     RemotePuller,
     RetryPolicy,
     parse_target,
+    push_file,
 )
 from mllp_trio.store._remote._base import (
     RemoteEntry,
@@ -602,3 +603,104 @@ async def test_pull_over_ftps_into_the_journal_exactly_once(
             assert not (inbox / "a.hl7").exists()
         assert server.data_channels
         assert all(c.secure and c.reused for c in server.data_channels)
+
+
+async def stop_when(
+    server: FTPTestServer, grown: Callable[[], int], at: int, *, down_for: float = 0.3
+) -> int:
+    """Stop ``server`` once ``grown()`` reaches ``at`` bytes; start it again (unthrottled)."""
+    while (size := grown()) < at:
+        await trio.sleep(0.005)
+    await trio.to_thread.run_sync(server.stop)
+    await trio.sleep(down_for)
+    server.set_rate(0)
+    await trio.to_thread.run_sync(server.start)
+    return size
+
+
+def size_of(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+async def test_pull_resumes_after_the_server_went_away_mid_download(
+    tmp_path: Path, tls_files: TLSFiles
+) -> None:
+    expected = [f"M{n:05d}" for n in range(1500)]
+    data = batch_file(expected)
+    seen: list[str] = []
+
+    async def handler(message: InboundMessage) -> None:
+        seen.append(message.control_id)
+
+    # Throttled (50 kB/s) so that the cut lands well inside the file (264 kB).
+    with FTPTestServer(tmp_path / "home", tls_files=tls_files, rate=50_000) as server:
+        (server.root / "inbox").mkdir()
+        (server.root / "inbox" / "big.hl7").write_bytes(data)
+        client = RemoteClient(
+            parse_target(server.url("inbox")),
+            RemoteOptions(password=PASSWORD, ca=tls_files.ca, timeout=10),
+            policy=RetryPolicy(retries=20, base=0.05, cap=0.2),
+        )
+        staging = tmp_path / "staging"
+        async with open_sqlite_store(tmp_path / "journal") as store, trio.open_nursery() as nursery:
+            cut_at: list[int] = []
+
+            async def cutter() -> None:
+                part = staging / "incoming" / "big.hl7"
+                cut_at.append(await stop_when(server, lambda: size_of(part), 60_000))
+
+            nursery.start_soon(cutter)
+            puller = RemotePuller(
+                client,
+                staging,
+                store,
+                JournalProcessor(store, handler),
+                config=PullConfig(stable_seconds=0, poll_interval=0.05, window=50),
+            )
+            stats = await puller.run(once=True)
+            assert await store.count() == len(expected)
+    assert 60_000 <= cut_at[0] < len(data)
+    assert stats.reconnects >= 1
+    assert stats.files_done == 1
+    # Resumed, not started again: less than twice the file went over the wire.
+    assert len(data) <= stats.bytes_downloaded < 2 * len(data)
+    assert sorted(seen) == expected  # each message once
+    assert server.files("inbox/done")["big.hl7"] == data
+    assert any(c.startswith("REST ") for c in server.commands)
+
+
+async def test_push_resumes_after_the_server_went_away_mid_upload(
+    tmp_path: Path, tls_files: TLSFiles
+) -> None:
+    data = os.urandom(600_000)
+    source = tmp_path / "out" / "big.hl7"
+    source.parent.mkdir()
+    source.write_bytes(data)
+    # The server reads 100 kB/s: the upload is under way when it stops.
+    with FTPTestServer(tmp_path / "home", tls_files=tls_files, rate=100_000) as server:
+        (server.root / "pushed").mkdir()
+        client = RemoteClient(
+            parse_target(server.url("pushed")),
+            RemoteOptions(password=PASSWORD, ca=tls_files.ca, timeout=10),
+            policy=RetryPolicy(retries=20, base=0.05, cap=0.2),
+        )
+
+        def partial() -> int:
+            return sum(size_of(p) for p in (server.root / "pushed").glob(".big.hl7.*.part"))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(stop_when, server, partial, 60_000)
+            result = await push_file(client, source)
+        await client.aclose()
+    assert result.outcome == "uploaded"
+    assert 0 < result.resumed_from < len(data)
+    assert server.files("pushed") == {"big.hl7": data}  # no temporary file left
+    # Written under the temporary name only (STOR, then APPE to resume),
+    # renamed into place once.
+    writes = [c for c in server.commands if c.split()[0] in ("STOR", "APPE", "RNFR", "RNTO")]
+    temp = writes[0].split()[1]
+    assert temp.startswith("/pushed/.big.hl7.") and temp.endswith(".part")
+    assert writes == [f"STOR {temp}", f"APPE {temp}", f"RNFR {temp}", "RNTO /pushed/big.hl7"]
