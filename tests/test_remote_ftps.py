@@ -8,6 +8,8 @@ import ftplib
 import io
 import os
 import ssl
+import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -212,6 +214,45 @@ def test_close_twice_and_after_the_server_left(server: FTPTestServer, tls_files:
     assert caught.value.transient
     session.close()
     session.close()
+
+
+def test_close_from_another_thread_during_a_transfer(tmp_path: Path, tls_files: TLSFiles) -> None:
+    """What an abandoned worker thread meets: the close does not wait for the transfer.
+
+    The server answers QUIT only once a transfer is over (here, 100 s of a
+    throttled download); the close shuts the connection down instead and
+    the download fails at once.
+    """
+    with FTPTestServer(tmp_path / "home", tls_files=tls_files, rate=10_000) as server:
+        (server.root / "slow.hl7").write_bytes(b"s" * 1_000_000)
+        session = connect(server, tls_files.ca, timeout=60)
+        local = io.BytesIO()
+        errors: list[BaseException] = []
+
+        def download() -> None:
+            try:
+                session.download("slow.hl7", local)
+            except BaseException as exc:
+                errors.append(exc)
+
+        worker = threading.Thread(target=download)
+        worker.start()
+        try:
+            while local.tell() == 0 and worker.is_alive():
+                time.sleep(0.01)
+            closer = threading.Thread(target=session.close)
+            closer.start()
+            closer.join(20)
+            worker.join(20)
+            assert not closer.is_alive()
+            assert not worker.is_alive()
+        finally:
+            server.stop()
+            worker.join()
+    assert len(errors) == 1 and isinstance(errors[0], RemoteError)
+    assert errors[0].kind is RemoteErrorKind.CONNECTION
+    assert 0 < local.tell() < 1_000_000
+    assert "QUIT" not in server.commands
 
 
 # -- trust and credentials ---------------------------------------------------

@@ -45,6 +45,9 @@ __all__ = ["FTPSession", "connect_ftp"]
 #: which costs a system call and a TLS record per 8 KiB).
 _BLOCK = 64 * 1024
 
+#: Seconds a close waits for the answer to QUIT, at most.
+_QUIT_TIMEOUT = 5.0
+
 #: TLS alert reasons (OpenSSL's names) meaning the server refused our client
 #: certificate, or wanted one and got none.
 _CLIENT_CERT_REASONS = frozenset(
@@ -150,7 +153,7 @@ class _FTPS(ftplib.FTP_TLS):
         return conn, size
 
 
-def _tls_context(target: RemoteTarget, options: RemoteOptions) -> ssl.SSLContext:
+def _tls_context(options: RemoteOptions) -> ssl.SSLContext:
     """The client TLS context: verification on, the options' CA and client certificate."""
     try:
         context = ssl.create_default_context(
@@ -210,7 +213,7 @@ def connect_ftp(target: RemoteTarget, options: RemoteOptions) -> RemoteSession:
         ftp: ftplib.FTP = ftplib.FTP(timeout=options.timeout)
     elif target.scheme == "ftps":
         ftp = _FTPS(
-            context=_tls_context(target, options),
+            context=_tls_context(options),
             timeout=options.timeout,
             implicit=options.implicit_tls,
         )
@@ -256,6 +259,8 @@ class FTPSession:
         self._closed = False
         # None until the first listing tells whether the server has MLSD.
         self._mlsd: bool | None = None
+        # Calls under way (a close from another thread must not send QUIT).
+        self._active = 0
 
     # -- connecting ------------------------------------------------------
 
@@ -315,6 +320,7 @@ class FTPSession:
     @contextlib.contextmanager
     def _errors(self, doing: str) -> Iterator[None]:
         """Turn anything ftplib, ssl or socket raise into a :class:`RemoteError`."""
+        self._active += 1
         try:
             yield
         except RemoteError:
@@ -328,8 +334,19 @@ class FTPSession:
                 f"{self._where}: {doing} failed on the local side: {_reason(exc.error)}",
                 kind=RemoteErrorKind.CONNECTION,
             ) from None
-        except (ftplib.Error, OSError, EOFError, ValueError) as exc:
+        except (ftplib.Error, OSError, EOFError, ValueError, AttributeError) as exc:
+            if self._closed:
+                # Closed from another thread under this call (ftplib then
+                # meets its own file attribute set to None).
+                raise RemoteError(
+                    f"{self._where}: {doing} stopped: the session was closed",
+                    kind=RemoteErrorKind.CONNECTION,
+                ) from None
+            if isinstance(exc, AttributeError):
+                raise
             self._fail(doing, exc)
+        finally:
+            self._active -= 1
 
     def _fail(self, doing: str, exc: BaseException) -> NoReturn:
         where = self._where
@@ -561,14 +578,26 @@ class FTPSession:
         return True
 
     def close(self) -> None:
-        """Send QUIT and close the connection; safe to call twice."""
+        """Send QUIT and close the connection; safe to call twice.
+
+        Also from another thread while a call is still running in this
+        session (an abandoned worker thread): then no QUIT (a server answers
+        it only once the transfer is over), the control connection is shut
+        down at once, and the running call fails.
+        """
         if self._closed:
             return
         self._closed = True
         ftp = self._ftp
-        if ftp.sock is not None:
+        sock = ftp.sock
+        if sock is not None and not self._active:
+            # QUIT is a courtesy: a hung server must not hold the close up.
             with contextlib.suppress(ftplib.Error, OSError, EOFError, ValueError):
+                sock.settimeout(min(self._options.timeout, _QUIT_TIMEOUT))
                 ftp.quit()
+        elif sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
         with contextlib.suppress(OSError):
             ftp.close()
 
