@@ -118,6 +118,7 @@ class FTPTestServer:
         max_tls: Highest TLS version the server accepts (``SSL.TLS1_2_VERSION``...).
         perm: The user's pyftpdlib permissions (default: everything; ``"elr"``
             is read-only).
+        password: The password of user ``batch``.
         port: Port to listen on; 0 picks a free one (kept across restarts).
     """
 
@@ -133,6 +134,7 @@ class FTPTestServer:
         rate: int = 0,
         max_tls: int | None = None,
         perm: str = "elradfmwMT",
+        password: str = PASSWORD,
         port: int = 0,
     ) -> None:
         if tls != "none" and tls_files is None:
@@ -148,6 +150,7 @@ class FTPTestServer:
         self.connections = 0
         self._lock = threading.Lock()
         self._perm = perm
+        self._password = password
         self._handler = self._make_handler(
             tls_files, client_ca, require_session_reuse, mlsd, rate, max_tls
         )
@@ -233,7 +236,7 @@ class FTPTestServer:
         max_tls: int | None,
     ) -> type[Any]:
         authorizer = DummyAuthorizer()
-        authorizer.add_user(USER, PASSWORD, homedir=str(self.root), perm=self._perm)
+        authorizer.add_user(USER, self._password, homedir=str(self.root), perm=self._perm)
         owner = self
         base_handler = FTPHandler if self.tls == "none" else TLS_FTPHandler
 
@@ -336,3 +339,51 @@ class FTPTestServer:
     def _count_connection(self) -> None:
         with self._lock:
             self.connections += 1
+
+
+def main() -> None:
+    """``python -m tests.ftps_server ROOT [--port N] [--implicit | --plain]``: serve until Ctrl-C.
+
+    For trying ``batch pull``/``batch push`` over FTPS by hand and for the
+    measurements in docs/remote.md: user ``batch``, the password in
+    ``MLLP_TRIO_REMOTE_PASSWORD`` (default ``s3cret-batch-pass``), data
+    connections required to resume the control connection's TLS session (as
+    vsftpd does); a new CA each start, written to ``--tls-dir``/ftps-ca.pem
+    (give it to ``--ca``).
+    """
+    import argparse
+    import os
+    import time
+
+    parser = argparse.ArgumentParser(prog="python -m tests.ftps_server")
+    parser.add_argument("root", type=Path)
+    parser.add_argument("--port", type=int, default=2121)
+    parser.add_argument("--tls-dir", type=Path, default=Path("ftps-tls"))
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--implicit", action="store_true", help="implicit TLS")
+    mode.add_argument("--plain", action="store_true", help="plain FTP, no TLS")
+    args = parser.parse_args()
+    tls: TLSMode = "none" if args.plain else "implicit" if args.implicit else "explicit"
+    files = None if args.plain else make_tls_files(args.tls_dir)
+    server = FTPTestServer(
+        args.root,
+        tls=tls,
+        tls_files=files,
+        require_session_reuse=not args.plain,
+        password=os.environ.get("MLLP_TRIO_REMOTE_PASSWORD", PASSWORD),
+        port=args.port,
+    )
+    server.start()
+    trust = f" (CA in {files.ca})" if files is not None else ""
+    print(f"serving {args.root}/ at {server.url('')}{trust}; Ctrl-C stops", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()
