@@ -270,23 +270,36 @@ def build_ack(
     msa1 = _MSA1.get(code)
     if msa1 is None:
         raise ValueError(f"{code!r} is not an acknowledgement code (HL7 table 0008)")
-    fs, cs = header.field_separator, header.component_separator
     f = header.fields  # MSH-n is f[n - 1]
+    if error is None:
+        # The usual ACK: everything but MSH-7, MSH-10 and MSA-2 is the same
+        # for every message of one sender, so it is built once (see _Template).
+        key = (header._d, f[2], f[3], f[4], f[5], f[8], f[10], f[11], f[17], msa1)
+        template = _templates.get(key)
+        if template is None:
+            template = _template(header, msa1, key)
+        stamp = _stamp_bytes(now)
+        if stamp[-5:-4] in template.delimiters:
+            stamp = stamp[:-5]  # as below
+        return b"".join(
+            (
+                template.head,
+                stamp,
+                template.middle,
+                _id_bytes(control_id, header, codec),
+                template.tail,
+                f[9],
+                b"\r",
+            )
+        )
+    fs, cs = header.field_separator, header.component_separator
     version = header.version
     modern = version is not None and version >= (2, 5)
     type_parts = f[8].split(cs, 2)
     trigger = type_parts[1] if len(type_parts) > 1 else b""
     msh9 = b"ACK" + cs + trigger + cs + b"ACK" if modern else b"ACK" + cs + trigger
-    ack_id = control_id if control_id is not None else new_control_id()
-    if ack_id.isalnum() and ack_id.isascii():
-        # Our own ids: nothing to escape, and every supported charset writes ASCII as ASCII.
-        ack_id_bytes = ack_id.encode("ascii")
-    else:
-        ack_id_bytes = _text_bytes(ack_id, header, codec)
-    if now is None:
-        stamp = _stamp_cache[2] if _stamp_cache[0] == int(time.time()) else _current_stamp()[2]
-    else:
-        stamp = hl7_timestamp(now).encode("ascii")
+    ack_id_bytes = _id_bytes(control_id, header, codec)
+    stamp = _stamp_bytes(now)
     if stamp[-5:-4] in fs + header.encoding_characters:
         # The zone's sign is a delimiter here (MSH-1 '+' or '-'): TS allows
         # the time without its zone, which cannot split the field.
@@ -298,14 +311,73 @@ def build_ack(
     )
     if f[17]:
         msh += fs * 6 + f[17]  # MSH-13 to MSH-17 empty, then MSH-18 echoed
-    if error is None:
-        return b"%s\rMSA%s%s%s%s\r" % (msh, fs, msa1, fs, f[9])
     msa = [b"MSA", msa1, f[9]]
     if not modern:
         text = error.text or TABLE_0357[error.code]
         msa.append(_text_bytes(text, header, codec))
     segments = [msh, fs.join(msa), _error_segment(header, error, modern, codec)]
     return b"\r".join(segments) + b"\r"
+
+
+def _id_bytes(control_id: str | None, header: MSHInfo, codec: str) -> bytes:
+    """MSH-10 of an ACK as bytes: a new id, or the one given (escaped if need be)."""
+    ack_id = control_id if control_id is not None else _ids.next()
+    if ack_id.isalnum() and ack_id.isascii():
+        # Our own ids: nothing to escape, and every supported charset writes ASCII as ASCII.
+        return ack_id.encode("ascii")
+    return _text_bytes(ack_id, header, codec)
+
+
+def _stamp_bytes(now: datetime | None) -> bytes:
+    """MSH-7 of an ACK with its zone: now (formatted once a second), or ``now``."""
+    if now is None:
+        return _stamp_cache[2] if _stamp_cache[0] == int(time.time()) else _current_stamp()[2]
+    return hl7_timestamp(now).encode("ascii")
+
+
+@attrs.frozen
+class _Template:
+    """The fixed parts of one sender's ACK with one code and no ERR segment.
+
+    The ACK is ``head + MSH-7 + middle + MSH-10 + tail + MSA-2 + CR``;
+    MSH-7 loses its zone when the zone's sign is one of ``delimiters``.
+    """
+
+    head: bytes
+    middle: bytes
+    tail: bytes
+    delimiters: bytes
+
+
+#: Templates by the header fields an ACK echoes (bounded: see _template).
+_templates: dict[tuple[object, ...], _Template] = {}
+_MAX_TEMPLATES: Final = 256
+#: Longest echoed fields kept in a template key: real senders repeat a
+#: handful of short values; a stream of huge distinct ones is not cached.
+_MAX_TEMPLATE_KEY: Final = 512
+
+
+def _template(header: MSHInfo, msa1: bytes, key: tuple[object, ...]) -> _Template:
+    """Build (and cache, when small) the template of ``build_ack(header, msa1)``."""
+    fs, cs = header.field_separator, header.component_separator
+    f = header.fields
+    version = header.version
+    modern = version is not None and version >= (2, 5)
+    type_parts = f[8].split(cs, 2)
+    trigger = type_parts[1] if len(type_parts) > 1 else b""
+    msh9 = b"ACK" + cs + trigger + cs + b"ACK" if modern else b"ACK" + cs + trigger
+    # MSH-2 as read (valid), MSH-3/4 and MSH-5/6 swapped, MSH-11 and MSH-12 echoed.
+    head = fs.join((b"MSH", header.encoding_characters, f[4], f[5], f[2], f[3], b""))
+    tail = fs + f[10] + fs + f[11]
+    if f[17]:
+        tail += fs * 6 + f[17]  # MSH-13 to MSH-17 empty, then MSH-18 echoed
+    tail += b"\rMSA" + fs + msa1 + fs
+    template = _Template(head, fs + fs + msh9 + fs, tail, fs + header.encoding_characters)
+    if sum(len(part) for part in key[1:] if isinstance(part, bytes)) <= _MAX_TEMPLATE_KEY:
+        if len(_templates) >= _MAX_TEMPLATES:
+            _templates.clear()
+        _templates[key] = template
+    return template
 
 
 # MSA-1 as bytes, by code. AckCode is a StrEnum: its members and their plain
