@@ -28,6 +28,7 @@ class _Files(asyncssh.SFTPServer):
 
     def __init__(self, chan: asyncssh.SSHServerChannel) -> None:
         super().__init__(chan, chroot=str(self.owner.root).encode())
+        self.generation = self.owner.generation
 
     def open(self, path: bytes, pflags: int, attrs: asyncssh.SFTPAttrs) -> object:
         self.owner.events.append(("open", path.decode().lstrip("/")))
@@ -59,6 +60,13 @@ class _Files(asyncssh.SFTPServer):
 
     async def write(self, file_obj: object, offset: int, data: bytes) -> int:
         owner = self.owner
+        if self.generation != owner.generation:
+            # Cut: requests that were already buffered must not land either,
+            # as with a server that really went away.
+            raise asyncssh.SFTPConnectionLost("the server went away")
+        if owner.write_delay:
+            async with owner._write_lock:
+                await asyncio.sleep(owner.write_delay)
         written = super().write(file_obj, offset, data)
         assert isinstance(written, int)
         owner.bytes_written += len(data)
@@ -113,9 +121,12 @@ class SFTPTestServer:
         self.drop_after_write: int | None = None
         self.down_for = 0.0
         self.read_delay = 0.0
+        self.write_delay = 0.0
         self.drops = 0
+        self.generation = 0
         self._connections: set[asyncssh.SSHServerConnection] = set()
         self._read_lock = asyncio.Lock()
+        self._write_lock = asyncio.Lock()
         self._acceptor: Any = None
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
@@ -148,18 +159,22 @@ class SFTPTestServer:
         self._call(self._stop())
 
     async def _stop(self) -> None:
-        if self._acceptor is not None:
-            self._acceptor.close()
-            with contextlib.suppress(Exception):
-                await self._acceptor.wait_closed()
-            self._acceptor = None
+        acceptor, self._acceptor = self._acceptor, None
+        if acceptor is not None:
+            acceptor.close()
+        # Cut the connections before waiting for the listener: since Python
+        # 3.12.1 its wait_closed() also waits for every connection to end.
         for conn in list(self._connections):
             conn.abort()
         self._connections.clear()
+        if acceptor is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(acceptor.wait_closed(), 5)
 
     def _go_away(self) -> None:
         """From inside a transfer (the server's loop): cut everything, come back later."""
         self.drops += 1
+        self.generation += 1
 
         async def away() -> None:
             await self._stop()

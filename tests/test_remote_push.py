@@ -65,6 +65,7 @@ async def test_the_server_going_away_mid_upload_resumes_and_never_shows_a_partia
     source = local_file(tmp_path, 3000)
     data = source.read_bytes()
     server.drop_after_write = len(data) // 3
+    server.write_delay = 0.002  # the cut lands well inside the file
     server.down_for = 0.3
     client = client_for(server, known_hosts, folder="drop")
     try:
