@@ -745,3 +745,47 @@ async def test_push_resumes_after_the_server_went_away_mid_upload(
     temp = writes[0].split()[1]
     assert temp.startswith("/pushed/.big.hl7.") and temp.endswith(".part")
     assert writes == [f"STOR {temp}", f"APPE {temp}", f"RNFR {temp}", "RNTO /pushed/big.hl7"]
+
+
+async def test_a_file_still_growing_or_rewritten_is_not_taken_until_stable(
+    tmp_path: Path, server: FTPTestServer, tls_files: TLSFiles
+) -> None:
+    """Stability over FTPS: the size and the MLSD time (whole seconds) across listings."""
+    (server.root / "inbox").mkdir()
+    path = server.root / "inbox" / "lab.hl7"
+    whole = batch_file(["G1", "G2", "G3", "G4"])
+    path.write_bytes(whole[:150])
+    os.utime(path, (1_700_000_000, 1_700_000_000))
+    seen: list[str] = []
+
+    async def handler(message: InboundMessage) -> None:
+        seen.append(message.control_id)
+
+    client = RemoteClient(
+        parse_target(server.url("inbox")),
+        RemoteOptions(password=PASSWORD, ca=tls_files.ca, timeout=10),
+        policy=RetryPolicy(retries=3, base=0.05, cap=0.2),
+    )
+    async with open_sqlite_store(tmp_path / "journal") as store:
+        puller = RemotePuller(
+            client,
+            tmp_path / "staging",
+            store,
+            JournalProcessor(store, handler),
+            config=PullConfig(stable_seconds=0),
+        )
+        assert await puller.scan() == ([], 1)  # first seen
+        with open(path, "ab") as f:
+            f.write(whole[150:])
+        os.utime(path, (1_700_000_001, 1_700_000_001))
+        assert await puller.scan() == ([], 1)  # it grew: not stable
+        # Rewritten in place with the same size: only the time tells.
+        path.write_bytes(whole)
+        os.utime(path, (1_700_000_002, 1_700_000_002))
+        assert await puller.scan() == ([], 1)
+        assert seen == []
+        reports, waiting = await puller.scan()  # unchanged across two listings
+        await client.aclose()
+    assert [(r.name, r.outcome, r.messages) for r in reports] == [("lab.hl7", "done", 4)]
+    assert waiting == 0
+    assert seen == ["G1", "G2", "G3", "G4"]
