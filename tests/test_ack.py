@@ -217,3 +217,23 @@ def test_current_time_stamp_in_built_ack() -> None:
     after = hl7_timestamp()
     assert msh7 in (before, after)
     assert re.fullmatch(r"\d{14}[+-]\d{4}", msh7)
+
+
+def test_a_cached_ack_template_serves_only_its_own_sender() -> None:
+    # The second ACK for a sender comes from its cached template: it must
+    # carry that message's MSA-2, MSH-7 and MSH-10, and a sender differing
+    # in any echoed field (here MSH-3, MSH-12, the separators) gets its own.
+    first = build_ack(V25, "AA", now=NOW, control_id="ACK1")
+    other_id = read_msh(ADT_A01_V25.replace(b"|MSG00001|", b"|MSG00002|"))
+    assert build_ack(other_id, "AA", now=NOW, control_id="ACK2") == first.replace(
+        b"|ACK1|", b"|ACK2|"
+    ).replace(b"MSA|AA|MSG00001", b"MSA|AA|MSG00002")
+    later = datetime(2025, 6, 1, 12, 0, 0, tzinfo=timezone(timedelta(hours=-5)))
+    assert b"|20250601120000-0500||" in build_ack(V25, "AA", now=later, control_id="ACK3")
+    renamed = read_msh(ADT_A01_V25.replace(b"|EHR|", b"|OTHER|"))
+    assert b"|OTHER|" in build_ack(renamed, "AA", now=NOW, control_id="ACK4")
+    assert build_ack(V23, "AA", now=NOW, control_id="ACK1").split(b"\r")[0].endswith(b"|2.3")
+    assert build_ack(V25, "AE", now=NOW, control_id="ACK1").endswith(b"MSA|AE|MSG00001\r")
+    plus = read_msh(ADT_A01_V25.replace(b"|", b"+"))
+    # '+' is the field separator: MSH-7 drops its zone rather than split the field.
+    assert b"+20240131235959++ACK^A01^ACK+" in build_ack(plus, "AA", now=NOW, control_id="X")

@@ -99,3 +99,41 @@ async def test_an_always_ready_stream_lets_other_tasks_run(operation: str) -> No
     # at most; with it, about one step per yield (the scheduler's batching
     # allows some slack).
     assert steps_seen_by_busy_task[0] >= calls // _tcpstream._FAIRNESS_INTERVAL // 2
+
+
+async def test_a_large_bytes_send_arrives_whole_across_partial_sends() -> None:
+    # bytes go to send() unsliced; after a partial send the rest must go
+    # from the right offset (a memoryview), never resent or skipped.
+    ours, peer = await lean_pair()
+    payload = bytes(range(256)) * 40_000  # ~10 MB: far more than the socket buffers
+    received = bytearray()
+
+    async def read_all() -> None:
+        while len(received) < len(payload):
+            chunk = await peer.receive_some(7919)  # small reads, so the sender waits
+            assert chunk
+            received.extend(chunk)
+
+    async with ours, peer, trio.open_nursery() as nursery:
+        nursery.start_soon(read_all)
+        await ours.send_all(payload)
+    assert received == payload
+
+
+async def test_a_drained_read_then_data_already_waiting_is_received() -> None:
+    # After a read that emptied the socket, the next receive waits for
+    # readability first: data that arrived in between must still be seen
+    # at once, and in order.
+    ours, peer = await lean_pair()
+    async with ours, peer:
+        await peer.send_all(b"one")
+        assert await ours.receive_some(100) == b"one"  # drained: less than asked
+        await peer.send_all(b"two")
+        await peer.send_all(b"three")
+        await trio.sleep(0.05)  # both are in the socket before we ask
+        got = b""
+        while len(got) < len(b"twothree"):
+            got += await ours.receive_some(100)
+        assert got == b"twothree"
+        await peer.send_eof()
+        assert await ours.receive_some(100) == b""

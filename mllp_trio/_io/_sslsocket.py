@@ -183,6 +183,7 @@ class SSLSocketStream(trio.abc.Stream):
         self._handshake_done = False
         self._handshake_running: trio.Event | None = None
         self._eof = False
+        self._drained = False  # the last read emptied OpenSSL's buffer and asked for more
         self._receive_conflict = _ConflictDetector(
             "another task is already receiving on this SSLSocketStream"
         )
@@ -428,9 +429,16 @@ class SSLSocketStream(trio.abc.Stream):
             if self._eof:
                 await trio.lowlevel.checkpoint()
                 return b""
-            await trio.lowlevel.checkpoint_if_cancelled()
             read = self._sock.read
-            waited = False
+            waited = self._drained
+            if waited:
+                # The last read took every decrypted byte and left the socket
+                # empty: a request/response peer has sent nothing since, so
+                # a read now would only fail (SSLWantReadError) before the
+                # wait. Wait first (a full checkpoint).
+                await self._wait_io(_READ, cross=False)
+            else:
+                await trio.lowlevel.checkpoint_if_cancelled()
             while True:
                 try:
                     data = read(max_bytes)
@@ -461,6 +469,8 @@ class SSLSocketStream(trio.abc.Stream):
                     if direction == _WRITE:
                         self._state = _State.BROKEN
                     raise
+            # Nothing left in OpenSSL (pending) or, probably, in the socket.
+            self._drained = 0 < len(data) < max_bytes and not self._sock.pending()
             if not waited:
                 await trio.lowlevel.cancel_shielded_checkpoint()
             if not data:

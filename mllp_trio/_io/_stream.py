@@ -111,7 +111,10 @@ class MLLPStream:
         self._budget = budget
         self._received = False  # any byte yet
         self._junk = 0  # out-of-frame bytes already reported
-        self._receiving = ConflictDetector("receiving")
+        # One task at a time on each side (checked inline: the receive
+        # runs twice per message).
+        self._receiving_now = False
+        self._charged = 0  # what the budget was last told this stream holds
         self._sending = ConflictDetector("sending")
         self._broken: str | None = None
 
@@ -178,14 +181,19 @@ class MLLPStream:
         frame_deadline = math.inf
         data: bytes | bytearray = b""
         first = False
-        with self._receiving:
+        if self._receiving_now:
+            raise trio.BusyResourceError("another task is already receiving on this connection")
+        self._receiving_now = True
+        try:
             while True:
                 event = exchange.next_event()
-                if budget is not None:
-                    budget.charge(self, exchange.buffered)
+                buffered = exchange.buffered
+                if budget is not None and buffered != self._charged:
+                    self._charged = buffered
+                    budget.charge(self, buffered)
                 if event is not NEED_DATA:
                     return event
-                if data and report_junk and not exchange.buffered:
+                if data and report_junk and not buffered:
                     # The read just fed gave no event and left no open frame:
                     # junk, if bytes outside frames were counted (not, say, a
                     # late release 2 commit ACK that the exchange dropped).
@@ -193,7 +201,7 @@ class MLLPStream:
                     if junk != self._junk:
                         self._junk = junk
                         return Junk(bytes(data[:8]), len(data), not data.strip(), first)
-                if exchange.buffered and read_timeout is not None:
+                if buffered and read_timeout is not None:
                     # Within a frame: the frame's own deadline, from its first byte.
                     if frame_deadline == math.inf:
                         frame_deadline = trio.current_time() + read_timeout
@@ -212,6 +220,8 @@ class MLLPStream:
                     # open a "frame" that never ends.
                     return Junk(bytes(data[:8]), len(data), False, True)
                 exchange.receive_data(data)
+        finally:
+            self._receiving_now = False
 
     async def await_commit(
         self,
@@ -265,11 +275,19 @@ class MLLPStream:
                     f"expected a commit ACK/NAK for our {what}, got {type(event).__name__}"
                 )
 
-    async def send_all(self, data: bytes, *, timeout: float | None = None) -> None:
-        """Write bytes the exchange produced, within ``timeout`` seconds.
+    async def send_all(
+        self, data: bytes, *, timeout: float | None = None, deadline: float | None = None
+    ) -> None:
+        """Write bytes the exchange produced, within ``timeout`` seconds (or by ``deadline``).
 
         An interrupted write leaves the peer with part of a frame: the stream
         is then unusable.
+
+        Args:
+            data: The bytes.
+            timeout: Seconds the write may take.
+            deadline: Trio time by which it must be done, instead of
+                ``timeout`` (saves reading the clock when the caller has).
         """
         if self._broken is not None:
             raise ConnectionClosedError(f"connection unusable: {self._broken}")
@@ -277,7 +295,9 @@ class MLLPStream:
             return
         with self._sending:
             try:
-                if timeout is not None:
+                if deadline is not None:
+                    self.watchdog.arm_at(deadline, Expiry.WRITE)
+                elif timeout is not None:
                     self.watchdog.arm_at(trio.current_time() + timeout, Expiry.WRITE)
                 await self.transport.send_all(data)
                 self.watchdog.disarm()

@@ -52,6 +52,7 @@ class LeanTCPStream(trio.abc.HalfCloseableStream):
         self._receiving = False
         self._sending = False
         self._unyielded = 0
+        self._drained = False  # the last read returned less than it asked for
 
     def getpeername(self) -> Any:
         """The peer's address."""
@@ -89,13 +90,23 @@ class LeanTCPStream(trio.abc.HalfCloseableStream):
             size = _DEFAULT_RECEIVE_SIZE if max_bytes is None else operator.index(max_bytes)
             if size < 1:
                 raise ValueError("max_bytes must be >= 1")
-            await trio.lowlevel.checkpoint_if_cancelled()
-            recv = self.socket.recv
+            sock = self.socket
+            if self._drained:
+                # The last read emptied the socket. A request/response peer
+                # has sent nothing since (it waits for our answer), so a recv
+                # now would fail with EAGAIN, an exception, before the wait:
+                # wait first (a full checkpoint).
+                await trio.lowlevel.wait_readable(sock)
+                self._check()
+                self._unyielded = 0
+            else:
+                await trio.lowlevel.checkpoint_if_cancelled()
+            recv = sock.recv
             while True:
                 try:
                     data = recv(size)
                 except BlockingIOError:
-                    await trio.lowlevel.wait_readable(self.socket)
+                    await trio.lowlevel.wait_readable(sock)
                     self._check()
                     self._unyielded = 0
                     continue
@@ -103,6 +114,7 @@ class LeanTCPStream(trio.abc.HalfCloseableStream):
                     self._check()
                     self._broken = f"receive failed: {exc}"
                     raise trio.BrokenResourceError(self._broken) from exc
+                self._drained = len(data) < size
                 await self._checkpoint()
                 return data
         finally:
@@ -115,7 +127,9 @@ class LeanTCPStream(trio.abc.HalfCloseableStream):
             self._check_send()
             await trio.lowlevel.checkpoint_if_cancelled()
             send = self.socket.send
-            view = memoryview(data).cast("B")
+            # bytes go to send() as they are (most answers leave in one call);
+            # a partial send switches to a memoryview, which slices without copying.
+            view: bytes | memoryview = data if type(data) is bytes else memoryview(data).cast("B")
             total = len(view)
             sent = 0
             while True:
@@ -129,6 +143,8 @@ class LeanTCPStream(trio.abc.HalfCloseableStream):
                     raise trio.BrokenResourceError(self._broken) from exc
                 if sent >= total:
                     break
+                if type(view) is bytes:
+                    view = memoryview(view)
                 try:
                     await trio.lowlevel.wait_writable(self.socket)
                 except BaseException:

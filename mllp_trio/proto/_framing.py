@@ -160,6 +160,25 @@ class FrameReader:
         """
         if self._error is not None:
             raise self._error
+        buf = self._buf
+        if not self._in_frame and not self._swallow_trailer:
+            # Between frames nothing is consumed but not yet dropped (the
+            # buffer starts at offset 0). The request/response case, one
+            # read holding one clean frame or nothing, is settled here.
+            n = len(buf)
+            if not n:
+                return []
+            sb, eb = self._sb, self._eb
+            if (
+                buf[0] == sb
+                and buf[n - 1] == self._cr
+                and buf.find(eb, 1) == n - 2
+                and buf.find(sb, 1) < 0
+                and 3 < n <= self._max + 3
+            ):
+                item = self._wrap(bytes(buf)[1:-2])
+                buf.clear()
+                return [item]
         out: list[Item] = []
         try:
             self._run(out)
