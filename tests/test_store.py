@@ -10,8 +10,10 @@ import subprocess
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 
+import attrs
 import pytest
 import trio
 import trio.testing
@@ -250,6 +252,124 @@ async def test_duplicate_inside_one_batch(tmp_path: Path) -> None:
         assert (results[0].duplicate, results[1].duplicate) == (False, True)
         assert results[0].message_id == results[1].message_id
         assert await store.count() == 1
+
+
+async def test_bulk_batch_matches_one_commit_at_a_time(tmp_path: Path) -> None:
+    # The writer commits a batch's records in bulk (one duplicate check, one
+    # executemany): every caller gets what a commit of its own would give.
+    early = T0 - timedelta(days=30)
+    records = [
+        rec("K1"),
+        rec("K2"),
+        rec("K1"),  # duplicate of the first, in the same batch
+        rec("K1", facility="SOUTH"),  # another sender's K1: new
+        rec(""),  # no control id: never a duplicate
+        rec(""),
+        rec("OLD"),  # duplicate of an entry committed before the batch
+        rec("STALE"),  # its twin is older than the window: new
+        rec("K2", at=T0 + timedelta(seconds=1)),
+    ]
+    results: dict[int, CommitResult] = {}
+
+    async def commit(i: int) -> None:
+        results[i] = await store.commit_inbound(records[i], ack=f"ACK{i}".encode())
+
+    async with open_sqlite_store(tmp_path) as store:
+        old = await store.commit_inbound(rec("OLD"), ack=b"OLD-ACK")
+        await store.save_ack(old.message_id, b"OLD-ACK", delivered=True)
+        stale = await store.commit_inbound(rec("STALE", at=early))
+        blocker = Blocker()
+        async with trio.open_nursery() as nursery:
+            await blocker.hold(store, nursery)
+            for i in range(len(records)):
+                nursery.start_soon(commit, i)
+                await trio.testing.wait_all_tasks_blocked()  # queued in this order
+            blocker.release.set()
+        assert store.stats.max_batch_size == len(records)
+        fresh = [i for i, r in results.items() if not r.duplicate]
+        assert sorted(fresh) == [0, 1, 3, 4, 5, 7]
+        ids = [results[i].message_id for i in fresh]
+        assert len(set(ids)) == len(ids)
+        assert stale.message_id not in ids
+        for i in fresh:  # each id names its own record and answer
+            assert await store.export_message(results[i].message_id) == records[i].data
+            assert results[i].ack == f"ACK{i}".encode()
+        assert results[2] == CommitResult(
+            message_id=results[0].message_id, duplicate=True, ack=b"ACK0"
+        )
+        assert results[8] == CommitResult(
+            message_id=results[1].message_id, duplicate=True, ack=b"ACK1"
+        )
+        assert results[6] == CommitResult(
+            message_id=old.message_id, duplicate=True, ack=b"OLD-ACK", delivered=True
+        )
+        assert store.stats.duplicates == 3
+        assert await store.count() == 2 + len(fresh)
+
+
+async def test_bad_record_fails_alone_in_a_bulk_batch(tmp_path: Path) -> None:
+    # A record the database refuses (a NULL peer, against NOT NULL) spoils
+    # the bulk insert; the writer then commits the batch one record at a
+    # time, so only that caller gets the error.
+    outcomes: dict[str, object] = {}
+    bad = attrs.evolve(rec("BAD"), peer=None)
+
+    async def commit(name: str, record: InboundRecord) -> None:
+        try:
+            outcomes[name] = await store.commit_inbound(record)
+        except StoreError as exc:
+            outcomes[name] = exc
+
+    async with open_sqlite_store(tmp_path) as store:
+        blocker = Blocker()
+        async with trio.open_nursery() as nursery:
+            await blocker.hold(store, nursery)
+            nursery.start_soon(commit, "a", rec("A"))
+            nursery.start_soon(commit, "bad", bad)
+            nursery.start_soon(commit, "b", rec("B"))
+            await trio.testing.wait_all_tasks_blocked()
+            blocker.release.set()
+        assert store.stats.max_batch_size == 3
+        assert isinstance(outcomes["bad"], StoreError)
+        a, b = outcomes["a"], outcomes["b"]
+        assert isinstance(a, CommitResult)
+        assert isinstance(b, CommitResult)
+        assert await store.export_message(a.message_id) == rec("A").data
+        assert await store.export_message(b.message_id) == rec("B").data
+        assert await store.count() == 2
+
+
+async def test_saved_acks_of_one_batch_and_an_unknown_id(tmp_path: Path) -> None:
+    # Answers saved in bulk; an unknown id fails alone (NOT_FOUND) and the
+    # others are saved, each with its own entry.
+    outcomes: dict[int, object] = {}
+
+    async def save(message_id: int, *, delivered: bool) -> None:
+        try:
+            await store.save_ack(message_id, b"ACK%d" % message_id, delivered=delivered)
+            outcomes[message_id] = None
+        except StoreError as exc:
+            outcomes[message_id] = exc
+
+    async with open_sqlite_store(tmp_path) as store:
+        ids = [(await store.commit_inbound(rec(f"S{i}"))).message_id for i in range(3)]
+        blocker = Blocker()
+        async with trio.open_nursery() as nursery:
+            await blocker.hold(store, nursery)
+            nursery.start_soon(partial(save, ids[0], delivered=True))
+            nursery.start_soon(partial(save, 999, delivered=True))
+            nursery.start_soon(partial(save, ids[1], delivered=False))
+            await trio.testing.wait_all_tasks_blocked()
+            blocker.release.set()
+        error = outcomes[999]
+        assert isinstance(error, StoreError)
+        assert error.kind is StoreErrorKind.NOT_FOUND
+        assert outcomes[ids[0]] is None
+        assert outcomes[ids[1]] is None
+        again = {i: await store.commit_inbound(rec(f"S{n}")) for n, i in enumerate(ids)}
+        assert (again[ids[0]].ack, again[ids[0]].delivered) == (b"ACK%d" % ids[0], True)
+        assert (again[ids[1]].ack, again[ids[1]].delivered) == (b"ACK%d" % ids[1], False)
+        assert (again[ids[2]].ack, again[ids[2]].delivered) == (None, False)
 
 
 async def test_failing_operation_does_not_spoil_its_batch(tmp_path: Path) -> None:

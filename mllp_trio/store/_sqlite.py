@@ -4,16 +4,23 @@ Design: the store owns one thread, and that thread owns the only connection.
 Trio tasks put requests on a thread-safe queue and wait on a ``trio.Event``;
 the thread takes every request waiting in the queue, runs all the writes in
 one transaction (one fsync for the lot: group commit), and hands each result
-back through the Trio token's ``run_sync_soon``. This is simpler than a pool
-of ``trio.to_thread`` calls because a connection must stay on one thread, and
-it needs no OS thread per waiting task, so a thousand waiting callers cost a
-thousand Events rather than a thousand threads.
+back through the Trio token's ``run_sync_soon``, one call (one wake-up of
+Trio) for the whole batch. This is simpler than a pool of ``trio.to_thread``
+calls because a connection must stay on one thread, and it needs no OS thread
+per waiting task, so a thousand waiting callers cost a thousand Events rather
+than a thousand threads.
 
-Each write runs inside its own SAVEPOINT, so one failing operation (an
-unknown id, say) is rolled back alone while the rest of the batch commits;
-if the transaction itself fails (disk full at COMMIT, lock timeout) every
-caller in the batch gets a :class:`StoreError` and nothing is reported as
-committed.
+The listener's two writes per message, journaling it and saving its answer,
+run in bulk: one query checks the duplicate keys of every record of the
+batch, one ``executemany`` inserts the new ones, one more saves every answer.
+(Per statement, Python's sqlite3 layer costs more than SQLite's own work,
+and every statement hands the GIL back and forth with the Trio thread.)
+Any other write runs inside its own SAVEPOINT, so one failing operation (an
+unknown id, say) is rolled back alone while the rest of the batch commits; a
+bulk group that fails is rolled back and run one request at a time in the
+same way. If the transaction itself fails (disk full at COMMIT, lock
+timeout) every caller in the batch gets a :class:`StoreError` and nothing is
+reported as committed.
 
 Cancellation: a caller cancelled after its request was queued stops waiting,
 but the request still runs and may commit. That is the at-least-once
@@ -312,8 +319,7 @@ def _commit_inbound(
             conn.execute("DELETE FROM inbound_part WHERE stage = ?", (stage,))
         return duplicate
     cur = conn.execute(
-        "INSERT INTO inbound (received_at, peer, tls_identity, sending_application,"
-        " sending_facility, control_id, size, data, ack) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        _INSERT_INBOUND,
         (
             record.received_at.timestamp(),
             record.peer,
@@ -370,6 +376,137 @@ def _duplicate_of(
                 message_id=row[0], duplicate=True, ack=row[1], delivered=row[2] is not None
             )
     return None
+
+
+_INSERT_INBOUND: Final = (
+    "INSERT INTO inbound (received_at, peer, tls_identity, sending_application,"
+    " sending_facility, control_id, size, data, ack) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+#: Save an answer; with a time, also mark the entry delivered (once: the first time stays).
+_SAVE_ACK: Final = (
+    "UPDATE inbound SET ack = ?, delivered_at = coalesce(delivered_at, ?) WHERE id = ?"
+)
+
+#: Keys looked up by one statement of the batched duplicate check. A chunk
+#: is padded (its last key repeated) to a power of two up to this, so a
+#: handful of statements serve every batch size from SQLite's statement cache.
+_KEY_CHUNK: Final = 64
+
+#: A journal row that has a batch record's key: (id, ack, delivered_at, received_at).
+_KeyRow = tuple[int, bytes | None, float | None, float]
+_Key = tuple[str, str, str]
+
+
+@functools.cache
+def _find_keys_sql(keys: int, windowed: bool) -> str:
+    # The keys drive the join (CROSS JOIN keeps them the outer loop), so
+    # each is one search of the inbound_key index.
+    values = ", ".join(["(?, ?, ?)"] * keys)
+    where = " WHERE i.received_at >= ?" if windowed else ""
+    return (
+        f"WITH k(a, f, c) AS (VALUES {values}) SELECT k.a, k.f, k.c, i.id, i.ack,"
+        " i.delivered_at, i.received_at FROM k CROSS JOIN inbound AS i"
+        " ON i.sending_application = k.a AND i.sending_facility = k.f AND i.control_id = k.c"
+        f"{where}"
+    )
+
+
+def _journaled_keys(
+    conn: sqlite3.Connection, keys: list[_Key], since: float | None
+) -> dict[_Key, list[_KeyRow]]:
+    """Journal rows having any of ``keys`` (received at ``since`` or later), per key."""
+    found: dict[_Key, list[_KeyRow]] = {}
+    for start in range(0, len(keys), _KEY_CHUNK):
+        chunk = keys[start : start + _KEY_CHUNK]
+        size = 1 << (len(chunk) - 1).bit_length()
+        chunk += [chunk[-1]] * (size - len(chunk))
+        params: list[object] = [part for key in chunk for part in key]
+        if since is not None:
+            params.append(since)
+        seen: set[int] = set()  # a padded key matches its rows twice
+        for a, f, c, *row in conn.execute(_find_keys_sql(size, since is not None), params):
+            if row[0] not in seen:
+                seen.add(row[0])
+                found.setdefault((a, f, c), []).append(cast(_KeyRow, tuple(row)))
+    return found
+
+
+def _commit_many(
+    conn: sqlite3.Connection,
+    items: Sequence[tuple[InboundRecord, bytes | None]],
+    window: timedelta | None,
+) -> list[CommitResult]:
+    """Journal a batch of records, or recognise duplicates, as one call of each would.
+
+    One query checks every key of the batch, one ``executemany`` inserts the
+    new records. A record is a duplicate of the newest entry with its key
+    received within the window before it, earlier records of the same batch
+    included, exactly as if :func:`_commit_inbound` ran for each in order.
+    """
+    span = None if window is None else window.total_seconds()
+    stamps = [record.received_at.timestamp() for record, _ in items]
+    keys: dict[_Key, None] = {}
+    for record, _ in items:
+        if record.control_id:
+            keys[(record.sending_application, record.sending_facility, record.control_id)] = None
+    found: dict[_Key, list[_KeyRow]] = {}
+    if keys:
+        since = None if span is None else min(stamps) - span
+        found = _journaled_keys(conn, list(keys), since)
+    results: list[CommitResult | None] = [None] * len(items)
+    rows: list[tuple[object, ...]] = []
+    fresh: list[int] = []  # positions of the records inserted
+    earlier: dict[_Key, list[int]] = {}  # positions of records inserted, per key
+    copies: list[tuple[int, int]] = []  # (position, position of its original in this batch)
+    for i, (record, ack) in enumerate(items):
+        stamp = stamps[i]
+        if record.control_id:
+            key = (record.sending_application, record.sending_facility, record.control_id)
+            cutoff = None if span is None else stamp - span
+            # Newest first: this batch's records have the highest ids.
+            within = (
+                j for j in reversed(earlier.get(key, ())) if cutoff is None or stamps[j] >= cutoff
+            )
+            original = next(within, None)
+            if original is not None:
+                copies.append((i, original))
+                continue
+            best: _KeyRow | None = None
+            for row in found.get(key, ()):
+                if (cutoff is None or row[3] >= cutoff) and (best is None or row[0] > best[0]):
+                    best = row
+            if best is not None:
+                results[i] = CommitResult(
+                    message_id=best[0], duplicate=True, ack=best[1], delivered=best[2] is not None
+                )
+                continue
+            earlier.setdefault(key, []).append(i)
+        fresh.append(i)
+        rows.append(
+            (
+                stamp,
+                record.peer,
+                record.tls_identity,
+                record.sending_application,
+                record.sending_facility,
+                record.control_id,
+                len(record.data),
+                record.data,
+                ack,
+            )
+        )
+    if rows:
+        conn.executemany(_INSERT_INBOUND, rows)
+        # AUTOINCREMENT gives each insert the next id: the batch's ids are
+        # the last one and those just below it, in order.
+        (last,) = conn.execute("SELECT last_insert_rowid()").fetchone()
+        for offset, i in enumerate(fresh, start=last - len(fresh) + 1):
+            results[i] = CommitResult(message_id=offset, duplicate=False, ack=items[i][1])
+    for i, original in copies:
+        first = cast(CommitResult, results[original])
+        results[i] = CommitResult(message_id=first.message_id, duplicate=True, ack=first.ack)
+    return cast(list[CommitResult], results)
 
 
 def _update_one(conn: sqlite3.Connection, sql: str, params: tuple[object, ...], what: str) -> None:
@@ -714,21 +851,18 @@ def _journal_after(conn: sqlite3.Connection, after_id: int, limit: int) -> list[
 # The writer thread.
 
 
-class _Slot:
-    """Where the writer thread leaves one request's result for its Trio task."""
+class _Pending:
+    """A request to the writer thread and, once run, its result for the waiting Trio task."""
 
     __slots__ = ("error", "event", "value")
+
+    #: Whether the request writes (runs inside the batch's transaction).
+    write = True
 
     def __init__(self) -> None:
         self.event = trio.Event()
         self.value: object = None
         self.error: BaseException | None = None
-
-    def resolve(self, value: object, error: BaseException | None) -> None:
-        # Runs on the Trio thread (via run_sync_soon).
-        self.value = value
-        self.error = error
-        self.event.set()
 
     def unwrap(self) -> object:
         if self.error is not None:
@@ -736,11 +870,50 @@ class _Slot:
         return self.value
 
 
-@attrs.define
-class _Request:
-    op: Callable[[sqlite3.Connection], object]
-    write: bool
-    slot: _Slot
+class _Request(_Pending):
+    """Any operation: a function of the connection, in its own SAVEPOINT when it writes."""
+
+    __slots__ = ("op", "write")
+
+    def __init__(self, op: Callable[[sqlite3.Connection], object], *, write: bool) -> None:
+        super().__init__()
+        self.op = op
+        self.write = write
+
+
+class _Inbound(_Pending):
+    """A message small enough to be journaled whole, committed in bulk with its batch."""
+
+    __slots__ = ("ack", "record")
+
+    def __init__(self, record: InboundRecord, ack: bytes | None) -> None:
+        super().__init__()
+        self.record = record
+        self.ack = ack
+
+
+class _SaveAck(_Pending):
+    """An acknowledgement to save with a journal entry, saved in bulk with its batch."""
+
+    __slots__ = ("ack", "delivered_at", "message_id")
+
+    def __init__(self, message_id: int, ack: bytes, delivered_at: float | None) -> None:
+        super().__init__()
+        self.message_id = message_id
+        self.ack = ack
+        self.delivered_at = delivered_at
+
+
+#: One request's outcome: the request, its value, its error.
+_Done = tuple[_Pending, object, BaseException | None]
+
+
+def _resolve(done: list[_Done]) -> None:
+    # Runs on the Trio thread: one call (one wake-up of Trio) per batch.
+    for request, value, error in done:
+        request.value = value
+        request.error = error
+        request.event.set()
 
 
 _STOP: Final = object()
@@ -759,14 +932,14 @@ class SQLiteStore:
         self._db_file = directory / DB_FILENAME
         self._config = config
         self._token = trio.lowlevel.current_trio_token()
-        self._queue: queue.SimpleQueue[_Request | object] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[_Pending | object] = queue.SimpleQueue()
         self._closed = False
         self._stats = StoreStats()
         # Ids handed out by fetch_next and not yet marked: "in flight" means
         # something only to this process, so it lives in memory and a
         # restart makes them pending again without any recovery step.
         self._in_flight: set[int] = set()
-        self._open_slot = _Slot()
+        self._opened = _Request(lambda _conn: None, write=False)
         self._thread = threading.Thread(
             target=self._thread_main, name=f"mllp-store {directory}", daemon=True
         )
@@ -788,10 +961,10 @@ class SQLiteStore:
 
     # -- thread side --------------------------------------------------------
 
-    def _deliver(self, slot: _Slot, value: object, error: BaseException | None) -> None:
+    def _deliver(self, done: list[_Done]) -> None:
         # After the Trio run ended nobody is left to tell.
         with contextlib.suppress(trio.RunFinishedError):
-            self._token.run_sync_soon(slot.resolve, value, error)
+            self._token.run_sync_soon(_resolve, done)
 
     def _connect(self) -> sqlite3.Connection:
         cfg = self._config
@@ -860,13 +1033,13 @@ class SQLiteStore:
         try:
             conn = self._connect()
         except BaseException as exc:
-            self._deliver(self._open_slot, None, _translate(exc, self._db_file, self._config))
+            self._deliver([(self._opened, None, _translate(exc, self._db_file, self._config))])
             return
-        self._deliver(self._open_slot, None, None)
+        self._deliver([(self._opened, None, None)])
         try:
             stopping = False
             while not stopping:
-                batch: list[_Request] = []
+                batch: list[_Pending] = []
                 item = self._queue.get()
                 # Group commit: everything that queued up while the previous
                 # transaction was being written joins this one.
@@ -874,7 +1047,7 @@ class SQLiteStore:
                     if item is _STOP:
                         stopping = True
                         break
-                    batch.append(cast(_Request, item))
+                    batch.append(cast(_Pending, item))
                     if len(batch) >= self._config.max_batch:
                         break
                     try:
@@ -890,20 +1063,22 @@ class SQLiteStore:
                     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             conn.close()
 
-    def _run_batch(self, conn: sqlite3.Connection, batch: list[_Request]) -> None:
+    def _run_batch(self, conn: sqlite3.Connection, batch: list[_Pending]) -> None:
         writes = [r for r in batch if r.write]
-        try:
-            if writes:
-                self._run_writes(conn, writes)
-        except BaseException as exc:
-            # A bug, not a storage fault: never let it kill the writer thread.
-            for r in writes:
-                self._deliver(r.slot, None, StoreError(f"internal store failure: {exc!r}"))
-        for r in batch:
-            if not r.write:
-                self._run_read(conn, r)
+        if writes:
+            try:
+                done = self._run_writes(conn, writes)
+            except BaseException as exc:
+                # A bug, not a storage fault: never let it kill the writer thread.
+                error = StoreError(f"internal store failure: {exc!r}")
+                done = [(r, None, error) for r in writes]
+            # The writes' callers go on at once; reads come after.
+            self._deliver(done)
+        reads = [self._run_read(conn, cast(_Request, r)) for r in batch if not r.write]
+        if reads:
+            self._deliver(reads)
 
-    def _run_read(self, conn: sqlite3.Connection, request: _Request) -> None:
+    def _run_read(self, conn: sqlite3.Connection, request: _Request) -> _Done:
         try:
             conn.execute("BEGIN")  # one snapshot for multi-query reads
             try:
@@ -912,28 +1087,39 @@ class SQLiteStore:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
         except Exception as exc:
-            self._deliver(request.slot, None, _translate(exc, self._db_file, self._config))
-        else:
-            self._deliver(request.slot, value, None)
+            return (request, None, _translate(exc, self._db_file, self._config))
+        return (request, value, None)
 
-    def _run_writes(self, conn: sqlite3.Connection, writes: list[_Request]) -> None:
-        results: list[tuple[object, BaseException | None]] = []
+    def _run_writes(self, conn: sqlite3.Connection, writes: list[_Pending]) -> list[_Done]:
+        """Run a batch's writes in one transaction; every result once it is durable.
+
+        Inbound commits and saved acknowledgements (the listener's two
+        writes per message) run in bulk, a few statements for the lot;
+        anything else runs alone in its SAVEPOINT. A bulk group that fails
+        is rolled back and run again one request at a time, so that, as
+        for every other operation, only the failing request fails.
+        """
+        inbound: list[_Inbound] = []
+        acks: list[_SaveAck] = []
+        others: list[_Request] = []
+        for r in writes:
+            if type(r) is _Inbound:
+                inbound.append(r)
+            elif type(r) is _SaveAck:
+                acks.append(r)
+            else:
+                others.append(cast(_Request, r))
+        done: list[_Done] = []
         started = time.perf_counter()
         try:
             conn.execute("BEGIN IMMEDIATE")
-            for r in writes:
-                conn.execute("SAVEPOINT op")
-                try:
-                    value = r.op(conn)
-                except Exception as exc:
-                    if not conn.in_transaction:
-                        raise  # SQLite rolled back the whole transaction
-                    conn.execute("ROLLBACK TO op")
-                    conn.execute("RELEASE op")
-                    results.append((None, _translate(exc, self._db_file, self._config)))
-                else:
-                    conn.execute("RELEASE op")
-                    results.append((value, None))
+            # Answers first: a duplicate in this batch then sees its original's.
+            if acks:
+                done += self._save_acks(conn, acks)
+            if inbound:
+                done += self._commit_inbounds(conn, inbound)
+            for r in others:
+                done.append(self._run_op(conn, r, r.op))
             conn.execute("COMMIT")
         except Exception as exc:
             if conn.in_transaction:
@@ -941,16 +1127,84 @@ class SQLiteStore:
                 with contextlib.suppress(sqlite3.Error):
                     conn.execute("ROLLBACK")
             # Nothing in this batch was committed: every caller learns so.
-            for r in writes:
-                self._deliver(r.slot, None, _translate(exc, self._db_file, self._config))
-            return
-        self._count(results, time.perf_counter() - started)
-        for r, (value, error) in zip(writes, results, strict=True):
-            self._deliver(r.slot, value, error)
+            error = _translate(exc, self._db_file, self._config)
+            return [(r, None, error) for r in writes]
+        self._count(done, time.perf_counter() - started)
+        return done
 
-    def _count(self, results: list[tuple[object, BaseException | None]], seconds: float) -> None:
+    def _run_op(
+        self, conn: sqlite3.Connection, request: _Pending, op: Callable[[sqlite3.Connection], Any]
+    ) -> _Done:
+        """One write in its own SAVEPOINT: if it fails, only it is rolled back."""
+        conn.execute("SAVEPOINT op")
+        try:
+            value = op(conn)
+        except Exception as exc:
+            if not conn.in_transaction:
+                raise  # SQLite rolled back the whole transaction
+            conn.execute("ROLLBACK TO op")
+            conn.execute("RELEASE op")
+            return (request, None, _translate(exc, self._db_file, self._config))
+        conn.execute("RELEASE op")
+        return (request, value, None)
+
+    def _bulk(self, conn: sqlite3.Connection, run: Callable[[], bool]) -> bool:
+        """Run ``run`` in a SAVEPOINT; False (and nothing of it kept) if it fails or says False."""
+        conn.execute("SAVEPOINT bulk")
+        try:
+            ok = run()
+        except Exception:
+            if not conn.in_transaction:
+                raise  # SQLite rolled back the whole transaction
+            ok = False
+        if not ok:
+            conn.execute("ROLLBACK TO bulk")
+        conn.execute("RELEASE bulk")
+        return ok
+
+    def _save_acks(self, conn: sqlite3.Connection, acks: list[_SaveAck]) -> list[_Done]:
+        def run() -> bool:
+            cur = conn.executemany(_SAVE_ACK, [(r.ack, r.delivered_at, r.message_id) for r in acks])
+            return cur.rowcount == len(acks)  # else an unknown id: find which, one by one
+
+        if self._bulk(conn, run):
+            return [(r, None, None) for r in acks]
+        return [
+            self._run_op(
+                conn,
+                r,
+                functools.partial(
+                    _update_one,
+                    sql=_SAVE_ACK,
+                    params=(r.ack, r.delivered_at, r.message_id),
+                    what="journal entry",
+                ),
+            )
+            for r in acks
+        ]
+
+    def _commit_inbounds(self, conn: sqlite3.Connection, inbound: list[_Inbound]) -> list[_Done]:
+        window = self._config.duplicate_window
+        results: list[CommitResult] = []
+
+        def run() -> bool:
+            results.extend(_commit_many(conn, [(r.record, r.ack) for r in inbound], window))
+            return True
+
+        if self._bulk(conn, run):
+            return list(zip(inbound, results, [None] * len(inbound), strict=True))
+        return [
+            self._run_op(
+                conn,
+                r,
+                functools.partial(_commit_inbound, record=r.record, ack=r.ack, window=window),
+            )
+            for r in inbound
+        ]
+
+    def _count(self, done: list[_Done], seconds: float) -> None:
         committed = duplicates = 0
-        for value, _ in results:
+        for _, value, _ in done:
             if isinstance(value, CommitResult):
                 if value.duplicate:
                     duplicates += 1
@@ -960,39 +1214,41 @@ class SQLiteStore:
         commit_seconds = list(s.commit_seconds)
         commit_seconds[bisect.bisect_left(COMMIT_SECONDS_BUCKETS, seconds)] += 1
         batch_sizes = list(s.batch_sizes)
-        batch_sizes[bisect.bisect_left(BATCH_SIZE_BUCKETS, len(results))] += 1
+        batch_sizes[bisect.bisect_left(BATCH_SIZE_BUCKETS, len(done))] += 1
         # One reference swap: the Trio thread always reads a consistent snapshot.
         self._stats = StoreStats(
             transactions=s.transactions + 1,
             records_committed=s.records_committed + committed,
-            max_batch_size=max(s.max_batch_size, len(results)),
+            max_batch_size=max(s.max_batch_size, len(done)),
             duplicates=s.duplicates + duplicates,
             commit_seconds=tuple(commit_seconds),
             commit_seconds_sum=s.commit_seconds_sum + seconds,
             batch_sizes=tuple(batch_sizes),
-            batch_size_sum=s.batch_size_sum + len(results),
+            batch_size_sum=s.batch_size_sum + len(done),
         )
 
     # -- Trio side ----------------------------------------------------------
 
     async def _call(self, op: Callable[[sqlite3.Connection], T], *, write: bool) -> T:
+        return cast(T, await self._submit(_Request(op, write=write)))
+
+    async def _submit(self, request: _Pending) -> object:
         # A caller cancelled before queueing must not commit anything.
         await trio.lowlevel.checkpoint_if_cancelled()
         if self._closed:
             raise StoreError(f"store {self._db_file} is closed", kind=StoreErrorKind.CLOSED)
-        if write and self._config.read_only:
+        if request.write and self._config.read_only:
             raise StoreError(
                 f"store {self._db_file} was opened read-only", kind=StoreErrorKind.READ_ONLY
             )
-        slot = _Slot()
-        self._queue.put(_Request(op=op, write=write, slot=slot))
-        await slot.event.wait()
-        return cast(T, slot.unwrap())
+        self._queue.put(request)
+        await request.event.wait()
+        return request.unwrap()
 
     async def _open(self) -> None:
         self._thread.start()
-        await self._open_slot.event.wait()
-        self._open_slot.unwrap()
+        await self._opened.event.wait()
+        self._opened.unwrap()
 
     async def _close(self) -> None:
         self._closed = True
@@ -1024,9 +1280,7 @@ class SQLiteStore:
         window = self._config.duplicate_window
         data = record.data
         if len(data) <= _PART_SIZE:
-            return await self._call(
-                lambda conn: _commit_inbound(conn, record, ack, window), write=True
-            )
+            return cast(CommitResult, await self._submit(_Inbound(record, ack)))
         # A resend of a large message is recognised before its parts are written.
         found = await self._call(lambda conn: _duplicate_of(conn, record, window), write=False)
         if found is not None:
@@ -1052,18 +1306,8 @@ class SQLiteStore:
         Raises:
             StoreError: With kind ``NOT_FOUND`` for an unknown id, or a storage fault.
         """
-        if delivered:
-            now = datetime.now(UTC).timestamp()
-            sql = (
-                "UPDATE inbound SET ack = ?, delivered_at = coalesce(delivered_at, ?) WHERE id = ?"
-            )
-            params: tuple[object, ...] = (ack, now, message_id)
-        else:
-            sql, params = "UPDATE inbound SET ack = ? WHERE id = ?", (ack, message_id)
-        await self._call(
-            lambda conn: _update_one(conn, sql, params, "journal entry"),
-            write=True,
-        )
+        delivered_at = datetime.now(UTC).timestamp() if delivered else None
+        await self._submit(_SaveAck(message_id, ack, delivered_at))
 
     async def fetch_undelivered(
         self, limit: int = 100, *, after_id: int = 0
