@@ -11,6 +11,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 import trio
 import trio.testing
@@ -79,7 +80,7 @@ class FailingStore:
         return StoreStats()
 
     async def commit_inbound(
-        self, record: InboundRecord, *, ack: bytes | None = None
+        self, record: InboundRecord, *, ack: bytes | None = None, delivered: bool = False
     ) -> CommitResult:
         self.commit_calls += 1
         await trio.lowlevel.checkpoint()
@@ -571,3 +572,78 @@ async def test_cli_listen_without_store_says_so(tmp_path: Path) -> None:
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+# -- no handler: one transaction per message ---------------------------------------
+
+
+@pytest.mark.parametrize("accept_ack", ["", "AL"])
+async def test_without_handler_message_answer_and_delivery_are_one_transaction(
+    start_server: StartServer, tmp_path: Path, accept_ack: str
+) -> None:
+    # Nothing runs between the commit and the answer, so the answer is built
+    # first and journaled with the message, delivered: one fsync, not two.
+    message = hl7("N1", accept_ack=accept_ack, application_ack=accept_ack)
+    async with open_sqlite_store(tmp_path) as store:
+        server = journaled(None, store)
+        port = await start_server(server)
+        first = await send(port, message)
+        assert code_of(first, "N1") == ("CA" if accept_ack else "AA")
+        assert store.stats.transactions == 1
+        assert store.stats.records_committed == 1
+        assert await store.fetch_undelivered() == []  # nothing left for recovery or retention
+        (entry,) = await store.journal_after(0)
+        assert entry.ack == first  # the answer sent, for duplicates and journal consumers
+        again = await send(port, message)
+        assert again == first  # byte for byte
+        assert store.stats.duplicates == 1
+        assert await store.count() == 1
+
+
+async def test_without_handler_a_journaled_unanswered_message_gets_its_answer_saved(
+    start_server: StartServer, tmp_path: Path
+) -> None:
+    # Journaled by an earlier run that died before answering (or whose
+    # handler failed): the resend is answered AA and that answer is saved.
+    data = hl7("N2")
+    async with open_sqlite_store(tmp_path) as store:
+        stored = await store.commit_inbound(
+            InboundRecord(
+                data=data,
+                peer="127.0.0.1:1",
+                control_id="N2",
+                sending_application="LAB^1.2.3^ISO",
+                sending_facility="HOSP",
+            )
+        )
+        server = journaled(None, store)
+        port = await start_server(server)  # recovery delivers it (to nobody)
+        reply = await send(port, data)
+        assert code_of(reply, "N2") == "AA"
+        assert await store.fetch_undelivered() == []
+        assert await store.count() == 1
+        (entry,) = await store.journal_after(0)
+        assert entry.message.message_id == stored.message_id
+
+
+async def test_commit_delivered_marks_new_entries_only(tmp_path: Path) -> None:
+    record = InboundRecord(
+        data=hl7("N3"),
+        peer="127.0.0.1:1",
+        control_id="N3",
+        sending_application="LAB",
+        sending_facility="HOSP",
+    )
+    async with open_sqlite_store(tmp_path) as store:
+        first = await store.commit_inbound(record, ack=b"A", delivered=True)
+        assert (first.duplicate, first.delivered) == (False, True)
+        assert await store.fetch_undelivered() == []
+        (info,) = await store.list_messages()
+        assert info.delivered_at is not None
+        other = attrs.evolve(record, control_id="N4")
+        second = await store.commit_inbound(other)
+        assert second.delivered is False
+        again = await store.commit_inbound(other, ack=b"B", delivered=True)
+        # A duplicate is left as it is: its own answer and delivery stand.
+        assert (again.duplicate, again.ack, again.delivered) == (True, None, False)
+        assert [m.message_id for m in await store.fetch_undelivered()] == [second.message_id]

@@ -160,7 +160,7 @@ class MemoryQueue:
     # The inbound journal is not the sender's business.
 
     async def commit_inbound(
-        self, record: InboundRecord, *, ack: bytes | None = None
+        self, record: InboundRecord, *, ack: bytes | None = None, delivered: bool = False
     ) -> CommitResult:
         raise NotImplementedError
 

@@ -313,9 +313,14 @@ class MessageStore(Protocol):
         ...
 
     async def commit_inbound(
-        self, record: InboundRecord, *, ack: bytes | None = None
+        self, record: InboundRecord, *, ack: bytes | None = None, delivered: bool = False
     ) -> CommitResult:
-        """Journal a received message, or recognise it as a duplicate."""
+        """Journal a received message, or recognise it as a duplicate.
+
+        With ``delivered=True`` a new entry is also marked delivered, in the
+        same transaction (the listener without a handler: nothing is left to
+        hand on).
+        """
         ...
 
     async def save_ack(self, message_id: int, ack: bytes, *, delivered: bool = False) -> None:

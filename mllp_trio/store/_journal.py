@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Literal
+from typing import Final, Literal
 
 import attrs
 import trio
@@ -42,6 +42,9 @@ log = logging.getLogger("mllp_trio.durable")
 Delivery = Literal["before_ack", "after_commit"]
 
 _STORE_FAILED_TEXT = "message could not be stored; send it again"
+
+#: The verdict of the default handler, known before it runs.
+_ACCEPT: Final = Verdict(disposition=Disposition.ACCEPT)
 
 
 async def _accept_all(message: InboundMessage) -> None:
@@ -108,6 +111,8 @@ class JournalProcessor:
             return message
         if self.delivery == "after_commit":
             return await self._commit_then_ack(message, peer)
+        if self.handler is _accept_all:
+            return await self._commit_accepted(message, peer)
         return await self._commit_handle_ack(message, peer)
 
     def _record(self, message: InboundMessage, peer: PeerInfo) -> InboundRecord:
@@ -131,6 +136,30 @@ class JournalProcessor:
         if result.duplicate:
             return self._duplicate(message, result.ack, outcome)
         self._waker.wake()
+        return outcome
+
+    async def _commit_accepted(self, message: InboundMessage, peer: PeerInfo) -> Outcome:
+        # No handler: the answer is AA (CA) whatever happens, so the message,
+        # its answer and its delivery are one transaction, one fsync, where a
+        # handler needs two (its answer is known only after the commit).
+        outcome = acknowledge(message, _ACCEPT)
+        answer = outcome.reply if outcome.reply is not None else b""
+        try:
+            result = await self.store.commit_inbound(
+                self._record(message, peer), ack=answer, delivered=True
+            )
+        except StoreError as exc:
+            return self._store_failed(message, exc)
+        if not result.duplicate:
+            return outcome
+        if result.ack is not None or result.delivered:
+            return self._duplicate(message, result.ack, outcome)
+        # Journaled earlier without a final answer (its handler failed, or
+        # the process died): this is its answer now.
+        try:
+            await self.store.save_ack(result.message_id, answer, delivered=True)
+        except StoreError as exc:
+            log.error("could not save the answer to control id %r: %s", message.control_id, exc)
         return outcome
 
     async def _commit_handle_ack(self, message: InboundMessage, peer: PeerInfo) -> Outcome:

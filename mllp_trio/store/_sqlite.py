@@ -312,6 +312,7 @@ def _commit_inbound(
     ack: bytes | None,
     window: timedelta | None,
     stage: bytes | None = None,
+    delivered_at: float | None = None,
 ) -> CommitResult:
     duplicate = _duplicate_of(conn, record, window)
     if duplicate is not None:
@@ -330,10 +331,13 @@ def _commit_inbound(
             len(record.data),
             record.data if stage is None else _STAGED + stage,
             ack,
+            delivered_at,
         ),
     )
     assert cur.lastrowid is not None
-    return CommitResult(message_id=cur.lastrowid, duplicate=False, ack=ack)
+    return CommitResult(
+        message_id=cur.lastrowid, duplicate=False, ack=ack, delivered=delivered_at is not None
+    )
 
 
 def _stage_part(conn: sqlite3.Connection, stage: bytes, seq: int, part: bytes) -> None:
@@ -380,7 +384,8 @@ def _duplicate_of(
 
 _INSERT_INBOUND: Final = (
     "INSERT INTO inbound (received_at, peer, tls_identity, sending_application,"
-    " sending_facility, control_id, size, data, ack) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " sending_facility, control_id, size, data, ack, delivered_at)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 #: Save an answer; with a time, also mark the entry delivered (once: the first time stays).
@@ -434,7 +439,7 @@ def _journaled_keys(
 
 def _commit_many(
     conn: sqlite3.Connection,
-    items: Sequence[tuple[InboundRecord, bytes | None]],
+    items: Sequence[tuple[InboundRecord, bytes | None, float | None]],
     window: timedelta | None,
 ) -> list[CommitResult]:
     """Journal a batch of records, or recognise duplicates, as one call of each would.
@@ -445,9 +450,9 @@ def _commit_many(
     included, exactly as if :func:`_commit_inbound` ran for each in order.
     """
     span = None if window is None else window.total_seconds()
-    stamps = [record.received_at.timestamp() for record, _ in items]
+    stamps = [record.received_at.timestamp() for record, _, _ in items]
     keys: dict[_Key, None] = {}
-    for record, _ in items:
+    for record, _, _ in items:
         if record.control_id:
             keys[(record.sending_application, record.sending_facility, record.control_id)] = None
     found: dict[_Key, list[_KeyRow]] = {}
@@ -459,7 +464,7 @@ def _commit_many(
     fresh: list[int] = []  # positions of the records inserted
     earlier: dict[_Key, list[int]] = {}  # positions of records inserted, per key
     copies: list[tuple[int, int]] = []  # (position, position of its original in this batch)
-    for i, (record, ack) in enumerate(items):
+    for i, (record, ack, delivered_at) in enumerate(items):
         stamp = stamps[i]
         if record.control_id:
             key = (record.sending_application, record.sending_facility, record.control_id)
@@ -494,6 +499,7 @@ def _commit_many(
                 len(record.data),
                 record.data,
                 ack,
+                delivered_at,
             )
         )
     if rows:
@@ -502,10 +508,13 @@ def _commit_many(
         # the last one and those just below it, in order.
         (last,) = conn.execute("SELECT last_insert_rowid()").fetchone()
         for offset, i in enumerate(fresh, start=last - len(fresh) + 1):
-            results[i] = CommitResult(message_id=offset, duplicate=False, ack=items[i][1])
+            _, ack, delivered_at = items[i]
+            results[i] = CommitResult(
+                message_id=offset, duplicate=False, ack=ack, delivered=delivered_at is not None
+            )
     for i, original in copies:
         first = cast(CommitResult, results[original])
-        results[i] = CommitResult(message_id=first.message_id, duplicate=True, ack=first.ack)
+        results[i] = attrs.evolve(first, duplicate=True)
     return cast(list[CommitResult], results)
 
 
@@ -884,12 +893,15 @@ class _Request(_Pending):
 class _Inbound(_Pending):
     """A message small enough to be journaled whole, committed in bulk with its batch."""
 
-    __slots__ = ("ack", "record")
+    __slots__ = ("ack", "delivered_at", "record")
 
-    def __init__(self, record: InboundRecord, ack: bytes | None) -> None:
+    def __init__(
+        self, record: InboundRecord, ack: bytes | None, delivered_at: float | None
+    ) -> None:
         super().__init__()
         self.record = record
         self.ack = ack
+        self.delivered_at = delivered_at
 
 
 class _SaveAck(_Pending):
@@ -1188,7 +1200,8 @@ class SQLiteStore:
         results: list[CommitResult] = []
 
         def run() -> bool:
-            results.extend(_commit_many(conn, [(r.record, r.ack) for r in inbound], window))
+            items = [(r.record, r.ack, r.delivered_at) for r in inbound]
+            results.extend(_commit_many(conn, items, window))
             return True
 
         if self._bulk(conn, run):
@@ -1197,7 +1210,13 @@ class SQLiteStore:
             self._run_op(
                 conn,
                 r,
-                functools.partial(_commit_inbound, record=r.record, ack=r.ack, window=window),
+                functools.partial(
+                    _commit_inbound,
+                    record=r.record,
+                    ack=r.ack,
+                    window=window,
+                    delivered_at=r.delivered_at,
+                ),
             )
             for r in inbound
         ]
@@ -1257,7 +1276,7 @@ class SQLiteStore:
             await trio.to_thread.run_sync(self._thread.join)
 
     async def commit_inbound(
-        self, record: InboundRecord, *, ack: bytes | None = None
+        self, record: InboundRecord, *, ack: bytes | None = None, delivered: bool = False
     ) -> CommitResult:
         """Journal a received message durably, or recognise a duplicate.
 
@@ -1270,6 +1289,9 @@ class SQLiteStore:
             record: The message and its metadata.
             ack: The acknowledgement to store with it, when it was built
                 before the commit (one transaction instead of two).
+            delivered: Also mark it delivered (nothing is left to hand to an
+                application), in the same transaction. A duplicate is left
+                as it is.
 
         Returns:
             What was done.
@@ -1279,8 +1301,9 @@ class SQLiteStore:
         """
         window = self._config.duplicate_window
         data = record.data
+        delivered_at = datetime.now(UTC).timestamp() if delivered else None
         if len(data) <= _PART_SIZE:
-            return cast(CommitResult, await self._submit(_Inbound(record, ack)))
+            return cast(CommitResult, await self._submit(_Inbound(record, ack, delivered_at)))
         # A resend of a large message is recognised before its parts are written.
         found = await self._call(lambda conn: _duplicate_of(conn, record, window), write=False)
         if found is not None:
@@ -1292,7 +1315,7 @@ class SQLiteStore:
                 functools.partial(_stage_part, stage=stage, seq=seq, part=part), write=True
             )
         return await self._call(
-            lambda conn: _commit_inbound(conn, record, ack, window, stage), write=True
+            lambda conn: _commit_inbound(conn, record, ack, window, stage, delivered_at), write=True
         )
 
     async def save_ack(self, message_id: int, ack: bytes, *, delivered: bool = False) -> None:
