@@ -167,3 +167,33 @@ def test_parse_target_implicit_ftps_port_and_refusals() -> None:
     ]:
         with pytest.raises(ValueError, match=words.replace("?", r"\?")):
             parse_target(bad)
+
+
+def test_the_remote_classes_are_public_in_mllp_trio_store() -> None:
+    # Users import them from the public namespace, not from store._remote.
+    import mllp_trio.store
+    from mllp_trio.store import _remote
+
+    wanted = {
+        "PullConfig",
+        "PullStats",
+        "PushResult",
+        "RemoteClient",
+        "RemoteDestination",
+        "RemoteError",
+        "RemoteErrorKind",
+        "RemoteOptions",
+        "RemotePuller",
+        "RemoteReport",
+        "RemoteTarget",
+        "RetryPolicy",
+        "format_target",
+        "parse_target",
+        "push_file",
+    }
+    assert wanted <= set(mllp_trio.store.__all__)
+    for name in wanted:
+        public = getattr(mllp_trio.store, name)
+        assert public is getattr(_remote, name)
+        assert public.__module__ == "mllp_trio.store"
+        assert public.__doc__

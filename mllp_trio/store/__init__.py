@@ -13,6 +13,14 @@ inbox through the same processor and journal, exactly once across restarts
 :class:`FolderDestination` drops files atomically; :class:`BatchSink` and
 :class:`DirectorySink` write what the listener journaled into batch files
 or one file per message.
+
+Batch files over SFTP and FTPS (docs/remote.md): :class:`RemotePuller` picks
+them up from a remote inbox through the folder transport, exactly once;
+:func:`push_file` and :class:`RemoteDestination` drop them (temporary name,
+size check, rename). Both talk to the server through a
+:class:`RemoteClient` built from a :class:`RemoteTarget` (see
+:func:`parse_target`) and :class:`RemoteOptions`; failures raise
+:class:`RemoteError`.
 """
 
 from mllp_trio._public import expose
@@ -38,6 +46,23 @@ from mllp_trio.store._base import (
 from mllp_trio.store._folder import FileReport, FolderConfig, FolderStats, FolderWatcher
 from mllp_trio.store._journal import Delivery, JournalProcessor
 from mllp_trio.store._queue import QueueConfig, QueuedSender, SendReport, SendResult
+from mllp_trio.store._remote import (
+    PullConfig,
+    PullStats,
+    PushResult,
+    RemoteClient,
+    RemoteDestination,
+    RemoteError,
+    RemoteErrorKind,
+    RemoteOptions,
+    RemotePuller,
+    RemoteReport,
+    RemoteTarget,
+    RetryPolicy,
+    format_target,
+    parse_target,
+    push_file,
+)
 from mllp_trio.store._sinks import (
     BatchSink,
     BatchSinkConfig,
@@ -72,8 +97,20 @@ __all__ = [
     "MessageStore",
     "OutboundMessage",
     "OutboundStats",
+    "PullConfig",
+    "PullStats",
+    "PushResult",
     "QueueConfig",
     "QueuedSender",
+    "RemoteClient",
+    "RemoteDestination",
+    "RemoteError",
+    "RemoteErrorKind",
+    "RemoteOptions",
+    "RemotePuller",
+    "RemoteReport",
+    "RemoteTarget",
+    "RetryPolicy",
     "SQLiteStore",
     "SQLiteStoreConfig",
     "SendReport",
@@ -82,7 +119,10 @@ __all__ = [
     "StoreErrorKind",
     "StoreStats",
     "StoredMessage",
+    "format_target",
     "open_sqlite_store",
+    "parse_target",
+    "push_file",
 ]
 
 expose("mllp_trio.store", globals(), __all__)
