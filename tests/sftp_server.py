@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,6 +34,14 @@ class _Files(asyncssh.SFTPServer):
     def open(self, path: bytes, pflags: int, attrs: asyncssh.SFTPAttrs) -> object:
         self.owner.events.append(("open", path.decode().lstrip("/")))
         return super().open(path, pflags, attrs)
+
+    async def scandir(self, path: bytes) -> Any:
+        async for entry in super().scandir(path):
+            yield entry
+        # Names a hostile server could list, with the attributes of a real file.
+        for name, source in self.owner.extra_names:
+            attrs = asyncssh.SFTPAttrs.from_local(os.stat(source))
+            yield asyncssh.SFTPName(name, attrs=attrs)
 
     def rename(self, oldpath: bytes, newpath: bytes) -> None:
         self.owner.events.append(
@@ -123,6 +132,8 @@ class SFTPTestServer:
         self.read_delay = 0.0
         self.write_delay = 0.0
         self.drops = 0
+        #: ``(name, file)``: ``name`` added to every listing with ``file``'s attributes.
+        self.extra_names: list[tuple[bytes, Path]] = []
         self.generation = 0
         self._connections: set[asyncssh.SSHServerConnection] = set()
         self._read_lock = asyncio.Lock()

@@ -167,6 +167,34 @@ async def test_stable_seconds_and_hidden_uploads(
     assert set(server.files("inbox")) == {".lab.hl7.abc.part", "x.part"}
 
 
+async def test_a_listed_name_that_is_not_a_plain_file_name_is_skipped(
+    tmp_path: Path,
+    server: SFTPTestServer,
+    known_hosts: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A hostile (or broken) server lists a name with slashes: taken as it
+    # is, an absolute one makes the download and the folder transport write
+    # outside the staging folder ("staging / '/abs/x'" is "/abs/x").
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    odd = str(outside / "x.hl7")
+    (server.root / "x.hl7").write_bytes(batch_file(["EVIL1"]))
+    (server.root / "inbox" / "lab.hl7").write_bytes(batch_file(["OK1"]))
+    server.extra_names.append((odd.encode(), server.root / "x.hl7"))
+    handler = Recorder()
+    with trio.fail_after(30):
+        async with puller_for(tmp_path, server, known_hosts, handler) as (puller, _):
+            stats = await puller.run(once=True)
+            await puller.scan()  # listed again: warned about once only
+    assert (stats.files_done, stats.files_deferred, stats.messages) == (1, 0, 1)
+    assert handler.seen == ["OK1"]
+    assert journal_ids(tmp_path) == ["OK1"]
+    assert list(outside.iterdir()) == []
+    warnings = [r for r in caplog.records if "not a plain name" in r.getMessage()]
+    assert len(warnings) == 1 and repr(odd) in warnings[0].getMessage()
+
+
 async def test_done_marker_mode_takes_a_file_once_its_marker_is_listed(
     tmp_path: Path, server: SFTPTestServer, known_hosts: Path
 ) -> None:

@@ -216,6 +216,8 @@ class RemotePuller:
 
     Example::
 
+        from mllp_trio.store import RemoteClient, RemoteOptions, RemotePuller, parse_target
+
         client = RemoteClient(parse_target("sftp://lab@host/inbox"), RemoteOptions(...))
         async with open_sqlite_store("data") as store:
             puller = RemotePuller(client, "data/staging", store, JournalProcessor(store))
@@ -267,6 +269,8 @@ class RemotePuller:
         self._seen: dict[str, tuple[int, float | None, float]] = {}
         # name -> (size, mtime, Trio time of the next attempt)
         self._retry_at: dict[str, tuple[int, float | None, float]] = {}
+        # Listed names that are not plain file names (warned about once).
+        self._odd_names: set[str] = set()
 
     # ------------------------------------------------------------------ loop
 
@@ -345,7 +349,8 @@ class RemotePuller:
         candidates = [
             entry
             for entry in listing
-            if entry.name not in busy
+            if self._plain_name(entry.name)
+            and entry.name not in busy
             and not is_partial(entry.name)
             and not entry.name.endswith(".tmp")
             and not (marker is not None and entry.name.endswith(marker))
@@ -367,6 +372,24 @@ class RemotePuller:
                 waiting += 1
             reports.append(report)
         return reports, waiting
+
+    def _plain_name(self, name: str) -> bool:
+        """Whether ``name`` is a plain file name, safe to use under the staging folder.
+
+        The listing comes from the server: a name with a slash or a NUL
+        (``../../x``, ``/etc/x``) would make the download and the folder
+        transport write outside the staging folder. Skipped, with one warning.
+        """
+        if name and "/" not in name and "\0" not in name:
+            return True
+        if name not in self._odd_names:
+            self._odd_names.add(name)
+            log.warning(
+                "%s: the server listed a file name that is not a plain name (%r); skipped",
+                self.client.url,
+                name,
+            )
+        return False
 
     def _ready(self, entry: RemoteEntry, listing: dict[str, RemoteEntry], now: float) -> bool:
         key = (entry.size, entry.mtime)
