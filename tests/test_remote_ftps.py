@@ -747,6 +747,30 @@ async def test_push_resumes_after_the_server_went_away_mid_upload(
     assert writes == [f"STOR {temp}", f"APPE {temp}", f"RNFR {temp}", "RNTO /pushed/big.hl7"]
 
 
+async def test_push_compares_content_not_only_size_with_a_file_in_place(
+    server: FTPTestServer, tls_files: TLSFiles, tmp_path: Path
+) -> None:
+    (server.root / "pushed").mkdir()
+    source = tmp_path / "lab.hl7"
+    source.write_bytes(batch_file(["T1", "T2"]))
+    other = source.read_bytes().replace(b"T1", b"Y1")
+    (server.root / "pushed" / "lab.hl7").write_bytes(other)
+    client = RemoteClient(
+        parse_target(server.url("pushed")),
+        RemoteOptions(password=PASSWORD, ca=tls_files.ca, timeout=10),
+        policy=RetryPolicy(retries=0),
+    )
+    try:
+        with pytest.raises(RemoteError) as info:
+            await push_file(client, source)
+        assert info.value.kind is RemoteErrorKind.REFUSED
+        (server.root / "pushed" / "lab.hl7").write_bytes(source.read_bytes())
+        assert (await push_file(client, source)).outcome == "present"
+    finally:
+        await client.aclose()
+    assert server.files("pushed") == {"lab.hl7": source.read_bytes()}
+
+
 async def test_a_file_still_growing_or_rewritten_is_not_taken_until_stable(
     tmp_path: Path, server: FTPTestServer, tls_files: TLSFiles
 ) -> None:

@@ -119,6 +119,33 @@ async def test_a_rerun_finds_the_file_in_place_and_a_different_one_is_refused(
     assert server.files("drop") == {"lab.hl7": other.read_bytes(), "lab.hl7.done": b""}
 
 
+async def test_a_different_file_of_the_same_size_is_not_taken_as_delivered(
+    tmp_path: Path, server: SFTPTestServer, known_hosts: Path
+) -> None:
+    # Yesterday's lab.hl7, not picked up yet, has exactly the size of today's:
+    # today's must not be marked sent (moved to sent/) without arriving.
+    source = local_file(tmp_path, 5)
+    today = source.read_bytes()
+    yesterday = today.replace(b"U00000", b"Y00000")
+    assert len(yesterday) == len(today) and yesterday != today
+    (server.root / "drop" / "lab.hl7").write_bytes(yesterday)
+    client = client_for(server, known_hosts, folder="drop")
+    try:
+        with pytest.raises(RemoteError) as info:
+            await push_file(client, source, sent_dir=tmp_path / "sent")
+        assert info.value.kind is RemoteErrorKind.REFUSED
+        assert "exists on the server with other content" in str(info.value)
+        assert source.exists() and not (tmp_path / "sent").exists()
+        assert server.files("drop") == {"lab.hl7": yesterday}
+        # Once the server holds today's file, a rerun finds it in place.
+        (server.root / "drop" / "lab.hl7").write_bytes(today)
+        result = await push_file(client, source, sent_dir=tmp_path / "sent")
+    finally:
+        await client.aclose()
+    assert result.outcome == "present"
+    assert (tmp_path / "sent" / "lab.hl7").read_bytes() == today
+
+
 async def test_remote_destination_delivers_the_outbound_queue_as_files(
     tmp_path: Path, server: SFTPTestServer, known_hosts: Path
 ) -> None:

@@ -555,9 +555,9 @@ def push(
     its size on the server checked, then renamed to NAME. A broken
     connection is retried with backoff and the upload resumes where the
     server's temporary file ends. With --sent-dir, a file moves there only
-    after its rename on the server. A file of the same name and size
-    already on the server counts as sent (a rerun after a crash); a
-    different one is refused unless --replace.
+    after its rename on the server. A file of the same name and content
+    already on the server (same size, then same SHA-256) counts as sent (a
+    rerun after a crash); a different one is refused unless --replace.
 
     Exit codes: 0 all uploaded, 1 a file was refused by the server, 3 the
     server could not be used (connection, host key, login), 130 interrupted.

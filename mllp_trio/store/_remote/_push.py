@@ -10,8 +10,10 @@ never appends to a stale one. Connection failures are retried with
 backoff (:class:`~mllp_trio.store._remote._client.RemoteClient`).
 
 Idempotence after a crash: a final name that already holds a file of the
-same size is taken as this file delivered by the run that crashed between
-the rename and recording it (the local file is then only marked sent).
+same content (same size, then the same SHA-256, downloaded to compare) is
+taken as this file delivered by the run that crashed between the rename and
+recording it (the local file is then only marked sent); other content there
+is refused unless ``replace``.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import os
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import BinaryIO, Final, Literal
+from typing import BinaryIO, Final, Literal, cast
 
 import attrs
 import trio
@@ -64,6 +66,31 @@ def _sha256(path: Path) -> str:
         while chunk := file.read(_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+class _Digest:
+    """A writable sink that only hashes what is written (a download compared, not kept)."""
+
+    def __init__(self) -> None:
+        self.hash = hashlib.sha256()
+
+    def write(self, data: bytes) -> int:
+        self.hash.update(data)
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+
+def _same_content(session: RemoteSession, path: str, open_source: Callable[[], BinaryIO]) -> bool:
+    """Whether the server's ``path`` holds the bytes ``open_source`` gives (SHA-256 of both)."""
+    local = hashlib.sha256()
+    with open_source() as source:
+        while chunk := source.read(_CHUNK):
+            local.update(chunk)
+    remote = _Digest()
+    session.download(path, cast(BinaryIO, remote))
+    return remote.hash.digest() == local.digest()
 
 
 @attrs.frozen(kw_only=True)
@@ -116,7 +143,10 @@ async def upload_atomically(
     def attempt(session: RemoteSession) -> Literal["uploaded", "present"]:
         existing = session.size(final)
         if existing is not None and not replace:
-            if existing == size:
+            # The same size is not enough: a different file of that size
+            # (yesterday's batch under the same name) would be taken as
+            # delivered and this one marked sent without ever arriving.
+            if existing == size and _same_content(session, final, open_source):
                 session.delete(temp)
                 return "present"
             raise RemoteError(
@@ -250,7 +280,7 @@ class RemoteDestination:
     async def deliver_pending(self, store: MessageStore) -> int:
         """Upload the queued messages of this destination; return how many.
 
-        A file already on the server under a message's name with its size
+        A file already on the server under a message's name with its content
         (a crash between the rename and ``mark_sent``) counts as delivered:
         at least once, never a partial file.
         """
