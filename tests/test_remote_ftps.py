@@ -305,6 +305,7 @@ def test_wrong_password(server: FTPTestServer, tls_files: TLSFiles) -> None:
     assert error.kind is RemoteErrorKind.AUTH
     assert not error.transient
     assert "530" in str(error)
+    assert "check the user name ('batch', in the URL) and the password" in str(error)
     assert "not-the-password" not in str(error)
     assert refused(server, tls_files.ca, username="nobody").kind is RemoteErrorKind.AUTH
 

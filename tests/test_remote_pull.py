@@ -195,6 +195,33 @@ async def test_a_listed_name_that_is_not_a_plain_file_name_is_skipped(
     assert len(warnings) == 1 and repr(odd) in warnings[0].getMessage()
 
 
+async def test_messages_of_an_interrupted_file_are_counted(
+    tmp_path: Path, server: SFTPTestServer, known_hosts: Path
+) -> None:
+    # Ctrl-C in the middle of a file: the summary counts what went in.
+    (server.root / "inbox" / "lab.hl7").write_bytes(batch_file(ids("C", 20)))
+    handler = Recorder()
+    with trio.CancelScope() as scope:
+
+        async def stop_at_five(message: InboundMessage) -> None:
+            await handler(message)
+            if len(handler.seen) == 5:
+                scope.cancel()
+
+        async with open_sqlite_store(tmp_path / "journal") as store:
+            puller = RemotePuller(
+                client_for(server, known_hosts),
+                tmp_path / "staging",
+                store,
+                JournalProcessor(store, stop_at_five),
+                config=PullConfig(stable_seconds=0, poll_interval=0.05),
+            )
+            await puller.run(once=True)
+    assert scope.cancelled_caught
+    assert 4 <= puller.stats.messages <= 5
+    assert len(journal_ids(tmp_path)) >= puller.stats.messages
+
+
 async def test_done_marker_mode_takes_a_file_once_its_marker_is_listed(
     tmp_path: Path, server: SFTPTestServer, known_hosts: Path
 ) -> None:

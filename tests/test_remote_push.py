@@ -146,6 +146,23 @@ async def test_a_different_file_of_the_same_size_is_not_taken_as_delivered(
     assert (tmp_path / "sent" / "lab.hl7").read_bytes() == today
 
 
+async def test_a_missing_remote_folder_is_named_with_what_to_do(
+    tmp_path: Path, server: SFTPTestServer, known_hosts: Path
+) -> None:
+    source = local_file(tmp_path, 2)
+    client = client_for(server, known_hosts, folder="nosuch")
+    try:
+        with pytest.raises(RemoteError) as info:
+            await push_file(client, source)
+    finally:
+        await client.aclose()
+    assert info.value.kind is RemoteErrorKind.NOT_FOUND
+    message = str(info.value)
+    assert "the folder 'nosuch' does not exist on sftp://lab@127.0.0.1:" in message
+    assert "check the folder in the URL; nothing was uploaded" in message
+    assert source.exists() and not (server.root / "nosuch").exists()
+
+
 async def test_remote_destination_delivers_the_outbound_queue_as_files(
     tmp_path: Path, server: SFTPTestServer, known_hosts: Path
 ) -> None:

@@ -398,7 +398,14 @@ class FTPSession:
             kind = RemoteErrorKind.REFUSED
         if isinstance(exc, TimeoutError):
             reason = f"no progress in {self._options.timeout:g} s (--timeout)"
-        raise RemoteError(f"{where}: {doing} failed: {reason}", kind=kind) from None
+        hint = ""
+        if kind is RemoteErrorKind.AUTH and doing == "login":
+            user = self._target.username or "anonymous"
+            hint = (
+                f"; check the user name ({user!r}, in the URL) and the password "
+                "(--password-env/--password-file)"
+            )
+        raise RemoteError(f"{where}: {doing} failed: {reason}{hint}", kind=kind) from None
 
     # -- the RemoteSession methods --------------------------------------
 

@@ -442,10 +442,12 @@ class RemotePuller:
             finally:
                 self.stats.download_seconds += trio.current_time() - started
         before = self._watcher.stats.messages
-        report = await self._watcher.process_file(name)
-        processed = self._watcher.stats.messages - before
-        self.stats.messages += processed
-        self.stats.failed = self._watcher.stats.failed
+        try:
+            report = await self._watcher.process_file(name)
+        finally:
+            # Counted also when interrupted (Ctrl-C): the summary says what got in.
+            self.stats.messages += self._watcher.stats.messages - before
+            self.stats.failed = self._watcher.stats.failed
         if report.outcome == "deferred":
             raise _Deferred(report.reason or "deferred", processed=report.processed)
         assert report.path is not None

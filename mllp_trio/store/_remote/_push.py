@@ -214,7 +214,18 @@ async def push_file(
     where = client.target.folder if folder is None else folder
     size = (await trio.to_thread.run_sync(path.stat)).st_size
     tag = (await trio.to_thread.run_sync(_sha256, path))[:12]
-    result = await upload_atomically(client, opener(path), size, tag, where, final, replace=replace)
+    try:
+        result = await upload_atomically(
+            client, opener(path), size, tag, where, final, replace=replace
+        )
+    except RemoteError as exc:
+        if exc.kind is not RemoteErrorKind.NOT_FOUND:
+            raise
+        raise RemoteError(
+            f"the folder {where or '.'!r} does not exist on {client.url} ({exc}): check the "
+            "folder in the URL; nothing was uploaded",
+            kind=RemoteErrorKind.NOT_FOUND,
+        ) from None
     if done_marker is not None:
         marker = join(where, final + done_marker)
         await client.call(lambda s: s.upload(io.BytesIO(b""), marker), f"upload of {marker}")
