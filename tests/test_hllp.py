@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from mllp_trio.proto import (
     BadBlock,
@@ -141,3 +145,44 @@ def test_a_nak_block_failing_its_checksum_is_never_answered() -> None:
     receiver.receive_data(HLLPConnection(checksum=oracle_checksum).send(Message(ADT)))
     data_event = receiver.next_event()
     assert isinstance(data_event, BadBlock) and data_event.answer is True
+
+
+# The built-in checksums take a fast path (computed over the data alone and
+# corrected for the bytes around it); a wrapper around the same function
+# takes the generic path. Both must agree on every block, good or damaged.
+_VARIANTS = [xor_checksum, oracle_checksum, sum_checksum]
+
+
+@given(data=st.binary(max_size=5000))
+def test_checksum_functions_match_byte_loops(data: bytes) -> None:
+    xor = 0
+    for byte in data:
+        xor ^= byte
+    assert xor_checksum(data, b"") == xor
+    assert oracle_checksum(data, b"00123") == xor ^ 0x30 ^ 0x30 ^ 0x31 ^ 0x32 ^ 0x33
+    assert sum_checksum(data, b"") == sum(data) % 256
+
+
+@pytest.mark.parametrize("checksum", _VARIANTS)
+@given(
+    data=st.binary(max_size=3000).map(lambda b: b.replace(b"\x0b", b"").replace(b"\x1c", b"")),
+    damage=st.integers(min_value=0),
+    value=st.integers(min_value=0, max_value=255),
+)
+def test_fast_path_agrees_with_generic_path(
+    checksum: Any, data: bytes, damage: int, value: int
+) -> None:
+    def generic(block: bytes, count: bytes) -> int:
+        return int(checksum(block, count))
+
+    fast, slow = HLLPConnection(checksum=checksum), HLLPConnection(checksum=generic)
+    for event in (Message(data), HLLPNak("X")) if data else (HLLPNak("C"),):
+        block = fast.send(event)
+        assert block == slow.send(event)
+        # One byte changed anywhere between SB and EB (framing bytes aside).
+        index = 1 + damage % (len(block) - 3)
+        hit = bytes((value,)) if value not in (0x0B, 0x1C) else b"A"
+        bad = block[:index] + hit + block[index + 1 :]
+        seen_fast = drive(lambda: HLLPConnection(checksum=checksum), [bad])[0]
+        assert seen_fast == drive(lambda: HLLPConnection(checksum=generic), [bad])[0]
+        assert drive(lambda: HLLPConnection(checksum=checksum), [block])[0][0][0] != "bad"
