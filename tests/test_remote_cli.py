@@ -169,3 +169,21 @@ def test_push_then_pull_over_ftps(tmp_path: Path, capsys: pytest.CaptureFixture[
         done = server.files("inbox/done")
         assert done["lab.hl7"] == source.read_bytes()
         assert done["lab.hl7.ack"].count(b"MSA|AA|") == 2
+
+
+def test_push_exits_3_when_the_ftps_server_offers_no_tls(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The server cannot be used at all (exit 3, once), not "a file refused" per file.
+    from .ftps_server import FTPTestServer
+
+    first, second = tmp_path / "a.hl7", tmp_path / "b.hl7"
+    for path in (first, second):
+        path.write_bytes(batch_file(["N1"]))
+    with FTPTestServer(tmp_path / "ftp", tls="none") as plain:
+        url = f"ftps://batch@{plain.host}:{plain.port}/"
+        code = run(["batch", "push", str(first), str(second), url, "--retries", "0"])
+    err = capsys.readouterr().err
+    assert code == 3, err
+    assert "does not offer TLS" in err and "refused " not in err
+    assert "Traceback" not in err

@@ -596,7 +596,11 @@ def push(
                                 sent_dir=sent_dir,
                             )
                         except RemoteError as exc:
-                            if exc.transient or exc.kind.value in ("trust", "auth"):
+                            # No session: the server itself cannot be used (no
+                            # TLS, no common TLS version...), not this one file.
+                            if exc.transient or not client.connected:
+                                raise
+                            if exc.kind.value in ("trust", "auth"):
                                 raise
                             results["refused"] += 1
                             click.echo(f"refused {file}: {exc}", err=True)

@@ -93,6 +93,11 @@ class RemoteClient:
         self.reconnects = 0
 
     @property
+    def connected(self) -> bool:
+        """Whether a session is open (False before the first call, and after a failed connect)."""
+        return self._session is not None
+
+    @property
     def url(self) -> str:
         """The target as a URL (no secret in it)."""
         return format_target(self.target)
