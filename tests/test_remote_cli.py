@@ -187,3 +187,19 @@ def test_push_exits_3_when_the_ftps_server_offers_no_tls(
     assert code == 3, err
     assert "does not offer TLS" in err and "refused " not in err
     assert "Traceback" not in err
+
+
+def test_push_checks_sent_dir_before_uploading(
+    tmp_path: Path, server: SFTPTestServer, known_hosts: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "lab.hl7"
+    source.write_bytes(batch_file(["S1"]))
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    common = ["--known-hosts", str(known_hosts), "--password-env", "LAB_SFTP_PASSWORD"]
+    sent = blocker / "sent"  # cannot be made: its parent is a file
+    code = run(["batch", "push", str(source), server.url(), *common, "--sent-dir", str(sent)])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "'--sent-dir'" in err and "Traceback" not in err
+    assert server.files("inbox") == {} and source.exists()

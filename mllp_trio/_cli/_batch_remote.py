@@ -33,6 +33,7 @@ from mllp_trio._cli._options import (
     log_level_option,
 )
 from mllp_trio._cli._send import EXIT_CONNECTION, EXIT_INTERRUPTED
+from mllp_trio.store._files import make_private_dir
 from mllp_trio.store._remote import (
     PullConfig,
     PullStats,
@@ -567,6 +568,17 @@ def push(
         raise click.BadParameter(
             "a plain, not hidden file name, with exactly one FILE", param_hint="'--name'"
         )
+    if sent_dir is not None:
+        # Checked before anything is uploaded: a file sent but not movable
+        # there would be sent again by the next run.
+        try:
+            make_private_dir(sent_dir)
+            if not os.access(sent_dir, os.W_OK | os.X_OK):
+                raise PermissionError(13, "not writable")
+        except OSError as exc:
+            raise click.BadParameter(
+                f"{sent_dir}: {exc.strerror or exc}", param_hint="'--sent-dir'"
+            ) from None
     client = remote.client(url)
     started = time.monotonic()
     results: dict[str, Any] = {"uploaded": 0, "present": 0, "refused": 0, "bytes": 0}
