@@ -595,11 +595,15 @@ def read_msh(raw: bytes) -> MSHInfo:
             f"MSH is truncated: {count + 1} of at least 12 fields", code=CODE_SEGMENT_SEQUENCE
         )
     fields = tuple(parts) if count >= 18 else (*parts, *_PADDING[count])
-    dialect = _dialect(fs, parts[1])
-    control_id = dialect.unescape(parts[9].decode("latin-1"))
+    # The cached lookups inline: this runs once per message.
+    dialect = _dialects.get(fs + parts[1]) or _dialect(fs, parts[1])
+    control_id = parts[9].decode("latin-1")
+    esc = dialect.esc_s
+    if esc and esc in control_id:
+        control_id = dialect.unescape(control_id)
     if not control_id:
         raise MSHError("MSH-10 (message control id) is empty", code=CODE_REQUIRED_FIELD_MISSING)
-    message_type = dialect.message_type(parts[8])
+    message_type = dialect.types.get(parts[8]) or dialect.message_type(parts[8])
     if dialect.problem:
         if fs in _DEFAULT_ENCODING:
             # MSH-1 is one of the default encoding characters, which stand in
@@ -609,7 +613,7 @@ def read_msh(raw: bytes) -> MSHInfo:
         header = MSHInfo(dialect, fields, control_id, message_type, term)
         raise MSHError("MSH-2 (encoding characters) is invalid", code=CODE_DATA_TYPE, header=header)
     header = MSHInfo(dialect, fields, control_id, message_type, term)
-    if not header.message_code:
+    if not message_type[0]:
         raise MSHError(
             "MSH-9 (message type) is empty", code=CODE_REQUIRED_FIELD_MISSING, header=header
         )

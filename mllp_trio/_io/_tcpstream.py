@@ -74,12 +74,6 @@ class LeanTCPStream(trio.abc.HalfCloseableStream):
             raise trio.BusyResourceError("another task is already sending on this stream")
         self._sending = True
 
-    async def _checkpoint(self) -> None:
-        self._unyielded += 1
-        if self._unyielded >= _FAIRNESS_INTERVAL:
-            self._unyielded = 0
-            await trio.lowlevel.cancel_shielded_checkpoint()
-
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         """Receive at least one byte, or ``b""`` at end of stream."""
         if self._receiving:
@@ -115,7 +109,11 @@ class LeanTCPStream(trio.abc.HalfCloseableStream):
                     self._broken = f"receive failed: {exc}"
                     raise trio.BrokenResourceError(self._broken) from exc
                 self._drained = len(data) < size
-                await self._checkpoint()
+                # The fairness yield, inline (a coroutine call per read otherwise).
+                self._unyielded += 1
+                if self._unyielded >= _FAIRNESS_INTERVAL:
+                    self._unyielded = 0
+                    await trio.lowlevel.cancel_shielded_checkpoint()
                 return data
         finally:
             self._receiving = False
@@ -154,7 +152,10 @@ class LeanTCPStream(trio.abc.HalfCloseableStream):
                     raise
                 self._check()
                 self._unyielded = 0
-            await self._checkpoint()
+            self._unyielded += 1  # the fairness yield, as in receive_some
+            if self._unyielded >= _FAIRNESS_INTERVAL:
+                self._unyielded = 0
+                await trio.lowlevel.cancel_shielded_checkpoint()
         finally:
             self._sending = False
 
