@@ -138,12 +138,28 @@ class MLLPConnection:
             RemoteProtocolError: The peer broke the framing; the connection
                 is unusable afterwards.
         """
-        if self._events:  # the hot path: frames already split out
-            return self._events.popleft()  # type: ignore[no-any-return]
-        self._check_usable()
+        events = self._events
+        if events:  # the hot path: frames already split out
+            return events.popleft()  # type: ignore[no-any-return]
+        if self._error is not None:
+            self._check_usable()
+        if not self._mllp2:
+            # Release 1: the frames of this call go out as they are; only
+            # what one call cannot return waits in the queue.
+            try:
+                items = self._reader.extract()
+            except RemoteProtocolError as exc:
+                self._error = exc
+                raise
+            if not items:
+                return EndOfStream() if self._reader.eof else NEED_DATA
+            if len(items) > 1:
+                events.extend(items)
+                return events.popleft()  # type: ignore[no-any-return]
+            return items[0]  # type: ignore[no-any-return]
         # Release 2 keeps raw frames in their own queue: they become events
         # one at a time through the state machine.
-        queue = self._frames if self._mllp2 else self._events
+        queue = self._frames
         if not queue:
             try:
                 queue.extend(self._reader.extract())
@@ -152,10 +168,8 @@ class MLLPConnection:
                 raise
             if not queue:
                 return EndOfStream() if self._reader.eof else NEED_DATA
-        if self._mllp2:
-            event = self._release2_event(queue.popleft())
-            return self.next_event() if event is None else event
-        return queue.popleft()  # type: ignore[no-any-return]
+        event = self._release2_event(queue.popleft())
+        return self.next_event() if event is None else event
 
     def _release2_event(self, item: Item) -> MLLPEvent | None:
         # Release 2 events leave the queue one at a time through here, so a
