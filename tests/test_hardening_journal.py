@@ -99,3 +99,16 @@ async def test_a_store_without_large_messages_has_no_parts_table(tmp_path: Path)
     with contextlib.closing(sqlite3.connect(tmp_path / DB_FILENAME)) as conn, conn:
         names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
     assert "inbound_part" not in names
+
+
+async def test_large_message_committed_delivered_with_its_answer(tmp_path: Path) -> None:
+    # The listener without a handler journals the answer and the delivery
+    # with the message; for a large one, with its last part's transaction.
+    async with open_sqlite_store(tmp_path) as store:
+        large = record("LARGE", 5 * PART)
+        result = await store.commit_inbound(large, ack=b"MSH|ACK", delivered=True)
+        assert (result.duplicate, result.delivered) == (False, True)
+        assert await store.fetch_undelivered() == []
+        assert await store.export_message(result.message_id) == large.data
+        again = await store.commit_inbound(large)
+        assert (again.duplicate, again.ack, again.delivered) == (True, b"MSH|ACK", True)
