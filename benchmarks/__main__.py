@@ -13,6 +13,7 @@ from typing import Any
 
 from .baseline import Baseline, BaselineError, open_baseline, resolve_ref
 from .framing import FramingSettings, contenders, run_framing
+from .memory import MemorySettings, run_memory
 from .report import (
     baseline_comparison,
     client_comparison,
@@ -23,13 +24,14 @@ from .report import (
 )
 from .wire import WIRE_CONTENDERS, WireSettings, run_wire
 
-# (framing settings, wire settings) per mode. "tiny" is the smoke test's size.
-MODES: dict[str, tuple[FramingSettings, WireSettings]] = {
+# (framing, wire, memory settings) per mode. "tiny" is the smoke test's size.
+MODES: dict[str, tuple[FramingSettings, WireSettings, MemorySettings]] = {
     "tiny": (
         FramingSettings(
             sample_seconds=0.005, rounds=2, max_stream_bytes=1 << 20, linearity_messages=20
         ),
         WireSettings(duration=0.1, rounds=2, connections=(1, 8), request_timeout=1.5, warmup=0.02),
+        MemorySettings(idle_connections=50, growth_messages=2_000),
     ),
     "quick": (
         FramingSettings(
@@ -38,6 +40,7 @@ MODES: dict[str, tuple[FramingSettings, WireSettings]] = {
         WireSettings(
             duration=0.15, rounds=3, connections=(1, 8, 64), request_timeout=1.5, warmup=0.05
         ),
+        MemorySettings(idle_connections=1_000, growth_messages=20_000),
     ),
     "full": (
         FramingSettings(
@@ -46,6 +49,7 @@ MODES: dict[str, tuple[FramingSettings, WireSettings]] = {
         WireSettings(
             duration=2.0, rounds=5, connections=(1, 8, 16, 64), request_timeout=15.0, warmup=0.5
         ),
+        MemorySettings(idle_connections=1_000, growth_messages=100_000),
     ),
 }
 
@@ -77,7 +81,9 @@ def _parser() -> argparse.ArgumentParser:
         const="tiny",
         help="smallest run that exercises everything (smoke test)",
     )
-    parser.add_argument("--only", choices=("framing", "wire"), help="run one section only")
+    parser.add_argument(
+        "--only", choices=("framing", "wire", "memory"), help="run one section only"
+    )
     parser.add_argument(
         "--out",
         type=Path,
@@ -137,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace, only: set[str] | None) -> int:
-    framing_settings, wire_settings = MODES[args.mode]
+    framing_settings, wire_settings, memory_settings = MODES[args.mode]
     began = time.perf_counter()
 
     def progress(text: str) -> None:
@@ -160,6 +166,8 @@ def _run(args: argparse.Namespace, only: set[str] | None) -> int:
         if args.only in (None, "wire"):
             data["wire"] = run_wire(wire_settings, progress, baseline=baseline, only=only)
             data["wire"]["client_comparison"] = client_comparison(data["wire"])
+        if args.only in (None, "memory"):
+            data["memory"] = run_memory(memory_settings, progress, only=only)
     data["targets"] = evaluate_targets(data)
     if "baseline" in data:
         data["baseline_comparison"] = baseline_comparison(data)

@@ -13,6 +13,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import attrs
+
 __all__ = [
     "TARGETS",
     "baseline_comparison",
@@ -26,40 +28,145 @@ __all__ = [
 
 _REPO = Path(__file__).resolve().parent.parent
 
-#: (name, section, selector, numerator, denominator, target ratio). The
-#: project's performance goals; the report prints measured beside target.
-TARGETS: tuple[tuple[str, str, dict[str, Any], str, str, float], ...] = (
-    (
-        "framing decode 1KB in 64 KiB reads, vs python-hl7 readblock",
-        "framing",
-        {"operation": "decode", "size": "1KB", "chunk": 65536},
-        "mllp_trio-mllp",
-        "python-hl7",
-        2.0,
-    ),
-    (
-        "wire plain TCP, 8 connections, full listener vs python-hl7 raw asyncio",
-        "wire",
-        {"security": "plain", "connections": 8},
+#: The baseline commit the "2x today's" targets compare against (issue 14's start).
+TARGET_BASELINE = "824b91f"
+
+
+@attrs.frozen(kw_only=True)
+class Target:
+    """One of the project's performance goals, as the report judges it.
+
+    Attributes:
+        name: What is compared, for the table.
+        section: ``framing``, ``wire`` or ``memory``.
+        selector: The scenario (row fields that must match).
+        metric: Row field compared: ``msgs_per_s`` or ``server_cpu_us``
+            (their medians), ``per_connection_kib`` or ``verdict`` (memory).
+        mine: Contender measured.
+        theirs: Contender it is divided by; ``None`` for a plain value;
+            ``"@baseline"`` for ``mine``'s twin at :data:`TARGET_BASELINE`.
+        goal: Ratio (or value) to reach; ``None``: reported only.
+        lower_is_better: ``True`` for CPU per message and memory (goal is an
+            upper bound), ``False`` for messages/s (goal is a lower bound).
+        stretch: A second, harder goal shown beside the first.
+        unit: Unit of a plain value.
+    """
+
+    name: str
+    section: str
+    selector: dict[str, Any]
+    metric: str
+    mine: str
+    theirs: str | None
+    goal: float | None
+    lower_is_better: bool = False
+    stretch: float | None = None
+    unit: str = ""
+
+
+def _cpu_target(
+    name: str,
+    security: str,
+    conns: int,
+    mine: str,
+    theirs: str,
+    goal: float,
+    stretch: float | None = None,
+) -> Target:
+    return Target(
+        name=name,
+        section="wire",
+        selector={"security": security, "connections": conns},
+        metric="server_cpu_us",
+        mine=mine,
+        theirs=theirs,
+        goal=goal,
+        lower_is_better=True,
+        stretch=stretch,
+    )
+
+
+#: Issue 14's targets; the report prints goal, measured and verdict for each.
+TARGETS: tuple[Target, ...] = (
+    _cpu_target(
+        "wire plain, 8 connections: server CPU/msg, mllp_trio / python-hl7-raw",
+        "plain",
+        8,
         "mllp_trio",
         "python-hl7-raw",
-        1.2,
+        1.5,
+        stretch=1.2,
     ),
-    (
-        "wire mutual TLS, 8 connections, full listener vs python-hl7 raw asyncio",
-        "wire",
-        {"security": "mtls", "connections": 8},
+    _cpu_target(
+        "wire mutual TLS, 8 connections: server CPU/msg, mllp_trio / python-hl7-raw",
+        "mtls",
+        8,
         "mllp_trio",
         "python-hl7-raw",
-        1.0,
+        1.4,
     ),
-    (
-        "wire plain TCP, 8 connections, full listener vs python-hl7 parse-and-ACK",
-        "wire",
-        {"security": "plain", "connections": 8},
-        "mllp_trio",
-        "python-hl7-parse",
-        10.0,
+    *(
+        Target(
+            name=f"durable, {conns} connections: msg/s, mllp_trio-durable / itself at "
+            f"{TARGET_BASELINE}",
+            section="wire",
+            selector={"security": "plain", "connections": conns},
+            metric="msgs_per_s",
+            mine="mllp_trio-durable",
+            theirs="@baseline",
+            goal=2.0,
+        )
+        for conns in (8, 32)
+    ),
+    *(
+        _cpu_target(
+            f"durable, {conns} connections: server CPU/msg, mllp_trio-durable / mllp_trio",
+            "plain",
+            conns,
+            "mllp_trio-durable",
+            "mllp_trio",
+            2.0,
+        )
+        for conns in (8, 32)
+    ),
+    *(
+        Target(
+            name=f"framing {operation} 1KB{read}: msg/s, {mine} / python-hl7",
+            section="framing",
+            selector={"operation": operation, "size": "1KB", "chunk": chunk},
+            metric="msgs_per_s",
+            mine=mine,
+            theirs="python-hl7",
+            goal=goal,
+        )
+        for operation, read, chunk, mine, goal in (
+            ("decode", " in 64 KiB reads", 65536, "mllp_trio-mllp", 3.0),
+            ("decode", " in 64 KiB reads", 65536, "mllp_trio-hllp", 1.0),
+            ("encode", "", None, "mllp_trio-hllp", 1.0),
+        )
+    ),
+    *(
+        Target(
+            name=f"memory: RSS per idle connection, {label}, mllp_trio (sanity bound)",
+            section="memory",
+            selector={"part": "idle", "security": security},
+            metric="per_connection_kib",
+            mine="mllp_trio",
+            theirs=None,
+            goal=bound,
+            lower_is_better=True,
+            unit="KiB",
+        )
+        for security, label, bound in (("plain", "plain TCP", 64.0), ("tls", "TLS", 256.0))
+    ),
+    Target(
+        name="memory: no RSS growth over a long run (plain, 8 connections), mllp_trio",
+        section="memory",
+        selector={"part": "growth", "security": "plain"},
+        metric="verdict",
+        mine="mllp_trio",
+        theirs=None,
+        goal=None,
     ),
 )
 
@@ -123,30 +230,117 @@ def _rows(data: dict[str, Any], section: str) -> list[dict[str, Any]]:
     return rows
 
 
-def _median(rows: list[dict[str, Any]], selector: dict[str, Any], contender: str) -> float | None:
+def _find(rows: list[dict[str, Any]], selector: dict[str, Any], contender: str) -> dict[str, Any]:
     for row in rows:
         if row["contender"] == contender and all(row.get(k) == v for k, v in selector.items()):
-            value = row.get("msgs_per_s", {}).get("median")
-            return float(value) if value is not None else None
-    return None
+            return row
+    return {}
+
+
+def _value(row: dict[str, Any], metric: str) -> float | None:
+    found = row.get(metric)
+    if isinstance(found, dict):
+        found = found.get("median")
+    return float(found) if isinstance(found, int | float) else None
+
+
+def _baseline_key(data: dict[str, Any], contender: str) -> str | None:
+    base = data.get("baseline")
+    if not base or not str(base.get("commit", "")).startswith(TARGET_BASELINE):
+        return None
+    return f"{contender}@{base['short']}"
+
+
+def _memory_rows(data: dict[str, Any], part: str) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = data.get("memory", {}).get(part, [])
+    return rows
+
+
+def _goal_text(target: Target) -> str:
+    if target.metric == "verdict":
+        return "no growth"
+    if target.goal is None:
+        return "reported"
+    sign = "<=" if target.lower_is_better else ">="
+    if target.theirs is None:
+        return f"{sign} {target.goal:g} {target.unit}".strip()
+    text = f"{sign} {target.goal:g}x"
+    return text + (f" (stretch {target.stretch:g}x)" if target.stretch else "")
+
+
+def _evaluate(target: Target, data: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "name": target.name,
+        "metric": target.metric,
+        "goal": target.goal,
+        "goal_text": _goal_text(target),
+        "lower_is_better": target.lower_is_better,
+        "stretch": target.stretch,
+        "measured": None,
+        "measured_text": "-",
+        "met": None,
+        "verdict": "not measured",
+    }
+    if target.section == "memory":
+        part = target.selector["part"]
+        selector = {k: v for k, v in target.selector.items() if k != "part"}
+        row = _find(_memory_rows(data, part), selector, target.mine)
+        if target.metric == "verdict":
+            verdict = row.get("verdict")
+            if row.get("status") == "ok" and verdict in ("no growth", "grows"):
+                out.update(
+                    measured_text=f"{row['second_quarter_kib'] / 1024:.1f} -> "
+                    f"{row['last_quarter_kib'] / 1024:.1f} MiB over {row['messages']:,} msgs",
+                    met=verdict == "no growth",
+                    verdict=verdict,
+                )
+            elif row:
+                out["verdict"] = str(verdict or row.get("status"))
+            return out
+        value = _value(row, target.metric)
+        if value is not None:
+            out.update(measured=value, measured_text=f"{value:.1f} {target.unit}".strip())
+        else:
+            return out
+    else:
+        rows = _rows(data, target.section)
+        theirs = target.theirs
+        if theirs == "@baseline":
+            theirs = _baseline_key(data, target.mine)
+            if theirs is None:
+                out["verdict"] = f"needs --baseline {TARGET_BASELINE}"
+                return out
+        assert theirs is not None
+        a = _value(_find(rows, target.selector, target.mine), target.metric)
+        b = _value(_find(rows, target.selector, theirs), target.metric)
+        if a is None or not b:
+            return out
+        value = a / b
+        unit = "µs/msg" if target.metric == "server_cpu_us" else "msg/s"
+        out.update(
+            measured=value,
+            measured_text=f"{value:.2f}x ({_rate(a) if unit == 'msg/s' else f'{a:.1f}'} vs "
+            f"{_rate(b) if unit == 'msg/s' else f'{b:.1f}'} {unit})",
+        )
+    if target.goal is None:
+        out["verdict"] = "reported"
+        return out
+    value = out["measured"]
+
+    def meets(goal: float) -> bool:
+        return bool(value <= goal if target.lower_is_better else value >= goal)
+
+    out["met"] = meets(target.goal)
+    out["verdict"] = "met" if out["met"] else "NOT met"
+    if target.stretch is not None:
+        out["stretch_met"] = meets(target.stretch)
+        out["verdict"] += ", stretch " + ("met" if out["stretch_met"] else "not met")
+    return out
 
 
 def evaluate_targets(data: dict[str, Any]) -> list[dict[str, Any]]:
-    """Return each target with its measured ratio (``None`` when not measured) and verdict."""
-    out = []
-    for name, section, selector, mine, theirs, target in TARGETS:
-        rows = _rows(data, section)
-        a, b = _median(rows, selector, mine), _median(rows, selector, theirs)
-        measured = a / b if a is not None and b else None
-        out.append(
-            {
-                "name": name,
-                "target": target,
-                "measured": measured,
-                "met": None if measured is None else measured >= target,
-            }
-        )
-    return out
+    """Return each target with its measured value (``None`` when not measured) and verdict."""
+    return [_evaluate(target, data) for target in TARGETS]
 
 
 def _rate(value: float) -> str:
@@ -425,23 +619,117 @@ def to_markdown(data: dict[str, Any]) -> str:
         "### Targets",
         "",
     ]
-    rows = [
-        [
-            t["name"],
-            f">= {t['target']:g}x",
-            _ratio(t["measured"]),
-            {None: "not measured", True: "met", False: "NOT met"}[t["met"]],
-        ]
-        for t in data["targets"]
-    ]
+    rows = [[t["name"], t["goal_text"], t["measured_text"], t["verdict"]] for t in data["targets"]]
     lines += _table(["target", "goal", "measured", "verdict"], rows)
+    lines += [
+        "",
+        "CPU ratios: server CPU per message (lower is better), this run's medians;",
+        "msg/s ratios: higher is better. A target whose rows did not run says so.",
+    ]
     if baseline:
         lines += _baseline_tables(data)
     if "framing" in data:
         lines += _framing_tables(data["framing"], bool(baseline))
     if "wire" in data:
         lines += _wire_tables(data["wire"], bool(baseline))
+    if "memory" in data:
+        lines += _memory_tables(data["memory"])
     return "\n".join(lines) + "\n"
+
+
+def _memory_tables(memory: dict[str, Any]) -> list[str]:
+    settings = memory["settings"]
+    rows = []
+    for row in memory.get("idle", []):
+        if row.get("status") != "ok":
+            rows.append(
+                [
+                    row["contender"],
+                    row["security"],
+                    str(row["connections"]),
+                    row["status"],
+                    "",
+                    "",
+                    "",
+                ]
+            )
+            continue
+        rows.append(
+            [
+                row["contender"],
+                row["security"],
+                f"{row['connections']:,}",
+                f"{row['rss_before_kib'] / 1024:.1f}",
+                f"{row['rss_after_kib'] / 1024:.1f}",
+                f"{row['per_connection_kib']:.1f}",
+                f"{row['open_seconds']:.1f}",
+            ]
+        )
+    lines = [
+        "",
+        "### Memory: server RSS per idle connection",
+        "",
+        "Each connection opened (TLS handshake done) and one message exchanged, then left",
+        "idle; per connection = (RSS after - RSS before) / connections, a fresh server each.",
+        "",
+        *_table(
+            [
+                "server",
+                "security",
+                "connections",
+                "RSS before MiB",
+                "RSS after MiB",
+                "KiB per connection",
+                "open s",
+            ],
+            rows,
+        ),
+    ]
+    rows = []
+    for row in memory.get("growth", []):
+        if row.get("status") != "ok" or "peak_kib" not in row:
+            rows.append(
+                [row["contender"], row["security"], str(row.get("verdict") or row["status"])]
+                + [""] * 6
+            )
+            continue
+        rows.append(
+            [
+                row["contender"],
+                row["security"],
+                f"{row['messages']:,} ({row['errors']} errors)",
+                f"{row['start_kib'] / 1024:.1f}",
+                f"{row['second_quarter_kib'] / 1024:.1f}",
+                f"{row['last_quarter_kib'] / 1024:.1f}",
+                f"{row['end_kib'] / 1024:.1f}",
+                f"{row['peak_kib'] / 1024:.1f}",
+                row["verdict"],
+            ]
+        )
+    lines += [
+        "",
+        f"### Memory: server RSS over a run of {settings['growth_messages']:,} messages",
+        "",
+        f"{settings['growth_connections']} connections, load generator; RSS sampled during the",
+        'measured window. Quarter columns are medians; "no growth" when the last quarter is',
+        f"within {settings['tolerance']:.0%} (or {settings['tolerance_kib']} KiB) of the second.",
+        "",
+        *_table(
+            [
+                "server",
+                "security",
+                "messages",
+                "start MiB",
+                "Q2 MiB",
+                "Q4 MiB",
+                "end MiB",
+                "peak MiB",
+                "verdict",
+            ],
+            rows,
+        ),
+    ]
+    return lines
 
 
 def write_chart(data: dict[str, Any], path: Path) -> None:
@@ -459,6 +747,8 @@ def write_chart(data: dict[str, Any], path: Path) -> None:
         panels.append(
             ("Wire request/response (msg/s)", data["wire"]["results"], ("security", "connections"))
         )
+    if not panels:  # --only memory: nothing to draw
+        return
     fig, axes = plt.subplots(len(panels), 1, figsize=(13, 4.5 * len(panels)), squeeze=False)
     for ax, (title, rows, keys) in zip(axes[:, 0], panels, strict=True):
         scenarios: list[tuple[Any, ...]] = []
@@ -515,5 +805,8 @@ def write_outputs(data: dict[str, Any], out_dir: Path) -> dict[str, Path]:
     tmp.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n")
     tmp.replace(paths["json"])
     paths["markdown"].write_text(to_markdown(data))
-    write_chart(data, paths["chart"])
+    if "framing" in data or "wire" in data:
+        write_chart(data, paths["chart"])
+    else:
+        del paths["chart"]
     return paths

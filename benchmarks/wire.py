@@ -77,6 +77,8 @@ class WireContender:
         needs_mllp_trio: Whether it needs mllp_trio's listener or client.
         baseline_of: For a baseline contender (the baseline commit's server
             and client), the key of its twin in this checkout.
+        extra: (security, connections) scenarios run besides the mode's
+            concurrency levels (the targets compare the journal at 32).
     """
 
     key: str
@@ -87,6 +89,14 @@ class WireContender:
     needs_mllp_trio: bool = False
     baseline_of: str | None = None
     check_control_id: bool = True
+    extra: tuple[tuple[str, int], ...] = ()
+
+    def levels(self, security: str, settings: WireSettings) -> list[int]:
+        """The concurrency levels this contender runs at over ``security``."""
+        if security not in self.securities:
+            return []
+        extra = {conns for sec, conns in self.extra if sec == security}
+        return sorted(set(settings.connections) | extra)
 
 
 WIRE_CONTENDERS = (
@@ -96,6 +106,7 @@ WIRE_CONTENDERS = (
         server="mllp_trio",
         client="load",
         needs_mllp_trio=True,
+        extra=(("plain", 32),),
     ),
     WireContender(
         key="mllp_trio-fixed-ack",
@@ -112,6 +123,7 @@ WIRE_CONTENDERS = (
         client="load",
         securities=("plain",),
         needs_mllp_trio=True,
+        extra=(("plain", 32),),
     ),
     WireContender(
         key="mllp_trio-client",
@@ -231,6 +243,9 @@ def run_wire(
         # The load generator is the instrument: always this checkout's.
         return REPO if contender.client == "load" else root(contender)
 
+    def all_levels(security: str) -> list[int]:
+        return sorted({n for c in contenders for n in c.levels(security, settings)})
+
     samples: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
     errors: dict[tuple[str, str, int], str] = {}
     imported: dict[str, dict[str, Any]] = {}
@@ -292,9 +307,9 @@ def run_wire(
         scenarios = [
             (security, conns, contender)
             for security in SECURITIES
-            for conns in settings.connections
+            for conns in all_levels(security)
             for contender in live
-            if security in contender.securities
+            if conns in contender.levels(security, settings)
             and (contender.key, security) in ports
             and contender.key not in status
         ]
@@ -336,9 +351,9 @@ def run_wire(
 
     results: list[dict[str, Any]] = []
     for security in SECURITIES:
-        for conns in settings.connections:
+        for conns in all_levels(security):
             for contender in contenders:
-                if security not in contender.securities:
+                if conns not in contender.levels(security, settings):
                     continue
                 cell = (contender.key, security, conns)
                 row: dict[str, Any] = {

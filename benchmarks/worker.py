@@ -22,6 +22,7 @@ import json
 import math
 import os
 import signal
+import socket
 import ssl
 import sys
 import tempfile
@@ -41,6 +42,7 @@ __all__ = ["SERVER_KINDS", "client_context", "main", "server_context"]
 HOST = "127.0.0.1"
 SERVER_KINDS = (
     "mllp_trio",
+    "mllp_trio-roomy",
     "mllp_trio-fixed",
     "mllp_trio-durable",
     "python-hl7-raw",
@@ -50,6 +52,10 @@ SERVER_KINDS = (
 CLIENT_KINDS = ("load", "mllp_trio", "python-hl7", "python-hl7-per-message")
 #: A request that takes longer than this counts as an error.
 REQUEST_TIMEOUT = 15.0
+#: Connection limits of the ``mllp_trio-roomy`` server (the memory section).
+ROOMY_CONNECTIONS = 4000
+#: Open files each worker asks for (1,000 connections each side, and some).
+WANTED_FILES = 8192
 
 Roundtrip = Callable[[bytes], Awaitable[bytes]]
 
@@ -106,7 +112,11 @@ def _port_of(started: Any) -> int:
 
 
 def _serve_mllp_trio(
-    fixed: bool, ssl_context: ssl.SSLContext | None, *, durable: bool = False
+    fixed: bool,
+    ssl_context: ssl.SSLContext | None,
+    *,
+    durable: bool = False,
+    roomy: bool = False,
 ) -> None:
     import trio
 
@@ -123,6 +133,12 @@ def _serve_mllp_trio(
         options: dict[str, Any] = {"host": HOST}
         if ssl_context is not None:
             options["ssl_context"] = ssl_context
+        if roomy:
+            # The memory section opens 1,000 connections from one address:
+            # above the default limits (1,000 in all, 100 per peer).
+            options["config"] = _api("ServerConfig")(
+                max_connections=ROOMY_CONNECTIONS, max_connections_per_peer=ROOMY_CONNECTIONS
+            )
         handler = prebuilt if fixed else full
         if not durable:
             async with trio.open_nursery() as nursery:
@@ -157,8 +173,13 @@ def _serve_mllp_trio(
 def run_server(kind: str, security: str, certdir: Path) -> None:
     """Serve with the given implementation until the process is killed."""
     context = server_context(security, certdir)
-    if kind in ("mllp_trio", "mllp_trio-fixed", "mllp_trio-durable"):
-        _serve_mllp_trio(kind == "mllp_trio-fixed", context, durable=kind == "mllp_trio-durable")
+    if kind in ("mllp_trio", "mllp_trio-fixed", "mllp_trio-durable", "mllp_trio-roomy"):
+        _serve_mllp_trio(
+            kind == "mllp_trio-fixed",
+            context,
+            durable=kind == "mllp_trio-durable",
+            roomy=kind == "mllp_trio-roomy",
+        )
     elif kind in ("python-hl7-raw", "python-hl7-parse"):
         peers.run_hl7_server(kind.rsplit("-", 1)[1], HOST, context, _announce)
     elif kind == "hl7apy":
@@ -456,15 +477,166 @@ def _generator_load(command: dict[str, Any], context: ssl.SSLContext | None) -> 
     }
 
 
+def raise_file_limit() -> dict[str, int]:
+    """Raise the soft limit on open files towards :data:`WANTED_FILES` (up to the hard limit).
+
+    Returns the soft and hard limits in force afterwards (``-1``: unlimited).
+    """
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not POSIX
+        return {"soft": -1, "hard": -1}
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = WANTED_FILES if hard == resource.RLIM_INFINITY else min(WANTED_FILES, hard)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            soft = wanted
+        except (ValueError, OSError):
+            pass
+    return {"soft": int(soft), "hard": int(hard)}
+
+
+def rss_kib(pid: int) -> int | None:
+    """Resident set size of process ``pid`` in KiB (``VmRSS`` in ``/proc/PID/status``)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _exchange(sock: socket.socket, frame: bytes) -> None:
+    """Send one framed message and read until the reply's end (EB CR)."""
+    sock.sendall(frame)
+    reply = b""
+    while not reply.endswith(b"\x1c\r"):
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("server closed the connection")
+        reply += chunk
+
+
+def _idle_rss(command: dict[str, Any], context: ssl.SSLContext | None) -> dict[str, Any]:
+    """Open N connections, one message each, leave them idle; the server's RSS before and after.
+
+    A few connections open and close first, so that what is allocated once
+    (the first TLS handshake's tables, imports) is not counted per connection.
+    """
+    pid, port, wanted = (
+        int(command["server_pid"]),
+        int(command["port"]),
+        int(command["connections"]),
+    )
+    limits = raise_file_limit()
+    if 0 <= limits["soft"] < wanted + 100:
+        return {"error": f"open-file limit {limits['soft']} < {wanted + 100} (ulimit -n)"}
+    frame = b"\x0b" + message_pool("1KB", count=1)[0] + b"\x1c\r"
+    timeout = float(command.get("timeout", 30.0))
+
+    def connect() -> socket.socket:
+        sock = socket.create_connection((HOST, port), timeout=timeout)
+        if context is not None:
+            sock = context.wrap_socket(sock, server_hostname=HOST)
+        _exchange(sock, frame)
+        return sock
+
+    for _ in range(int(command.get("warmup_connections", 10))):
+        connect().close()
+    settle = float(command.get("settle", 0.5))
+    time.sleep(settle)
+    before = rss_kib(pid)
+    opened: list[socket.socket] = []
+    started = time.perf_counter()
+    try:
+        for _ in range(wanted):
+            opened.append(connect())
+        took = time.perf_counter() - started
+        time.sleep(settle)
+        after = rss_kib(pid)
+    finally:
+        for sock in opened:
+            sock.close()
+    if before is None or after is None:
+        return {"error": "server RSS not readable (/proc)"}
+    return {
+        "connections": len(opened),
+        "rss_before_kib": before,
+        "rss_after_kib": after,
+        "per_connection_kib": (after - before) / len(opened),
+        "open_seconds": round(took, 2),
+    }
+
+
+def _growth(command: dict[str, Any], context: ssl.SSLContext | None) -> dict[str, Any]:
+    """Run ``count`` messages with the load generator, sampling the server's RSS meanwhile."""
+    import trio
+
+    from mllp_trio import _load
+
+    pid = int(command["server_pid"])
+    interval = float(command.get("interval", 0.05))
+    config = _load.LoadConfig(
+        connections=int(command.get("connections", 8)),
+        duration=None,
+        count=int(command["count"]),
+        warmup=float(command.get("warmup", 0.2)),
+        timeout=float(command.get("timeout", REQUEST_TIMEOUT)),
+        connect_timeout=60.0,
+        give_up=60.0,
+    )
+    templates = _load.make_templates(message_pool("1KB"))
+    connect = _load.tcp_connector(HOST, int(command["port"]), ssl_context=context)
+    window: dict[str, float] = {}
+    samples: list[tuple[float, int]] = []
+
+    def mark(when: str) -> None:
+        window[when] = time.perf_counter()
+
+    async def main() -> Any:
+        async def sample() -> None:
+            while True:
+                value = rss_kib(pid)
+                if value is not None:
+                    samples.append((time.perf_counter(), value))
+                await trio.sleep(interval)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(sample)
+            result = await _load.run_load(connect, templates, config, on_window=mark)
+            nursery.cancel_scope.cancel()
+        return result
+
+    result = trio.run(main)
+    begin, end = window.get("start"), window.get("end")
+    if begin is None or end is None:
+        return {"error": "the run never started measuring"}
+    inside = [kib for when, kib in samples if begin <= when <= end]
+    errors = sum(result.errors.values())
+    return {
+        "messages": result.answered,
+        "errors": errors,
+        "seconds": round(end - begin, 2),
+        "samples": inside,
+    }
+
+
 def run_client(kind: str, certdir: Path) -> None:
     """Answer load commands from stdin, one JSON line each, until stdin closes."""
+    raise_file_limit()
     for line in sys.stdin:
         if not line.strip():
             continue
         command = json.loads(line)
         context = client_context(command["security"], certdir)
         try:
-            if kind == "load":
+            if command.get("op") == "idle":
+                result = _idle_rss(command, context)
+            elif command.get("op") == "growth":
+                result = _growth(command, context)
+            elif kind == "load":
                 result = _generator_load(command, context)
             elif kind == "mllp_trio":
                 result = _trio_load(command, context)
@@ -478,6 +650,7 @@ def run_client(kind: str, certdir: Path) -> None:
 def main(argv: list[str]) -> None:
     """Dispatch ``server KIND SECURITY CERTDIR``, ``client KIND CERTDIR`` or ``framing``."""
     if len(argv) == 4 and argv[0] == "server":
+        raise_file_limit()
         run_server(argv[1], argv[2], Path(argv[3]))
     elif len(argv) == 3 and argv[0] == "client":
         run_client(argv[1], Path(argv[2]))

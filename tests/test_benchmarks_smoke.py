@@ -1,7 +1,8 @@
 """Smoke test of the benchmark harness: the quick mode runs and writes well-formed reports.
 
 Never asserts on speed: only that every contender was run (or is marked
-unavailable for a reason) and that the JSON, Markdown and PNG are well formed.
+unavailable for a reason), that every target has a verdict, and that the JSON,
+Markdown and PNG are well formed.
 The ``--baseline`` tests check that a baseline contender really imported the
 other commit's code (from its temporary worktree) and that the worktree goes.
 """
@@ -21,9 +22,10 @@ import pytest
 
 from benchmarks.baseline import add_baseline_ratios, alternate_pairs
 from benchmarks.framing import CHUNK_SIZES, contenders, mllp_trio_missing
+from benchmarks.memory import IDLE_SERVERS, MemorySettings, judge_growth
 from benchmarks.messages import SIZES
-from benchmarks.report import TARGETS, baseline_comparison
-from benchmarks.wire import MLLP_TRIO_API, SECURITIES, WIRE_CONTENDERS
+from benchmarks.report import TARGET_BASELINE, TARGETS, baseline_comparison, evaluate_targets
+from benchmarks.wire import MLLP_TRIO_API, SECURITIES, WIRE_CONTENDERS, WireSettings
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
@@ -63,9 +65,24 @@ def test_json_has_environment_and_targets(run: tuple[Path, str]) -> None:
     assert isinstance(env["cpu_count"], int)
     assert "git_commit" in env
     assert env["versions"]["hl7"] and env["versions"]["hl7apy"]
-    assert [t["name"] for t in data["targets"]] == [t[0] for t in TARGETS]
+    assert [t["name"] for t in data["targets"]] == [t.name for t in TARGETS]
     for target in data["targets"]:
-        assert target["met"] is None or target["met"] == (target["measured"] >= target["target"])
+        if target["met"] is None or target["metric"] == "verdict":
+            continue
+        if target["lower_is_better"]:
+            assert target["met"] == (target["measured"] <= target["goal"])
+        else:
+            assert target["met"] == (target["measured"] >= target["goal"])
+    by_name = {t["name"]: t for t in data["targets"]}
+    # No --baseline: the "2x today's" targets say what they need.
+    durable = [t for t in TARGETS if t.theirs == "@baseline"]
+    assert durable and all(
+        by_name[t.name]["verdict"] == f"needs --baseline {TARGET_BASELINE}" for t in durable
+    )
+    # Every other target was measured in the tiny run.
+    for target in TARGETS:
+        if target.theirs != "@baseline":
+            assert by_name[target.name]["verdict"] != "not measured", target.name
 
 
 def test_every_framing_contender_present(run: tuple[Path, str]) -> None:
@@ -97,11 +114,12 @@ def test_every_wire_contender_present(run: tuple[Path, str]) -> None:
     wire = _load(run[0])["wire"]
     rows = {(r["security"], r["connections"], r["contender"]): r for r in wire["results"]}
     api_missing = mllp_trio_missing(*MLLP_TRIO_API)
+    settings = WireSettings(connections=tuple(wire["settings"]["connections"]))
     for contender in WIRE_CONTENDERS:
         for security in SECURITIES:
-            for conns in wire["settings"]["connections"]:
+            for conns in (*settings.connections, 32):
                 key = (security, conns, contender.key)
-                if security not in contender.securities:
+                if conns not in contender.levels(security, settings):
                     assert key not in rows
                     continue
                 row = rows[key]
@@ -128,9 +146,80 @@ def test_markdown_and_terminal_table(run: tuple[Path, str]) -> None:
     for name in [c.key for c in contenders()] + [c.key for c in WIRE_CONTENDERS]:
         assert f"| {name} |" in markdown
     for target in TARGETS:
-        assert target[0] in markdown
+        assert target.name in markdown
+    for heading in ("### Memory: server RSS per idle connection", "### Memory: server RSS over"):
+        assert heading in markdown
     table_lines = [line for line in markdown.splitlines() if line.startswith("|")]
     assert all(line.endswith("|") for line in table_lines)
+
+
+def test_memory_section(run: tuple[Path, str]) -> None:
+    memory = _load(run[0])["memory"]
+    idle = {(r["contender"], r["security"]): r for r in memory["idle"]}
+    for key, _kind, securities in IDLE_SERVERS:
+        for security in securities:
+            row = idle[key, security]
+            assert row["status"] == "ok", row["status"]
+            assert row["connections"] == memory["settings"]["idle_connections"]
+            assert row["rss_before_kib"] > 0 and row["rss_after_kib"] > 0
+    (growth,) = memory["growth"]
+    assert growth["status"] == "ok", growth["status"]
+    assert growth["messages"] >= memory["settings"]["growth_messages"]
+    assert growth["verdict"] in ("no growth", "grows")
+    assert growth["start_kib"] > 0 and growth["peak_kib"] >= growth["end_kib"]
+
+
+def test_growth_verdict() -> None:
+    settings = MemorySettings(tolerance=0.02, tolerance_kib=100)
+    flat = [10_000] * 40
+    assert judge_growth(flat, settings)["verdict"] == "no growth"
+    # A rise in the last quarter beyond 2 %: growth, whatever the first quarter did.
+    rising = [20_000] * 10 + [10_000] * 20 + [10_500] * 10
+    assert judge_growth(rising, settings)["verdict"] == "grows"
+    assert judge_growth([1, 2, 3], settings)["verdict"] == "too few samples"
+
+
+def _wire_row(contender: str, conns: int, rate: float, cpu: float) -> dict[str, Any]:
+    return {
+        "security": "plain",
+        "connections": conns,
+        "contender": contender,
+        "msgs_per_s": {"median": rate, "min": rate, "max": rate},
+        "server_cpu_us": {"median": cpu, "min": cpu, "max": cpu},
+    }
+
+
+def test_targets_direction_and_baseline_twin() -> None:
+    rows = [
+        _wire_row("mllp_trio", 8, 1000.0, 30.0),
+        _wire_row("python-hl7-raw", 8, 1000.0, 20.0),
+        _wire_row("mllp_trio-durable", 8, 500.0, 50.0),
+        _wire_row(f"mllp_trio-durable@{TARGET_BASELINE}", 8, 200.0, 90.0),
+        _wire_row("mllp_trio", 32, 1000.0, 30.0),
+        _wire_row("mllp_trio-durable", 32, 300.0, 70.0),
+    ]
+    data: dict[str, Any] = {"wire": {"results": rows}}
+    by_name = {t["name"]: t for t in evaluate_targets(data)}
+    plain = by_name["wire plain, 8 connections: server CPU/msg, mllp_trio / python-hl7-raw"]
+    assert plain["measured"] == 1.5 and plain["met"] is True  # <= 1.5x: lower is better
+    assert plain["stretch_met"] is False
+    cpu8 = by_name["durable, 8 connections: server CPU/msg, mllp_trio-durable / mllp_trio"]
+    assert abs(cpu8["measured"] - 50 / 30) < 1e-9 and cpu8["met"] is True
+    cpu32 = by_name["durable, 32 connections: server CPU/msg, mllp_trio-durable / mllp_trio"]
+    assert cpu32["met"] is False
+    twin = f"durable, 8 connections: msg/s, mllp_trio-durable / itself at {TARGET_BASELINE}"
+    assert by_name[twin]["verdict"] == f"needs --baseline {TARGET_BASELINE}"
+    data["baseline"] = {
+        "ref": TARGET_BASELINE,
+        "commit": TARGET_BASELINE + "0" * 33,
+        "short": TARGET_BASELINE,
+    }
+    by_name = {t["name"]: t for t in evaluate_targets(data)}
+    assert by_name[twin]["measured"] == 2.5 and by_name[twin]["met"] is True
+    # Another baseline commit is not the one the target is about.
+    data["baseline"] = {"ref": "HEAD", "commit": "0" * 40, "short": "0000000"}
+    by_name = {t["name"]: t for t in evaluate_targets(data)}
+    assert by_name[twin]["verdict"] == f"needs --baseline {TARGET_BASELINE}"
 
 
 def test_png_chart(run: tuple[Path, str]) -> None:
