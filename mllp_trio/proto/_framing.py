@@ -8,7 +8,13 @@ from typing import Any, Final
 import attrs
 
 from mllp_trio._errors import LocalProtocolError, RemoteProtocolError
-from mllp_trio.proto._events import InvalidFrame
+from mllp_trio.proto._events import (
+    InvalidFrame,
+    Message,
+    _new_object,
+    _set_message_data,
+    trusted_message,
+)
 
 __all__ = ["DEFAULT_MAX_MESSAGE_SIZE", "FrameReader", "FramingStats", "Oversize"]
 
@@ -267,12 +273,24 @@ class FrameReader:
         find, rfind, append = data.find, data.rfind, out.append
         end = len(data)
         p = 0
-        while p < end and data[p] == sb:
-            e = find(eb, p + 1)
-            if data[e + 1] != cr or rfind(sb, p + 1, e) >= 0 or not 0 < e - p - 1 <= limit:
-                break
-            append(wrap(data[p + 1 : e]))
-            p = e + 2
+        if wrap is trusted_message:
+            # trusted_message inline: a function call is a fifth of a 1 KB frame here.
+            new, set_data = _new_object, _set_message_data
+            while p < end and data[p] == sb:
+                e = find(eb, p + 1)
+                if data[e + 1] != cr or rfind(sb, p + 1, e) >= 0 or not 0 < e - p - 1 <= limit:
+                    break
+                message = new(Message)
+                set_data(message, data[p + 1 : e])
+                append(message)
+                p = e + 2
+        else:
+            while p < end and data[p] == sb:
+                e = find(eb, p + 1)
+                if data[e + 1] != cr or rfind(sb, p + 1, e) >= 0 or not 0 < e - p - 1 <= limit:
+                    break
+                append(wrap(data[p + 1 : e]))
+                p = e + 2
         self._pos = pos + p
         return p > 0
 
