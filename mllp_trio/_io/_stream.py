@@ -21,7 +21,7 @@ from mllp_trio.proto._exchange import (
     Resend,
 )
 
-__all__ = ["ConflictDetector", "Junk", "MLLPStream", "gave_up"]
+__all__ = ["Junk", "MLLPStream", "gave_up"]
 
 log = logging.getLogger("mllp_trio.io")
 
@@ -54,26 +54,6 @@ class Junk:
     size: int
     blank: bool
     first: bool
-
-
-class ConflictDetector:
-    """Raises ``trio.BusyResourceError`` when two tasks use one side of a stream at once.
-
-    Used where one task at a time is a rule of the caller, not something to
-    wait for: the listener reads and writes a connection from one task.
-    """
-
-    def __init__(self, what: str) -> None:
-        self._what = what
-        self._held = False
-
-    def __enter__(self) -> None:
-        if self._held:
-            raise trio.BusyResourceError(f"another task is already {self._what} on this connection")
-        self._held = True
-
-    def __exit__(self, *exc: object) -> None:
-        self._held = False
 
 
 class MLLPStream:
@@ -115,7 +95,7 @@ class MLLPStream:
         # runs twice per message).
         self._receiving_now = False
         self._charged = 0  # what the budget was last told this stream holds
-        self._sending = ConflictDetector("sending")
+        self._sending_now = False
         self._broken: str | None = None
 
     @property
@@ -176,6 +156,7 @@ class MLLPStream:
         if self._broken is not None:
             raise ConnectionClosedError(f"connection unusable: {self._broken}")
         exchange = self.exchange
+        connection = exchange.connection  # its buffered is one property less than the exchange's
         watchdog = self.watchdog
         budget = self._budget
         frame_deadline = math.inf
@@ -187,7 +168,7 @@ class MLLPStream:
         try:
             while True:
                 event = exchange.next_event()
-                buffered = exchange.buffered
+                buffered = connection.buffered
                 if budget is not None and buffered != self._charged:
                     self._charged = buffered
                     budget.charge(self, buffered)
@@ -197,7 +178,7 @@ class MLLPStream:
                     # The read just fed gave no event and left no open frame:
                     # junk, if bytes outside frames were counted (not, say, a
                     # late release 2 commit ACK that the exchange dropped).
-                    junk = exchange.connection.stats.out_of_frame_bytes
+                    junk = connection.stats.out_of_frame_bytes
                     if junk != self._junk:
                         self._junk = junk
                         return Junk(bytes(data[:8]), len(data), not data.strip(), first)
@@ -293,17 +274,21 @@ class MLLPStream:
             raise ConnectionClosedError(f"connection unusable: {self._broken}")
         if not data:
             return
-        with self._sending:
-            try:
-                if deadline is not None:
-                    self.watchdog.arm_at(deadline, Expiry.WRITE)
-                elif timeout is not None:
-                    self.watchdog.arm_at(trio.current_time() + timeout, Expiry.WRITE)
-                await self.transport.send_all(data)
-                self.watchdog.disarm()
-            except BaseException as exc:
-                self._broken = f"write interrupted by {type(exc).__name__}"
-                raise
+        if self._sending_now:
+            raise trio.BusyResourceError("another task is already sending on this connection")
+        self._sending_now = True
+        try:
+            if deadline is not None:
+                self.watchdog.arm_at(deadline, Expiry.WRITE)
+            elif timeout is not None:
+                self.watchdog.arm_at(trio.current_time() + timeout, Expiry.WRITE)
+            await self.transport.send_all(data)
+            self.watchdog.disarm()
+        except BaseException as exc:
+            self._broken = f"write interrupted by {type(exc).__name__}"
+            raise
+        finally:
+            self._sending_now = False
 
     async def aclose(self) -> None:
         """Close the transport."""

@@ -80,7 +80,8 @@ class LeanTCPStream(trio.abc.HalfCloseableStream):
             raise trio.BusyResourceError("another task is already receiving on this stream")
         self._receiving = True
         try:
-            self._check()
+            if self._closed or self._broken is not None:
+                self._check()
             size = _DEFAULT_RECEIVE_SIZE if max_bytes is None else operator.index(max_bytes)
             if size < 1:
                 raise ValueError("max_bytes must be >= 1")
@@ -91,7 +92,8 @@ class LeanTCPStream(trio.abc.HalfCloseableStream):
                 # now would fail with EAGAIN, an exception, before the wait:
                 # wait first (a full checkpoint).
                 await trio.lowlevel.wait_readable(sock)
-                self._check()
+                if self._closed or self._broken is not None:
+                    self._check()
                 self._unyielded = 0
             else:
                 await trio.lowlevel.checkpoint_if_cancelled()
@@ -120,9 +122,12 @@ class LeanTCPStream(trio.abc.HalfCloseableStream):
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         """Send all of ``data``; a cancelled send leaves the stream broken."""
-        self._claim_send()
+        if self._sending:
+            raise trio.BusyResourceError("another task is already sending on this stream")
+        self._sending = True
         try:
-            self._check_send()
+            if self._closed or self._broken is not None or self._eof_sent:
+                self._check_send()
             await trio.lowlevel.checkpoint_if_cancelled()
             send = self.socket.send
             # bytes go to send() as they are (most answers leave in one call);

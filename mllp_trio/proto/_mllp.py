@@ -117,7 +117,8 @@ class MLLPConnection:
     @property
     def buffered(self) -> int:
         """Bytes received but not yet returned as events."""
-        return self._reader.buffered
+        reader = self._reader  # FrameReader.buffered, inline: read twice per message
+        return len(reader._buf) - reader._pos
 
     def receive_data(self, data: bytes | bytearray | memoryview) -> None:
         """Add bytes received from the peer; ``b""`` means the peer closed.
