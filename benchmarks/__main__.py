@@ -43,11 +43,13 @@ MODES: dict[str, tuple[FramingSettings, WireSettings, MemorySettings]] = {
         MemorySettings(idle_connections=1_000, growth_messages=20_000),
     ),
     "full": (
+        # Sized so that --full --baseline 824b91f (the published run, every
+        # mllp_trio contender twice) takes about 15 minutes on 2 CPUs.
         FramingSettings(
-            sample_seconds=0.5, rounds=7, max_stream_bytes=64 << 20, linearity_messages=400
+            sample_seconds=0.25, rounds=5, max_stream_bytes=64 << 20, linearity_messages=400
         ),
         WireSettings(
-            duration=2.0, rounds=5, connections=(1, 8, 16, 64), request_timeout=15.0, warmup=0.5
+            duration=1.2, rounds=3, connections=(1, 8, 64), request_timeout=15.0, warmup=0.3
         ),
         MemorySettings(idle_connections=1_000, growth_messages=100_000),
     ),

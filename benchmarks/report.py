@@ -614,7 +614,7 @@ def to_markdown(data: dict[str, Any]) -> str:
         f"`{env['git_commit'] or 'none'}`{dirty}{against}; Python {env['python']} on "
         f"{env['platform']}, {env['cpu_count']} CPUs; {versions}; {env['openssl']}.",
         "",
-        "Medians over interleaved rounds, (min-max) in brackets. Ratios compare median messages/s.",
+        "Medians over interleaved rounds, (min-max) in brackets. Ratios compare medians.",
         "",
         "### Targets",
         "",
