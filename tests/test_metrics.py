@@ -83,10 +83,11 @@ async def test_scrape_after_a_known_exchange_has_exact_counts(tmp_path: Path) ->
     }
     assert {key: found.get(key) for key in expected} == expected
     # Every journal write is in the group-size histogram: 5 commits (the
-    # duplicate's lookup is a write request too) and 4 ACKs saved.
+    # duplicate's lookup is a write request too); without a handler each
+    # ACK is journaled with its message, not saved by a write of its own.
     transactions = found[("mllp_journal_commit_seconds_count", ())]
     assert transactions == found[("mllp_journal_group_size_count", ())] >= 1
-    assert found[("mllp_journal_group_size_sum", ())] == 9
+    assert found[("mllp_journal_group_size_sum", ())] == 5
     assert found[("mllp_journal_size_bytes", ())] > 0
     # No label anywhere carries a control id or message content.
     values = {v for _, labels in found for _, v in labels}
