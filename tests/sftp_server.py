@@ -59,6 +59,11 @@ class _Files(asyncssh.SFTPServer):
             # One read at a time: a slow server, even for pipelined requests.
             async with owner._read_lock:
                 await asyncio.sleep(owner.read_delay)
+        if self.generation != owner.generation:
+            # Cut: read requests already queued (pipelined) are not answered
+            # either; without this, a loaded machine served the whole file
+            # before the cut took effect.
+            raise asyncssh.SFTPConnectionLost("the server went away")
         data = super().read(file_obj, offset, size)
         assert isinstance(data, bytes)
         owner.bytes_read += len(data)
