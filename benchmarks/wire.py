@@ -90,6 +90,8 @@ class WireContender:
     baseline_of: str | None = None
     check_control_id: bool = True
     extra: tuple[tuple[str, int], ...] = ()
+    #: Whether ``--baseline`` adds a twin (False: the baseline's worker has no such server).
+    twin: bool = True
 
     def levels(self, security: str, settings: WireSettings) -> list[int]:
         """The concurrency levels this contender runs at over ``security``."""
@@ -118,12 +120,28 @@ WIRE_CONTENDERS = (
     ),
     WireContender(
         key="mllp_trio-durable",
-        label="mllp_trio listener with the SQLite journal (store before ACK), load generator",
+        label=(
+            "mllp_trio listener with the SQLite journal (store before ACK), no handler"
+            " (as `mllp-trio listen --store`), load generator"
+        ),
         server="mllp_trio-durable",
         client="load",
         securities=("plain",),
         needs_mllp_trio=True,
         extra=(("plain", 32),),
+    ),
+    WireContender(
+        key="mllp_trio-durable-handler",
+        label=(
+            "mllp_trio listener with the SQLite journal and an application handler"
+            " (commit, handler, ACK saved: two transactions), load generator"
+        ),
+        server="mllp_trio-durable-handler",
+        client="load",
+        securities=("plain",),
+        needs_mllp_trio=True,
+        extra=(("plain", 32),),
+        twin=False,
     ),
     WireContender(
         key="mllp_trio-client",
@@ -186,7 +204,7 @@ def roster(
         if only is not None and contender.key not in only:
             continue
         out.append(contender)
-        if baseline is not None and contender.needs_mllp_trio:
+        if baseline is not None and contender.needs_mllp_trio and contender.twin:
             out.append(
                 attrs.evolve(
                     contender,

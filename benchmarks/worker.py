@@ -45,6 +45,7 @@ SERVER_KINDS = (
     "mllp_trio-roomy",
     "mllp_trio-fixed",
     "mllp_trio-durable",
+    "mllp_trio-durable-handler",
     "python-hl7-raw",
     "python-hl7-parse",
     "hl7apy",
@@ -116,6 +117,7 @@ def _serve_mllp_trio(
     ssl_context: ssl.SSLContext | None,
     *,
     durable: bool = False,
+    with_handler: bool = False,
     roomy: bool = False,
 ) -> None:
     import trio
@@ -159,7 +161,10 @@ def _serve_mllp_trio(
                 trio.open_nursery() as nursery,
             ):
                 if journal is not None and "processor" in signature(serve_mllp).parameters:
-                    serve = partial(serve_mllp, None, 0, processor=journal(store, handler))
+                    # No handler is what `mllp-trio listen --store` runs: every
+                    # message accepted, its ACK journaled with it.
+                    processor = journal(store, handler) if with_handler else journal(store)
+                    serve = partial(serve_mllp, None, 0, processor=processor)
                 else:  # the API before JournalProcessor: serve_mllp(..., store=)
                     serve = partial(serve_mllp, handler, 0, store=store)
                 _announce(_port_of(await nursery.start(partial(serve, **options))))
@@ -173,11 +178,18 @@ def _serve_mllp_trio(
 def run_server(kind: str, security: str, certdir: Path) -> None:
     """Serve with the given implementation until the process is killed."""
     context = server_context(security, certdir)
-    if kind in ("mllp_trio", "mllp_trio-fixed", "mllp_trio-durable", "mllp_trio-roomy"):
+    if kind in (
+        "mllp_trio",
+        "mllp_trio-fixed",
+        "mllp_trio-durable",
+        "mllp_trio-durable-handler",
+        "mllp_trio-roomy",
+    ):
         _serve_mllp_trio(
             kind == "mllp_trio-fixed",
             context,
-            durable=kind == "mllp_trio-durable",
+            durable=kind.startswith("mllp_trio-durable"),
+            with_handler=kind == "mllp_trio-durable-handler",
             roomy=kind == "mllp_trio-roomy",
         )
     elif kind in ("python-hl7-raw", "python-hl7-parse"):
@@ -577,7 +589,7 @@ def _growth(command: dict[str, Any], context: ssl.SSLContext | None) -> dict[str
     from mllp_trio import _load
 
     pid = int(command["server_pid"])
-    interval = float(command.get("interval", 0.05))
+    interval = float(command.get("interval", 0.01))
     config = _load.LoadConfig(
         connections=int(command.get("connections", 8)),
         duration=None,
