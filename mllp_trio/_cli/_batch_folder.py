@@ -24,7 +24,8 @@ from mllp_trio._cli._options import (
     POSITIVE_INT,
     POSITIVE_SECONDS,
     _option_set,
-    choice,
+    done_marker_suffix,
+    file_pickup_options,
     log_level_option,
 )
 from mllp_trio.store import FileReport, FolderConfig, FolderStats, FolderWatcher
@@ -34,12 +35,6 @@ __all__ = ["SinkOptions", "put", "sink_options", "watch"]
 #: Files at least this large (in messages) get progress lines while processed.
 _PROGRESS_MINIMUM = 1000
 _DIRECTORY = click.Path(path_type=Path, file_okay=False)
-
-
-def _marker(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    if value is not None and (not value or "/" in value):
-        raise click.BadParameter("a file name suffix such as '.done'", ctx, param)
-    return value
 
 
 @click.command()
@@ -55,54 +50,20 @@ def _marker(ctx: click.Context, param: click.Parameter, value: str | None) -> st
 @click.option("--error", "error_dir", type=_DIRECTORY, help="refused files go here [INBOX/error]")
 @click.option("--pattern", default="*", show_default=True, help="file names to pick up (glob)")
 @click.option(
-    "--stable-seconds",
-    type=click.FloatRange(min=0),
-    default=2.0,
-    show_default=True,
-    help="size and mtime unchanged this long before a file is picked up",
-)
-@click.option(
-    "--done-marker",
-    callback=_marker,
-    help="pick NAME up only once NAME<suffix> exists (e.g. .done), whatever its age",
-)
-@click.option(
     "--poll-interval",
     type=POSITIVE_SECONDS,
     default=1.0,
     show_default=True,
     help="seconds between looks at the inbox",
 )
-@click.option(
-    "--retry-interval",
-    type=POSITIVE_SECONDS,
-    default=30.0,
-    show_default=True,
-    help="seconds before a file left in the inbox (journal or done/ failing) is retried",
-)
-@click.option(
-    "--ack-mode",
-    type=choice("all", "errors", "none"),
-    default="all",
-    show_default=True,
-    help="which acknowledgements the acknowledgement batch (done/NAME.ack) holds",
-)
-@click.option(
-    "--checkpoint-every",
-    type=POSITIVE_INT,
-    default=100,
-    show_default=True,
-    help="record progress in the journal every this many messages",
-)
-@click.option(
-    "--window",
-    type=POSITIVE_INT,
-    default=1,
-    show_default=True,
-    help="messages of a file in the journal and handler at once: more is faster on a "
+@file_pickup_options(
+    stable="size and mtime unchanged this long before a file is picked up",
+    marker="pick NAME up only once NAME<suffix> exists (e.g. .done), whatever its age",
+    left="in the inbox (journal or done/ failing)",
+    ack_batch="done/NAME.ack",
+    window="messages of a file in the journal and handler at once: more is faster on a "
     "slow disk (one fsync for several), but the handler may see them out of order",
 )
-@click.option("--lenient", is_flag=True, help="process files with structure problems (logged)")
 @click.option("--once", is_flag=True, help="exit when the inbox holds nothing left to process")
 @click.option("-q", "--quiet", is_flag=True, help="no per-file lines nor progress")
 @log_level_option("warning")
@@ -232,7 +193,7 @@ async def _watch(
 @click.option("--replace", is_flag=True, help="replace a file of that name already there")
 @click.option(
     "--done-marker",
-    callback=_marker,
+    callback=done_marker_suffix,
     help="also write an empty NAME<suffix> after the file (for pickers that wait for one)",
 )
 @click.option(

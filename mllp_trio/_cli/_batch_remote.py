@@ -26,10 +26,11 @@ import mllp_trio
 from mllp_trio._cli._common import DEFAULT_STORE, run_trio, setup_logging
 from mllp_trio._cli._options import (
     NON_NEGATIVE_INT,
-    POSITIVE_INT,
     POSITIVE_SECONDS,
     _option_set,
     choice,
+    done_marker_suffix,
+    file_pickup_options,
     log_level_option,
 )
 from mllp_trio._cli._send import EXIT_CONNECTION, EXIT_INTERRUPTED
@@ -271,12 +272,6 @@ remote_options = _option_set(
 )
 
 
-def _marker(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    if value is not None and (not value or "/" in value):
-        raise click.BadParameter("a file name suffix such as '.done'", ctx, param)
-    return value
-
-
 def _staging_for(store: Path, target: RemoteTarget) -> Path:
     """One staging folder per remote inbox, under the journal folder."""
     url = format_target(target)
@@ -304,53 +299,19 @@ def _staging_for(store: Path, target: RemoteTarget) -> Path:
 @click.option("--outbox", help="remote folder that also gets each acknowledgement batch")
 @click.option("--pattern", default="*", show_default=True, help="file names to pick up (glob)")
 @click.option(
-    "--stable-seconds",
-    type=click.FloatRange(min=0),
-    default=2.0,
-    show_default=True,
-    help="size and mtime unchanged across listings this long before a file is taken",
-)
-@click.option(
-    "--done-marker",
-    callback=_marker,
-    help="take NAME only once NAME<suffix> is listed (e.g. .done), whatever its age",
-)
-@click.option(
     "--interval",
     type=POSITIVE_SECONDS,
     default=5.0,
     show_default=True,
     help="seconds between listings of the inbox",
 )
-@click.option(
-    "--retry-interval",
-    type=POSITIVE_SECONDS,
-    default=30.0,
-    show_default=True,
-    help="seconds before a file left on the server (journal or server refusing) is retried",
+@file_pickup_options(
+    stable="size and mtime unchanged across listings this long before a file is taken",
+    marker="take NAME only once NAME<suffix> is listed (e.g. .done), whatever its age",
+    left="on the server (journal or server refusing)",
+    ack_batch="NAME.ack",
+    window="messages of a file in the journal and handler at once (see batch watch)",
 )
-@click.option(
-    "--ack-mode",
-    type=choice("all", "errors", "none"),
-    default="all",
-    show_default=True,
-    help="which acknowledgements the acknowledgement batch (NAME.ack) holds",
-)
-@click.option(
-    "--checkpoint-every",
-    type=POSITIVE_INT,
-    default=100,
-    show_default=True,
-    help="record progress in the journal every this many messages",
-)
-@click.option(
-    "--window",
-    type=POSITIVE_INT,
-    default=1,
-    show_default=True,
-    help="messages of a file in the journal and handler at once (see batch watch)",
-)
-@click.option("--lenient", is_flag=True, help="process files with structure problems (logged)")
 @click.option("--once", is_flag=True, help="exit when the inbox holds nothing left to take")
 @remote_options
 @click.option("-q", "--quiet", is_flag=True, help="no per-file lines nor progress")
@@ -527,7 +488,7 @@ async def _pull(
 @click.option("--replace", is_flag=True, help="replace a different file of that name on the server")
 @click.option(
     "--done-marker",
-    callback=_marker,
+    callback=done_marker_suffix,
     help="also write an empty NAME<suffix> after each file (for pickers that wait for one)",
 )
 @click.option(

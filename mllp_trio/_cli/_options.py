@@ -766,3 +766,70 @@ client_options = _option_set(
         help="TCP keepalive: seconds of silence before probes start  [default: off]",
     ),
 )
+
+
+def done_marker_suffix(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Check a ``--done-marker`` value: a file name suffix such as ``.done``."""
+    if value is not None and (not value or "/" in value):
+        raise click.BadParameter("a file name suffix such as '.done'", ctx, param)
+    return value
+
+
+def file_pickup_options(
+    *, stable: str, marker: str, left: str, ack_batch: str, window: str
+) -> Callable[[F], F]:
+    """The options of commands that pick batch files up (``batch watch``, ``batch pull``).
+
+    Each value reaches the command as its own keyword argument; the help
+    texts say where the files are (a local folder or a server).
+
+    Args:
+        stable: Help of ``--stable-seconds``.
+        marker: Help of ``--done-marker``.
+        left: Where a file that could not be finished stays, and why (help of
+            ``--retry-interval``).
+        ack_batch: The acknowledgement batch's name (help of ``--ack-mode``).
+        window: Help of ``--window``.
+    """
+    options = (
+        click.option(
+            "--stable-seconds",
+            type=click.FloatRange(min=0),
+            default=2.0,
+            show_default=True,
+            help=stable,
+        ),
+        click.option("--done-marker", callback=done_marker_suffix, help=marker),
+        click.option(
+            "--retry-interval",
+            type=POSITIVE_SECONDS,
+            default=30.0,
+            show_default=True,
+            help=f"seconds before a file left {left} is retried",
+        ),
+        click.option(
+            "--ack-mode",
+            type=choice("all", "errors", "none"),
+            default="all",
+            show_default=True,
+            help=f"which acknowledgements the acknowledgement batch ({ack_batch}) holds",
+        ),
+        click.option(
+            "--checkpoint-every",
+            type=POSITIVE_INT,
+            default=100,
+            show_default=True,
+            help="record progress in the journal every this many messages",
+        ),
+        click.option("--window", type=POSITIVE_INT, default=1, show_default=True, help=window),
+        click.option(
+            "--lenient", is_flag=True, help="process files with structure problems (logged)"
+        ),
+    )
+
+    def apply(command: F) -> F:
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return apply
