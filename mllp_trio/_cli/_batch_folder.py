@@ -28,12 +28,11 @@ from mllp_trio._cli._options import (
     file_pickup_options,
     log_level_option,
 )
+from mllp_trio._cli._progress import FileProgress
 from mllp_trio.store import FileReport, FolderConfig, FolderStats, FolderWatcher
 
 __all__ = ["SinkOptions", "put", "sink_options", "watch"]
 
-#: Files at least this large (in messages) get progress lines while processed.
-_PROGRESS_MINIMUM = 1000
 _DIRECTORY = click.Path(path_type=Path, file_okay=False)
 
 
@@ -142,27 +141,17 @@ def _report_line(report: FileReport) -> str:
 async def _watch(
     inbox: Path, journal: Path, config: FolderConfig, *, once: bool, quiet: bool
 ) -> FolderStats:
-    shown: dict[str, int] = {}
-
-    def on_progress(name: str, done: int, total: int) -> None:
-        # One line per tenth of a large file.
-        if quiet or total < _PROGRESS_MINIMUM:
-            return
-        tenth = done * 10 // total
-        if tenth <= shown.get(name, 0):
-            return
-        shown[name] = tenth
-        click.echo(f"progress: {name} {done:,}/{total:,} ({tenth * 10}%)", err=True)
+    progress = FileProgress(quiet=quiet)
 
     def on_report(report: FileReport) -> None:
-        shown.pop(report.name, None)
+        progress.finished(report.name)
         if not quiet:
             click.echo(_report_line(report), err=report.outcome != "done")
 
     async with mllp_trio.store.open_sqlite_store(journal) as store:
         processor = mllp_trio.store.JournalProcessor(store)
         watcher = FolderWatcher(
-            inbox, store, processor, config=config, on_report=on_report, on_progress=on_progress
+            inbox, store, processor, config=config, on_report=on_report, on_progress=progress.update
         )
         async with trio.open_nursery() as nursery:
             await nursery.start(processor.run)  # journaled messages left by a crash first

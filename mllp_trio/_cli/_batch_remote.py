@@ -33,6 +33,7 @@ from mllp_trio._cli._options import (
     file_pickup_options,
     log_level_option,
 )
+from mllp_trio._cli._progress import FileProgress
 from mllp_trio._cli._send import EXIT_CONNECTION, EXIT_INTERRUPTED
 from mllp_trio.store._files import make_private_dir
 from mllp_trio.store._remote import (
@@ -52,8 +53,6 @@ from mllp_trio.store._remote import (
 
 __all__ = ["pull", "push"]
 
-#: Files at least this large (in messages) get progress lines while processed.
-_PROGRESS_MINIMUM = 1000
 _FILE = click.Path(path_type=Path, dir_okay=False)
 _PASSWORD_VARIABLE = "MLLP_TRIO_REMOTE_PASSWORD"
 _SFTP_ONLY = ("known_hosts", "accept_new_host_key", "identity")
@@ -422,20 +421,11 @@ async def _pull(
     once: bool,
     quiet: bool,
 ) -> tuple[PullStats, bool]:
-    shown: dict[str, int] = {}
+    progress = FileProgress(quiet=quiet)
     interrupted = False
 
-    def on_progress(name: str, done: int, total: int) -> None:
-        if quiet or total < _PROGRESS_MINIMUM:
-            return
-        tenth = done * 10 // total
-        if tenth <= shown.get(name, 0):
-            return
-        shown[name] = tenth
-        click.echo(f"progress: {name} {done:,}/{total:,} ({tenth * 10}%)", err=True)
-
     def on_report(report: RemoteReport) -> None:
-        shown.pop(report.name, None)
+        progress.finished(report.name)
         if not quiet:
             click.echo(_report_line(report), err=report.outcome != "done")
 
@@ -448,7 +438,7 @@ async def _pull(
             processor,
             config=config,
             on_report=on_report,
-            on_progress=on_progress,
+            on_progress=progress.update,
         )
         async with trio.open_nursery() as nursery:
             await nursery.start(processor.run)  # journaled messages left by a crash first

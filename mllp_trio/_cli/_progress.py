@@ -164,3 +164,33 @@ def summary(counts: Counter[str], elapsed: float, sent: int) -> str:
     return f"{sent:,} message(s) in {_duration(elapsed)} ({_rate(sent, elapsed)})" + (
         f": {parts}" if parts else ""
     )
+
+
+#: Files at least this large (in messages) get progress lines while processed.
+FILE_PROGRESS_MINIMUM = 1000
+
+
+class FileProgress:
+    """Progress lines while batch files are processed: one per tenth of a large file.
+
+    ``update`` is the ``on_progress`` callback of the folder watcher and the
+    remote puller; ``finished`` forgets a file once its report is out.
+    """
+
+    def __init__(self, *, quiet: bool) -> None:
+        self._quiet = quiet
+        self._shown: dict[str, int] = {}
+
+    def update(self, name: str, done: int, total: int) -> None:
+        """Print a line when ``name`` passes another tenth of its ``total`` messages."""
+        if self._quiet or total < FILE_PROGRESS_MINIMUM:
+            return
+        tenth = done * 10 // total
+        if tenth <= self._shown.get(name, 0):
+            return
+        self._shown[name] = tenth
+        click.echo(f"progress: {name} {done:,}/{total:,} ({tenth * 10}%)", err=True)
+
+    def finished(self, name: str) -> None:
+        """Forget ``name`` (processed again later, it starts from zero)."""
+        self._shown.pop(name, None)

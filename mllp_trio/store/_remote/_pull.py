@@ -43,7 +43,7 @@ from mllp_trio._batch import DEFAULT_MAX_MESSAGE_SIZE, AckMode
 from mllp_trio._server import Processor
 from mllp_trio.store._base import FileJournal
 from mllp_trio.store._files import atomic_write, fsync_dir, make_private_dir
-from mllp_trio.store._folder import FolderConfig, FolderWatcher
+from mllp_trio.store._folder import FolderConfig, FolderWatcher, _check_marker
 from mllp_trio.store._remote._base import RemoteEntry, RemoteError, RemoteErrorKind, RemoteSession
 from mllp_trio.store._remote._client import RemoteClient
 from mllp_trio.store._remote._push import is_partial, opener, upload_atomically
@@ -55,11 +55,6 @@ log = logging.getLogger("mllp_trio.remote")
 
 _PENDING: Final = "pending"
 _INCOMING: Final = "incoming"
-
-
-def _check_marker(_inst: object, _attr: object, value: str | None) -> None:
-    if value is not None and (not value or "/" in value):
-        raise ValueError("done_marker must be a non-empty file name suffix such as '.done'")
 
 
 @attrs.frozen(kw_only=True)
