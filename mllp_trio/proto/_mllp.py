@@ -129,6 +129,26 @@ class MLLPConnection:
         self._check_usable()
         self._reader.feed(data)
 
+    def receive_frame(self, data: bytes) -> bytes | None:
+        """Release 1: feed ``data``, returning its content at once when it is a lone clean frame.
+
+        The fast path of a request/response peer: when nothing is buffered
+        or waiting and ``data`` holds exactly one clean frame, its content
+        comes back here and no event is queued (the same content
+        :meth:`next_event` would have returned). Otherwise the bytes are fed
+        as by :meth:`receive_data` and None is returned: take the events
+        from :meth:`next_event` as usual.
+
+        Raises:
+            LocalProtocolError: After the end of stream or a protocol error.
+        """
+        if not self._mllp2 and not self._events:
+            content = self._reader.take_lone_frame(data)
+            if content is not None:
+                return content
+        self.receive_data(data)
+        return None
+
     def next_event(self) -> MLLPEvent | NeedData:
         """Return the next event, or :data:`NEED_DATA` if more bytes are needed.
 
@@ -238,6 +258,28 @@ class MLLPConnection:
             self._owed_commits -= 1
             return self._commit_ack_frame if type(event) is CommitAck else self._commit_nak_frame
         raise LocalProtocolError(f"MLLPConnection cannot send {type(event).__name__}")
+
+    def send_bytes(self, data: bytes) -> bytes:
+        """Return the bytes that put ``data`` on the wire as one message.
+
+        The same as ``send(Message(data))``, with the same checks, without
+        building the event: the way to frame replies and messages in a loop.
+
+        Raises:
+            LocalProtocolError: As for :meth:`send`, and for data that is
+                not non-empty ``bytes``.
+        """
+        reader = self._reader
+        if (
+            self._mllp2
+            or self._error is not None
+            or type(data) is not bytes
+            or reader._sb in data  # an int: memchr, several times faster than a bytes needle
+            or reader._eb in data
+            or not 0 < len(data) <= reader._max
+        ):
+            return self.send(Message(data))  # the same checks, with their errors
+        return reader._prefix + data + reader._suffix
 
     def resend(self, event: Message) -> bytes:
         """Release 2: send a block again because its commit acknowledgement did not come in time.
