@@ -45,6 +45,7 @@ from mllp_trio._io._watchdog import Expiry, Watchdog
 from mllp_trio._tls import ClientNotAllowed, ServerTLS, identity_from_ssl
 from mllp_trio.proto._events import EndOfStream, Message, trusted_message
 from mllp_trio.proto._exchange import DeliveryFailure, Exchange, Rejected, Resend
+from mllp_trio.proto._mllp import MLLPConnection
 
 __all__ = ["AnswerObserver", "HL7Processor", "MLLPServer", "Processor", "ServerStats", "serve_mllp"]
 
@@ -524,6 +525,7 @@ class MLLPServer:
         config = self.config
         exchange = stream.exchange
         write_timeout = config.write_timeout
+        read_timeout = config.read_timeout
         idle = config.idle_timeout
         conn.stream = stream
         # Bad inputs in a row that got no answer (docs/bad-input.md).
@@ -537,24 +539,67 @@ class MLLPServer:
         processor = self.processor
         # The default pipeline is called straight (one coroutine less per message).
         hl7 = processor if type(processor) is HL7Processor else None
+        # Release 1's fast path: a request/response peer sends one clean frame
+        # per read, so once nothing received is waiting (``clean``) the loop
+        # reads, takes a lone frame and writes the framed answer itself; any
+        # other read goes on through stream.receive_event, which applies
+        # every rule (junk, frame deadline, memory budget, strikes).
+        release1 = exchange.framing == "mllp"
+        connection = exchange.connection
+        receive_frame = connection.receive_frame if isinstance(connection, MLLPConnection) else None
+        send_bytes = connection.send_bytes if isinstance(connection, MLLPConnection) else None
+        transport = stream.transport
+        receive_some = transport.receive_some
+        receive_size = config.receive_size
+        watchdog = stream.watchdog
+        budget = self.budget
+        limit = budget.limit
+        debug = log.isEnabledFor(logging.DEBUG)  # once per connection, not per message
+        clean = False  # the first read always takes the careful path (TLS, junk)
         while not self._draining:
             conn.idle = True
-            event = await stream.receive_event(
-                deadline=idle_deadline,
-                reason=Expiry.IDLE,
-                read_timeout=config.read_timeout,
-                report_junk=True,
-            )
+            raw: bytes | None = None
+            if clean and (limit is None or budget.used < limit):
+                assert receive_frame is not None
+                # The idle deadline, armed without a call (Watchdog: after a
+                # disarm the connection's scope is the target).
+                watchdog.deadline, watchdog.reason = idle_deadline, Expiry.IDLE
+                data = await receive_some(receive_size)
+                watchdog.deadline = math.inf
+                if type(data) is not bytes:  # memory streams give bytearray
+                    data = bytes(data)
+                raw = receive_frame(data)
+                if raw is None:
+                    event = await stream.receive_event(
+                        deadline=idle_deadline,
+                        reason=Expiry.IDLE,
+                        read_timeout=read_timeout,
+                        report_junk=True,
+                        fed=data,
+                    )
+                    clean = exchange.settled
+            else:
+                event = await stream.receive_event(
+                    deadline=idle_deadline,
+                    reason=Expiry.IDLE,
+                    read_timeout=read_timeout,
+                    report_junk=True,
+                )
+                clean = release1 and exchange.settled
             conn.idle = False
             strike = ""
-            if type(event) is Message:
+            if raw is not None or type(event) is Message:
+                if raw is None:
+                    assert isinstance(event, Message)
+                    raw = event.data
                 self.stats.messages += 1
-                log.debug("frame of %d bytes from %s", len(event.data), peer.address)
+                if debug:
+                    log.debug("frame of %d bytes from %s", len(raw), peer.address)
                 observer = self.on_answered
                 started = now() if observer is not None else 0.0
                 if hl7 is not None:
                     # respond(), stage by stage (one coroutine less).
-                    admitted = admit(event.data, peer=peer, config=hl7.config)
+                    admitted = admit(raw, peer=peer, config=hl7.config)
                     if type(admitted) is Outcome:
                         outcome = admitted
                     else:
@@ -562,34 +607,51 @@ class MLLPServer:
                         verdict = await run_handler(hl7.handler, admitted, config=hl7.config)
                         outcome = acknowledge(admitted, verdict)
                 else:
-                    outcome = await processor(event.data, peer)
+                    outcome = await processor(raw, peer)
                 if outcome.accepted:
                     self.stats.accepted_messages += 1
-                if outcome.header is None and outcome.reply is None:
+                reply = outcome.reply
+                if outcome.header is None and reply is None:
                     warnings.warning(
                         "message of %d bytes from %s has no readable control id: "
                         "it cannot be answered",
-                        len(event.data),
+                        len(raw),
                         peer.address,
                     )
-                if exchange.framing == "mllp2":
+                if release1:
+                    if reply is not None:
+                        assert send_bytes is not None
+                        try:
+                            framed = send_bytes(reply)
+                        except LocalProtocolError:
+                            framed = self._framed(exchange, outcome, peer)  # logs, answers AE
+                        if framed:
+                            # Straight to the transport under the write deadline
+                            # (a failed write ends the connection).
+                            if write_timeout is not None:
+                                watchdog.deadline = now() + write_timeout
+                                watchdog.reason = Expiry.WRITE
+                            await transport.send_all(framed)
+                            watchdog.deadline = math.inf
+                    elif outcome.header is None:
+                        # No readable control id: nothing can be correlated.
+                        strike = "a message without a readable control id"
+                elif exchange.framing == "mllp2":
                     # A commit ACK means "committed": anything else gets a
                     # commit NAK, and the sender resends it.
                     if not _committed(outcome):
                         await stream.send_all(exchange.refuse(), timeout=write_timeout)
                     else:
                         await stream.send_all(exchange.commit(), timeout=write_timeout)
-                        if outcome.reply is not None:
-                            reply = self._framed(exchange, outcome, peer)
-                            if reply:
-                                await self._reply_release2(stream, reply)
-                elif outcome.reply is not None:
-                    data = self._framed(exchange, outcome, peer)
+                        if reply is not None:
+                            framed = self._framed(exchange, outcome, peer)
+                            if framed:
+                                await self._reply_release2(stream, framed)
+                elif reply is not None:
                     await stream.send_all(
-                        data, deadline=None if write_timeout is None else now() + write_timeout
+                        self._framed(exchange, outcome, peer), timeout=write_timeout
                     )
                 elif outcome.header is None:
-                    # No readable control id: nothing can be correlated.
                     strike = "a message without a readable control id"
                 self.stats.answered_by_code[outcome.code or "none"] += 1
                 if observer is not None:

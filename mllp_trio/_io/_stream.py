@@ -112,6 +112,7 @@ class MLLPStream:
         read_timeout: float | None = ...,
         scope: trio.CancelScope | None = ...,
         report_junk: Literal[False] = ...,
+        fed: bytes = ...,
     ) -> ExchangeEvent: ...
 
     @overload
@@ -123,6 +124,7 @@ class MLLPStream:
         read_timeout: float | None = ...,
         scope: trio.CancelScope | None = ...,
         report_junk: bool,
+        fed: bytes = ...,
     ) -> ExchangeEvent | Junk: ...
 
     async def receive_event(
@@ -133,6 +135,7 @@ class MLLPStream:
         read_timeout: float | None = None,
         scope: trio.CancelScope | None = None,
         report_junk: bool = False,
+        fed: bytes = b"",
     ) -> ExchangeEvent | Junk:
         """Return the next event, reading from the transport as needed.
 
@@ -147,6 +150,9 @@ class MLLPStream:
                 the connection); a frame deadline always cancels the connection.
             report_junk: Return :class:`Junk` for a read that held nothing
                 but bytes outside frames, instead of reading on.
+            fed: Bytes the caller has just read from the transport, after the
+                first read, and already given to the exchange (a listener's
+                fast path): they count as this call's read, for junk.
 
         Raises:
             RemoteProtocolError: The peer broke the framing or the exchange rules.
@@ -160,7 +166,7 @@ class MLLPStream:
         watchdog = self.watchdog
         budget = self._budget
         frame_deadline = math.inf
-        data: bytes | bytearray = b""
+        data: bytes | bytearray = fed
         first = False
         if self._receiving_now:
             raise trio.BusyResourceError("another task is already receiving on this connection")

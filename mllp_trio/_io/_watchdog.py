@@ -38,6 +38,11 @@ class Watchdog:
     the task slept. ``poll`` is therefore at most the shortest timeout in
     use; :meth:`arm` refuses a shorter timeout rather than overshoot it.
 
+    With a task, after :meth:`disarm` the connection's scope is the target
+    again: a hot loop may then set :attr:`deadline` and :attr:`reason`
+    itself (two stores instead of a call) and set :attr:`deadline` back to
+    ``math.inf`` to disarm.
+
     Without a task (``poll=None``, the client's way: one exchange at a time,
     no nursery of its own), the same calls put the deadline on the scope
     itself and Trio enforces it; :attr:`expired` then tells the reason once
@@ -92,6 +97,7 @@ class Watchdog:
         """
         if self.poll is not None:
             self.deadline = math.inf
+            self._target = self.scope
 
     def retarget(self, scope: trio.CancelScope) -> None:
         """Direct mode: guard ``scope`` from now on (one per exchange); clears :attr:`expired`."""

@@ -142,6 +142,21 @@ class Exchange:
         """Bytes received but not yet turned into events."""
         return self.connection.buffered
 
+    @property
+    def settled(self) -> bool:
+        """Whether nothing received is waiting: no bytes buffered, no event ready.
+
+        The next event then needs more bytes from the peer: a reader may read
+        before asking :meth:`next_event`.
+        """
+        connection = self.connection
+        if connection.buffered:
+            return False
+        # Frames split out of an earlier read and not yet returned as events.
+        if isinstance(connection, MLLPConnection):
+            return not connection._events and not connection._frames
+        return not connection._events
+
     def receive_data(self, data: bytes | bytearray | memoryview) -> None:
         """Add bytes received from the peer; ``b""`` means the peer closed."""
         self.connection.receive_data(data)
