@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Final, Literal
+from typing import Final, Literal, cast
 
 import attrs
 import trio
@@ -30,7 +30,8 @@ from mllp_trio._hl7 import (
     run_handler,
 )
 from mllp_trio._io._waker import Waker
-from mllp_trio.store._base import InboundRecord, MessageStore, StoreError
+from mllp_trio.store._base import CommitResult, InboundRecord, MessageStore, StoreError
+from mllp_trio.store._sqlite import SQLiteStore
 
 __all__ = ["Delivery", "JournalProcessor"]
 
@@ -101,6 +102,10 @@ class JournalProcessor:
         self.delivery: Delivery = delivery
         self.retry_interval = retry_interval
         self._waker = Waker()
+        # The SQLite store journals an accepted message from its fields
+        # (no record or result objects per message); any other store, or a
+        # subclass that may override commit_inbound, goes through the protocol.
+        self._sqlite = store if type(store) is SQLiteStore else None
         # Journal id -> the handler run in progress for it (before_ack mode).
         self._in_hand: dict[int, _InHand] = {}
 
@@ -145,9 +150,25 @@ class JournalProcessor:
         outcome = acknowledge(message, _ACCEPT)
         answer = outcome.reply if outcome.reply is not None else b""
         try:
-            result = await self.store.commit_inbound(
-                self._record(message, peer), ack=answer, delivered=True
-            )
+            if self._sqlite is not None:
+                header = message.header
+                identity = peer.identity
+                found = await self._sqlite._journal_accepted(
+                    message.raw,
+                    peer.address,
+                    None if identity is None else identity.subject,
+                    header.control_id,
+                    header.sending_application.decode("latin-1"),
+                    header.sending_facility.decode("latin-1"),
+                    answer,
+                )
+                if type(found) is int:
+                    return outcome
+                result = cast(CommitResult, found)
+            else:
+                result = await self.store.commit_inbound(
+                    self._record(message, peer), ack=answer, delivered=True
+                )
         except StoreError as exc:
             return self._store_failed(message, exc)
         if not result.duplicate:

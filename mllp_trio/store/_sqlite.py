@@ -1,14 +1,15 @@
 """The SQLite message store: one writer thread, group commit, WAL with synchronous=FULL.
 
 Design: the store owns one thread, and that thread owns the only connection.
-Trio tasks put requests on a thread-safe queue and wait on a ``trio.Event``;
-the thread takes every request waiting in the queue, runs all the writes in
-one transaction (one fsync for the lot: group commit), and hands each result
-back through the Trio token's ``run_sync_soon``, one call (one wake-up of
+Trio tasks put requests on a thread-safe queue and park (``trio.lowlevel``,
+no Event per request); the thread takes every request waiting in the queue,
+runs all the writes in one transaction (one fsync for the lot: group
+commit), stores each result on its request and reschedules the waiting
+tasks through the Trio token's ``run_sync_soon``, one call (one wake-up of
 Trio) for the whole batch. This is simpler than a pool of ``trio.to_thread``
 calls because a connection must stay on one thread, and it needs no OS thread
-per waiting task, so a thousand waiting callers cost a thousand Events rather
-than a thousand threads.
+per waiting task, so a thousand waiting callers cost a thousand parked tasks
+rather than a thousand threads.
 
 The listener's two writes per message, journaling it and saving its answer,
 run in bulk: one query checks the duplicate keys of every record of the
@@ -311,25 +312,33 @@ def _commit_inbound(
     record: InboundRecord,
     ack: bytes | None,
     window: timedelta | None,
-    stage: bytes | None = None,
+    stage: bytes,
     delivered_at: float | None = None,
 ) -> CommitResult:
-    duplicate = _duplicate_of(conn, record, window)
+    """Journal a message whose parts were staged (see :data:`_PART_SIZE`), or find its original."""
+    received = record.received_at.timestamp()
+    duplicate = _duplicate_of(
+        conn,
+        record.sending_application,
+        record.sending_facility,
+        record.control_id,
+        received,
+        window,
+    )
     if duplicate is not None:
-        if stage is not None:
-            conn.execute("DELETE FROM inbound_part WHERE stage = ?", (stage,))
+        conn.execute("DELETE FROM inbound_part WHERE stage = ?", (stage,))
         return duplicate
     cur = conn.execute(
         _INSERT_INBOUND,
         (
-            record.received_at.timestamp(),
+            received,
             record.peer,
             record.tls_identity,
             record.sending_application,
             record.sending_facility,
             record.control_id,
             len(record.data),
-            record.data if stage is None else _STAGED + stage,
+            _STAGED + stage,
             ack,
             delivered_at,
         ),
@@ -338,6 +347,19 @@ def _commit_inbound(
     return CommitResult(
         message_id=cur.lastrowid, duplicate=False, ack=ack, delivered=delivered_at is not None
     )
+
+
+def _commit_row(
+    conn: sqlite3.Connection, row: _Row, window: timedelta | None
+) -> int | CommitResult:
+    """One message journaled whole: its new id, or the original it duplicates."""
+    if row[5]:
+        duplicate = _duplicate_of(conn, row[3], row[4], row[5], row[0], window)
+        if duplicate is not None:
+            return duplicate
+    cur = conn.execute(_INSERT_ROW, row)
+    assert cur.lastrowid is not None
+    return cur.lastrowid
 
 
 def _stage_part(conn: sqlite3.Connection, stage: bytes, seq: int, part: bytes) -> None:
@@ -358,19 +380,19 @@ def _payload(conn: sqlite3.Connection, data: bytes) -> bytes:
 
 
 def _duplicate_of(
-    conn: sqlite3.Connection, record: InboundRecord, window: timedelta | None
+    conn: sqlite3.Connection,
+    application: str,
+    facility: str,
+    control_id: str,
+    received: float,
+    window: timedelta | None,
 ) -> CommitResult | None:
-    received = record.received_at.timestamp()
-    if record.control_id:
+    if control_id:
         sql = (
             "SELECT id, ack, delivered_at FROM inbound WHERE sending_application = ?"
             " AND sending_facility = ? AND control_id = ?"
         )
-        params: list[object] = [
-            record.sending_application,
-            record.sending_facility,
-            record.control_id,
-        ]
+        params: list[object] = [application, facility, control_id]
         if window is not None:
             sql += " AND received_at >= ?"
             params.append(received - window.total_seconds())
@@ -386,6 +408,19 @@ _INSERT_INBOUND: Final = (
     "INSERT INTO inbound (received_at, peer, tls_identity, sending_application,"
     " sending_facility, control_id, size, data, ack, delivered_at)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+#: A message journaled whole, as the Trio side builds it once for the
+#: writer: (received_at, peer, tls_identity, sending_application,
+#: sending_facility, control_id, data, ack, delivered_at).
+_Row = tuple[float, str, str | None, str, str, str, bytes, bytes | None, float | None]
+
+#: Inserts a :data:`_Row`; the size is the data's (``length()`` of a blob
+#: reads its header), one parameter fewer to bind per message.
+_INSERT_ROW: Final = (
+    "INSERT INTO inbound (received_at, peer, tls_identity, sending_application,"
+    " sending_facility, control_id, size, data, ack, delivered_at)"
+    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, length(?7), ?7, ?8, ?9)"
 )
 
 #: Save an answer; with a time, also mark the entry delivered (once: the first time stays).
@@ -438,84 +473,74 @@ def _journaled_keys(
 
 
 def _commit_many(
-    conn: sqlite3.Connection,
-    items: Sequence[tuple[InboundRecord, bytes | None, float | None]],
-    window: timedelta | None,
-) -> list[CommitResult]:
-    """Journal a batch of records, or recognise duplicates, as one call of each would.
+    conn: sqlite3.Connection, rows: Sequence[_Row], window: timedelta | None
+) -> list[int | CommitResult]:
+    """Journal a batch of messages, or recognise duplicates, as one call of each would.
 
     One query checks every key of the batch, one ``executemany`` inserts the
-    new records. A record is a duplicate of the newest entry with its key
-    received within the window before it, earlier records of the same batch
-    included, exactly as if :func:`_commit_inbound` ran for each in order.
+    new messages. A message is a duplicate of the newest entry with its key
+    received within the window before it, earlier messages of the same batch
+    included, exactly as if :func:`_commit_row` ran for each in order.
+
+    Returns:
+        Per message, its new journal id, or the :class:`CommitResult` of
+        the original it duplicates.
     """
     span = None if window is None else window.total_seconds()
-    stamps = [record.received_at.timestamp() for record, _, _ in items]
-    keys: dict[_Key, None] = {}
-    for record, _, _ in items:
-        if record.control_id:
-            keys[(record.sending_application, record.sending_facility, record.control_id)] = None
+    keys = {row[3:6]: None for row in rows if row[5]}
     found: dict[_Key, list[_KeyRow]] = {}
     if keys:
-        since = None if span is None else min(stamps) - span
+        since = None if span is None else min(row[0] for row in rows) - span
         found = _journaled_keys(conn, list(keys), since)
-    results: list[CommitResult | None] = [None] * len(items)
-    rows: list[tuple[object, ...]] = []
-    fresh: list[int] = []  # positions of the records inserted
-    earlier: dict[_Key, list[int]] = {}  # positions of records inserted, per key
+    results: list[int | CommitResult | None] = [None] * len(rows)
+    fresh: list[int] = []  # positions of the messages inserted
+    earlier: dict[_Key, list[int]] = {}  # positions of messages inserted, per key
     copies: list[tuple[int, int]] = []  # (position, position of its original in this batch)
-    for i, (record, ack, delivered_at) in enumerate(items):
-        stamp = stamps[i]
-        if record.control_id:
-            key = (record.sending_application, record.sending_facility, record.control_id)
-            cutoff = None if span is None else stamp - span
-            # Newest first: this batch's records have the highest ids.
-            within = (
-                j for j in reversed(earlier.get(key, ())) if cutoff is None or stamps[j] >= cutoff
-            )
-            original = next(within, None)
-            if original is not None:
-                copies.append((i, original))
-                continue
+    for i, row in enumerate(rows):
+        if row[5]:
+            key = row[3:6]
+            cutoff = None if span is None else row[0] - span
+            prior = earlier.get(key)
+            if prior is not None:
+                # Newest first: this batch's messages have the highest ids.
+                original = next(
+                    (j for j in reversed(prior) if cutoff is None or rows[j][0] >= cutoff), None
+                )
+                if original is not None:
+                    copies.append((i, original))
+                    continue
             best: _KeyRow | None = None
-            for row in found.get(key, ()):
-                if (cutoff is None or row[3] >= cutoff) and (best is None or row[0] > best[0]):
-                    best = row
+            for stored in found.get(key, ()):
+                if (cutoff is None or stored[3] >= cutoff) and (
+                    best is None or stored[0] > best[0]
+                ):
+                    best = stored
             if best is not None:
                 results[i] = CommitResult(
                     message_id=best[0], duplicate=True, ack=best[1], delivered=best[2] is not None
                 )
                 continue
-            earlier.setdefault(key, []).append(i)
+            if prior is None:
+                earlier[key] = [i]
+            else:
+                prior.append(i)
         fresh.append(i)
-        rows.append(
-            (
-                stamp,
-                record.peer,
-                record.tls_identity,
-                record.sending_application,
-                record.sending_facility,
-                record.control_id,
-                len(record.data),
-                record.data,
-                ack,
-                delivered_at,
-            )
-        )
-    if rows:
-        conn.executemany(_INSERT_INBOUND, rows)
+    if fresh:
+        conn.executemany(_INSERT_ROW, rows if len(fresh) == len(rows) else [rows[i] for i in fresh])
         # AUTOINCREMENT gives each insert the next id: the batch's ids are
         # the last one and those just below it, in order.
         (last,) = conn.execute("SELECT last_insert_rowid()").fetchone()
-        for offset, i in enumerate(fresh, start=last - len(fresh) + 1):
-            _, ack, delivered_at = items[i]
-            results[i] = CommitResult(
-                message_id=offset, duplicate=False, ack=ack, delivered=delivered_at is not None
-            )
+        for message_id, i in enumerate(fresh, start=last - len(fresh) + 1):
+            results[i] = message_id
     for i, original in copies:
-        first = cast(CommitResult, results[original])
-        results[i] = attrs.evolve(first, duplicate=True)
-    return cast(list[CommitResult], results)
+        row = rows[original]
+        results[i] = CommitResult(
+            message_id=cast(int, results[original]),
+            duplicate=True,
+            ack=row[7],
+            delivered=row[8] is not None,
+        )
+    return cast(list[int | CommitResult], results)
 
 
 def _update_one(conn: sqlite3.Connection, sql: str, params: tuple[object, ...], what: str) -> None:
@@ -861,22 +886,32 @@ def _journal_after(conn: sqlite3.Connection, after_id: int, limit: int) -> list[
 
 
 class _Pending:
-    """A request to the writer thread and, once run, its result for the waiting Trio task."""
+    """A request to the writer thread and, once run, its result for the waiting Trio task.
 
-    __slots__ = ("error", "event", "value")
+    The waiting task is parked and rescheduled directly (no ``trio.Event``
+    per request): the writer thread sets ``value`` or ``error``, then one
+    ``run_sync_soon`` call per batch reschedules every task still waiting.
+    """
+
+    __slots__ = ("error", "task", "value")
 
     #: Whether the request writes (runs inside the batch's transaction).
     write = True
 
     def __init__(self) -> None:
-        self.event = trio.Event()
+        self.task: trio.lowlevel.Task | None = None
         self.value: object = None
         self.error: BaseException | None = None
 
-    def unwrap(self) -> object:
-        if self.error is not None:
-            raise self.error
-        return self.value
+    def abort(self, _raise_cancel: object) -> trio.lowlevel.Abort:
+        # The caller stops waiting; the request itself still runs (and may
+        # commit): the at-least-once promise of the module docstring.
+        self.task = None
+        return trio.lowlevel.Abort.SUCCEEDED
+
+    def fail(self, error: BaseException) -> None:
+        self.value = None
+        self.error = error
 
 
 class _Request(_Pending):
@@ -891,41 +926,37 @@ class _Request(_Pending):
 
 
 class _Inbound(_Pending):
-    """A message small enough to be journaled whole, committed in bulk with its batch."""
+    """A message small enough to be journaled whole, committed in bulk with its batch.
 
-    __slots__ = ("ack", "delivered_at", "record")
+    Its value is the new journal id, or the :class:`CommitResult` of the
+    original it duplicates.
+    """
 
-    def __init__(
-        self, record: InboundRecord, ack: bytes | None, delivered_at: float | None
-    ) -> None:
+    __slots__ = ("row",)
+
+    def __init__(self, row: _Row) -> None:
         super().__init__()
-        self.record = record
-        self.ack = ack
-        self.delivered_at = delivered_at
+        self.row = row
 
 
 class _SaveAck(_Pending):
     """An acknowledgement to save with a journal entry, saved in bulk with its batch."""
 
-    __slots__ = ("ack", "delivered_at", "message_id")
+    __slots__ = ("params",)
 
-    def __init__(self, message_id: int, ack: bytes, delivered_at: float | None) -> None:
+    def __init__(self, params: tuple[bytes, float | None, int]) -> None:
         super().__init__()
-        self.message_id = message_id
-        self.ack = ack
-        self.delivered_at = delivered_at
+        self.params = params  # (ack, delivered_at, message_id): _SAVE_ACK's parameters
 
 
-#: One request's outcome: the request, its value, its error.
-_Done = tuple[_Pending, object, BaseException | None]
-
-
-def _resolve(done: list[_Done]) -> None:
+def _resolve(done: list[_Pending]) -> None:
     # Runs on the Trio thread: one call (one wake-up of Trio) per batch.
-    for request, value, error in done:
-        request.value = value
-        request.error = error
-        request.event.set()
+    reschedule = trio.lowlevel.reschedule
+    for request in done:
+        task = request.task
+        if task is not None:
+            request.task = None
+            reschedule(task)
 
 
 _STOP: Final = object()
@@ -973,7 +1004,7 @@ class SQLiteStore:
 
     # -- thread side --------------------------------------------------------
 
-    def _deliver(self, done: list[_Done]) -> None:
+    def _deliver(self, done: list[_Pending]) -> None:
         # After the Trio run ended nobody is left to tell.
         with contextlib.suppress(trio.RunFinishedError):
             self._token.run_sync_soon(_resolve, done)
@@ -1045,9 +1076,10 @@ class SQLiteStore:
         try:
             conn = self._connect()
         except BaseException as exc:
-            self._deliver([(self._opened, None, _translate(exc, self._db_file, self._config))])
+            self._opened.fail(_translate(exc, self._db_file, self._config))
+            self._deliver([self._opened])
             return
-        self._deliver([(self._opened, None, None)])
+        self._deliver([self._opened])
         try:
             stopping = False
             while not stopping:
@@ -1079,30 +1111,32 @@ class SQLiteStore:
         writes = [r for r in batch if r.write]
         if writes:
             try:
-                done = self._run_writes(conn, writes)
+                self._run_writes(conn, writes)
             except BaseException as exc:
                 # A bug, not a storage fault: never let it kill the writer thread.
                 error = StoreError(f"internal store failure: {exc!r}")
-                done = [(r, None, error) for r in writes]
+                for r in writes:
+                    r.fail(error)
             # The writes' callers go on at once; reads come after.
-            self._deliver(done)
-        reads = [self._run_read(conn, cast(_Request, r)) for r in batch if not r.write]
+            self._deliver(writes)
+        reads = [r for r in batch if not r.write]
         if reads:
+            for r in reads:
+                self._run_read(conn, cast(_Request, r))
             self._deliver(reads)
 
-    def _run_read(self, conn: sqlite3.Connection, request: _Request) -> _Done:
+    def _run_read(self, conn: sqlite3.Connection, request: _Request) -> None:
         try:
             conn.execute("BEGIN")  # one snapshot for multi-query reads
             try:
-                value = request.op(conn)
+                request.value = request.op(conn)
             finally:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
         except Exception as exc:
-            return (request, None, _translate(exc, self._db_file, self._config))
-        return (request, value, None)
+            request.fail(_translate(exc, self._db_file, self._config))
 
-    def _run_writes(self, conn: sqlite3.Connection, writes: list[_Pending]) -> list[_Done]:
+    def _run_writes(self, conn: sqlite3.Connection, writes: list[_Pending]) -> None:
         """Run a batch's writes in one transaction; every result once it is durable.
 
         Inbound commits and saved acknowledgements (the listener's two
@@ -1121,17 +1155,16 @@ class SQLiteStore:
                 acks.append(r)
             else:
                 others.append(cast(_Request, r))
-        done: list[_Done] = []
         started = time.perf_counter()
         try:
             conn.execute("BEGIN IMMEDIATE")
             # Answers first: a duplicate in this batch then sees its original's.
             if acks:
-                done += self._save_acks(conn, acks)
+                self._save_acks(conn, acks)
             if inbound:
-                done += self._commit_inbounds(conn, inbound)
+                self._commit_inbounds(conn, inbound)
             for r in others:
-                done.append(self._run_op(conn, r, r.op))
+                self._run_op(conn, r, r.op)
             conn.execute("COMMIT")
         except Exception as exc:
             if conn.in_transaction:
@@ -1140,13 +1173,14 @@ class SQLiteStore:
                     conn.execute("ROLLBACK")
             # Nothing in this batch was committed: every caller learns so.
             error = _translate(exc, self._db_file, self._config)
-            return [(r, None, error) for r in writes]
-        self._count(done, time.perf_counter() - started)
-        return done
+            for r in writes:
+                r.fail(error)
+            return
+        self._count(inbound, others, len(writes), time.perf_counter() - started)
 
     def _run_op(
         self, conn: sqlite3.Connection, request: _Pending, op: Callable[[sqlite3.Connection], Any]
-    ) -> _Done:
+    ) -> None:
         """One write in its own SAVEPOINT: if it fails, only it is rolled back."""
         conn.execute("SAVEPOINT op")
         try:
@@ -1156,9 +1190,11 @@ class SQLiteStore:
                 raise  # SQLite rolled back the whole transaction
             conn.execute("ROLLBACK TO op")
             conn.execute("RELEASE op")
-            return (request, None, _translate(exc, self._db_file, self._config))
+            request.fail(_translate(exc, self._db_file, self._config))
+            return
         conn.execute("RELEASE op")
-        return (request, value, None)
+        request.value = value
+        request.error = None
 
     def _bulk(self, conn: sqlite3.Connection, run: Callable[[], bool]) -> bool:
         """Run ``run`` in a SAVEPOINT; False (and nothing of it kept) if it fails or says False."""
@@ -1174,56 +1210,52 @@ class SQLiteStore:
         conn.execute("RELEASE bulk")
         return ok
 
-    def _save_acks(self, conn: sqlite3.Connection, acks: list[_SaveAck]) -> list[_Done]:
+    def _save_acks(self, conn: sqlite3.Connection, acks: list[_SaveAck]) -> None:
         def run() -> bool:
-            cur = conn.executemany(_SAVE_ACK, [(r.ack, r.delivered_at, r.message_id) for r in acks])
+            cur = conn.executemany(_SAVE_ACK, [r.params for r in acks])
             return cur.rowcount == len(acks)  # else an unknown id: find which, one by one
 
         if self._bulk(conn, run):
-            return [(r, None, None) for r in acks]
-        return [
+            for r in acks:
+                r.value = r.error = None
+            return
+        for r in acks:
             self._run_op(
                 conn,
                 r,
                 functools.partial(
-                    _update_one,
-                    sql=_SAVE_ACK,
-                    params=(r.ack, r.delivered_at, r.message_id),
-                    what="journal entry",
+                    _update_one, sql=_SAVE_ACK, params=r.params, what="journal entry"
                 ),
             )
-            for r in acks
-        ]
 
-    def _commit_inbounds(self, conn: sqlite3.Connection, inbound: list[_Inbound]) -> list[_Done]:
+    def _commit_inbounds(self, conn: sqlite3.Connection, inbound: list[_Inbound]) -> None:
         window = self._config.duplicate_window
-        results: list[CommitResult] = []
+        results: list[int | CommitResult] = []
 
         def run() -> bool:
-            items = [(r.record, r.ack, r.delivered_at) for r in inbound]
-            results.extend(_commit_many(conn, items, window))
+            results.extend(_commit_many(conn, [r.row for r in inbound], window))
             return True
 
         if self._bulk(conn, run):
-            return list(zip(inbound, results, [None] * len(inbound), strict=True))
-        return [
-            self._run_op(
-                conn,
-                r,
-                functools.partial(
-                    _commit_inbound,
-                    record=r.record,
-                    ack=r.ack,
-                    window=window,
-                    delivered_at=r.delivered_at,
-                ),
-            )
-            for r in inbound
-        ]
+            for r, value in zip(inbound, results, strict=True):
+                r.value = value
+                r.error = None
+            return
+        for r in inbound:
+            self._run_op(conn, r, functools.partial(_commit_row, row=r.row, window=window))
 
-    def _count(self, done: list[_Done], seconds: float) -> None:
+    def _count(
+        self, inbound: list[_Inbound], others: list[_Request], size: int, seconds: float
+    ) -> None:
         committed = duplicates = 0
-        for _, value, _ in done:
+        for r in inbound:
+            if r.error is None:
+                if type(r.value) is int:
+                    committed += 1
+                else:
+                    duplicates += 1
+        for other in others:
+            value = other.value
             if isinstance(value, CommitResult):
                 if value.duplicate:
                     duplicates += 1
@@ -1233,17 +1265,17 @@ class SQLiteStore:
         commit_seconds = list(s.commit_seconds)
         commit_seconds[bisect.bisect_left(COMMIT_SECONDS_BUCKETS, seconds)] += 1
         batch_sizes = list(s.batch_sizes)
-        batch_sizes[bisect.bisect_left(BATCH_SIZE_BUCKETS, len(done))] += 1
+        batch_sizes[bisect.bisect_left(BATCH_SIZE_BUCKETS, size)] += 1
         # One reference swap: the Trio thread always reads a consistent snapshot.
         self._stats = StoreStats(
             transactions=s.transactions + 1,
             records_committed=s.records_committed + committed,
-            max_batch_size=max(s.max_batch_size, len(done)),
+            max_batch_size=max(s.max_batch_size, size),
             duplicates=s.duplicates + duplicates,
             commit_seconds=tuple(commit_seconds),
             commit_seconds_sum=s.commit_seconds_sum + seconds,
             batch_sizes=tuple(batch_sizes),
-            batch_size_sum=s.batch_size_sum + len(done),
+            batch_size_sum=s.batch_size_sum + size,
         )
 
     # -- Trio side ----------------------------------------------------------
@@ -1260,14 +1292,19 @@ class SQLiteStore:
             raise StoreError(
                 f"store {self._db_file} was opened read-only", kind=StoreErrorKind.READ_ONLY
             )
+        request.task = trio.lowlevel.current_task()
         self._queue.put(request)
-        await request.event.wait()
-        return request.unwrap()
+        await trio.lowlevel.wait_task_rescheduled(request.abort)
+        if request.error is not None:
+            raise request.error
+        return request.value
 
     async def _open(self) -> None:
+        self._opened.task = trio.lowlevel.current_task()
         self._thread.start()
-        await self._opened.event.wait()
-        self._opened.unwrap()
+        await trio.lowlevel.wait_task_rescheduled(self._opened.abort)
+        if self._opened.error is not None:
+            raise self._opened.error
 
     async def _close(self) -> None:
         self._closed = True
@@ -1299,13 +1336,89 @@ class SQLiteStore:
         Raises:
             StoreError: Nothing was committed; answer with a NAK.
         """
+        data = record.data
+        if len(data) > _PART_SIZE:
+            return await self._commit_staged(record, ack, delivered)
+        value = await self._submit(
+            _Inbound(
+                (
+                    record.received_at.timestamp(),
+                    record.peer,
+                    record.tls_identity,
+                    record.sending_application,
+                    record.sending_facility,
+                    record.control_id,
+                    data,
+                    ack,
+                    time.time() if delivered else None,
+                )
+            )
+        )
+        if type(value) is int:
+            return CommitResult(message_id=value, duplicate=False, ack=ack, delivered=delivered)
+        return cast(CommitResult, value)
+
+    async def _journal_accepted(
+        self,
+        data: bytes,
+        peer: str,
+        tls_identity: str | None,
+        control_id: str,
+        sending_application: str,
+        sending_facility: str,
+        ack: bytes,
+    ) -> int | CommitResult:
+        """``commit_inbound(record, ack=ack, delivered=True)`` received now, without the objects.
+
+        The listener without a handler calls this once per message: no
+        :class:`InboundRecord` (a validated attrs instance) is built and no
+        :class:`CommitResult` for a new entry.
+
+        Returns:
+            The new journal id, or the result naming the original of a duplicate.
+        """
+        if len(data) > _PART_SIZE:
+            record = InboundRecord(
+                data=data,
+                peer=peer,
+                tls_identity=tls_identity,
+                control_id=control_id,
+                sending_application=sending_application,
+                sending_facility=sending_facility,
+            )
+            result = await self._commit_staged(record, ack, True)
+            return result if result.duplicate else result.message_id
+        now = time.time()
+        row = (
+            now,
+            peer,
+            tls_identity,
+            sending_application,
+            sending_facility,
+            control_id,
+            data,
+            ack,
+            now,
+        )
+        return cast("int | CommitResult", await self._submit(_Inbound(row)))
+
+    async def _commit_staged(
+        self, record: InboundRecord, ack: bytes | None, delivered: bool
+    ) -> CommitResult:
         window = self._config.duplicate_window
         data = record.data
-        delivered_at = datetime.now(UTC).timestamp() if delivered else None
-        if len(data) <= _PART_SIZE:
-            return cast(CommitResult, await self._submit(_Inbound(record, ack, delivered_at)))
         # A resend of a large message is recognised before its parts are written.
-        found = await self._call(lambda conn: _duplicate_of(conn, record, window), write=False)
+        found = await self._call(
+            lambda conn: _duplicate_of(
+                conn,
+                record.sending_application,
+                record.sending_facility,
+                record.control_id,
+                record.received_at.timestamp(),
+                window,
+            ),
+            write=False,
+        )
         if found is not None:
             return found
         stage = secrets.token_bytes(8)
@@ -1314,6 +1427,7 @@ class SQLiteStore:
             await self._call(
                 functools.partial(_stage_part, stage=stage, seq=seq, part=part), write=True
             )
+        delivered_at = time.time() if delivered else None
         return await self._call(
             lambda conn: _commit_inbound(conn, record, ack, window, stage, delivered_at), write=True
         )
@@ -1329,8 +1443,7 @@ class SQLiteStore:
         Raises:
             StoreError: With kind ``NOT_FOUND`` for an unknown id, or a storage fault.
         """
-        delivered_at = datetime.now(UTC).timestamp() if delivered else None
-        await self._submit(_SaveAck(message_id, ack, delivered_at))
+        await self._submit(_SaveAck((ack, time.time() if delivered else None, message_id)))
 
     async def fetch_undelivered(
         self, limit: int = 100, *, after_id: int = 0
