@@ -142,7 +142,9 @@ TARGETS: tuple[Target, ...] = (
         for operation, read, chunk, mine, goal in (
             ("decode", " in 64 KiB reads", 65536, "mllp_trio-mllp", 3.0),
             ("decode", " in 64 KiB reads", 65536, "mllp_trio-hllp", 1.0),
-            ("encode", "", None, "mllp_trio-hllp", 1.0),
+            # The "encode at least on par (today 0.40x)" is MLLP's
+            # encode (HLLP's was 0.07x): HLLP encode stays in the tables.
+            ("encode", "", None, "mllp_trio-mllp", 1.0),
         )
     ),
     *(
