@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import trio
 import trio.testing
 
 from mllp_trio._hl7 import Outcome, PeerInfo
 from mllp_trio.store._journal import JournalProcessor
-from mllp_trio.store._sqlite import open_sqlite_store
+from mllp_trio.store._sqlite import SQLiteStoreConfig, open_sqlite_store
 
 from .hl7_samples import make_message
 from .store_helpers import Blocker
@@ -101,3 +102,51 @@ async def test_a_cancelled_caller_leaves_its_message_journaled_once(tmp_path: Pa
         assert again.accepted
         assert store.stats.duplicates == 1
         assert await store.count() == 1
+
+
+async def test_group_wait_keeps_returning_callers_in_one_transaction(tmp_path: Path) -> None:
+    # Four connections, one message in flight each, whose next messages
+    # come back some milliseconds apart: once their first messages were
+    # committed together, the writer waits for all four next ones instead
+    # of committing each alone.
+    config = SQLiteStoreConfig(group_wait=60.0)  # never reached: all four come back
+    async with open_sqlite_store(tmp_path, config=config) as store:
+        processor = JournalProcessor(store)
+
+        async def connection(i: int) -> None:
+            for n in range(3):
+                if n:
+                    await trio.sleep(0.02 * i)  # the peer's think time, its own per connection
+                outcome = await processor(make_message(control_id=f"W{i}-{n}"), PEER)
+                assert outcome.accepted
+
+        blocker = Blocker()
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                await blocker.hold(store, nursery)
+                for i in range(4):
+                    nursery.start_soon(connection, i)
+                await trio.testing.wait_all_tasks_blocked()
+                blocker.release.set()
+        stats = store.stats
+        assert stats.records_committed == 12
+        assert stats.transactions == 4  # the blocker's, then three groups of four
+        assert stats.max_batch_size == 4
+
+
+async def test_group_wait_never_delays_a_lone_caller(tmp_path: Path) -> None:
+    # One connection: each transaction holds its one message, so the writer
+    # never waits for a second (with a wait of a minute, this would time out).
+    config = SQLiteStoreConfig(group_wait=60.0)
+    async with open_sqlite_store(tmp_path, config=config) as store:
+        processor = JournalProcessor(store)
+        with trio.fail_after(30):
+            for n in range(5):
+                assert (await processor(make_message(control_id=f"L{n}"), PEER)).accepted
+        assert store.stats.transactions == 5
+
+
+def test_group_wait_is_validated() -> None:
+    with pytest.raises(ValueError, match="group_wait"):
+        SQLiteStoreConfig(group_wait=-0.1)
+    assert SQLiteStoreConfig().group_wait == 0.001

@@ -241,6 +241,15 @@ class SQLiteStoreConfig:
         busy_timeout: Seconds to wait for a write lock held by another
             process before failing with ``StoreErrorKind.LOCKED``. Default: 5.
         max_batch: The most requests run in one transaction. Default: 512.
+        group_wait: Seconds the writer may wait for more requests when
+            fewer are queued than its previous transaction held (their
+            callers, one message in flight per connection, are usually
+            about to send the next): one transaction and one fsync for the
+            whole group instead of two or three, which costs less CPU per
+            message and lets more through. It waits only while that many
+            have not arrived, so a lone caller is never delayed. It sleeps
+            in steps of 0.25 ms. 0 disables.
+            Default: 0.001 (1 ms).
         max_database_bytes: Refuse to grow the database file past this size
             (``PRAGMA max_page_count``); commits then fail with
             ``StoreErrorKind.FULL``, like a full disk. Default: ``None``, no limit.
@@ -251,6 +260,7 @@ class SQLiteStoreConfig:
     duplicate_window: timedelta | None = timedelta(days=7)
     busy_timeout: float = attrs.field(default=5.0, validator=attrs.validators.ge(0))
     max_batch: int = attrs.field(default=512, validator=attrs.validators.ge(1))
+    group_wait: float = attrs.field(default=0.001, validator=attrs.validators.ge(0))
     max_database_bytes: int | None = attrs.field(
         default=None, validator=attrs.validators.optional(attrs.validators.ge(4096))
     )
@@ -961,6 +971,9 @@ def _resolve(done: list[_Pending]) -> None:
 
 _STOP: Final = object()
 
+#: The writer's sleep while it waits for the rest of a group (``group_wait``).
+_WAIT_STEP: Final = 0.00025
+
 
 class SQLiteStore:
     """The SQLite implementation of :class:`~mllp_trio.MessageStore`.
@@ -1082,22 +1095,51 @@ class SQLiteStore:
         self._deliver([self._opened])
         try:
             stopping = False
+            get, get_nowait = self._queue.get, self._queue.get_nowait
+            limit, linger = self._config.max_batch, self._config.group_wait
+            # The size of the previous batch: its callers (one message in
+            # flight per connection, typically) are likely back soon.
+            expect = 1
             while not stopping:
                 batch: list[_Pending] = []
-                item = self._queue.get()
+                item = get()
+                deadline = 0.0
                 # Group commit: everything that queued up while the previous
-                # transaction was being written joins this one.
+                # transaction was being written joins this one; while fewer
+                # than the previous batch are here, wait (at most group_wait)
+                # for the rest: one transaction, one fsync for them all. The
+                # wait sleeps in short steps and takes what came: woken by
+                # every arrival, this thread would take the GIL from the Trio
+                # thread once per message (measured: smaller groups, more CPU).
                 while True:
                     if item is _STOP:
                         stopping = True
                         break
                     batch.append(cast(_Pending, item))
-                    if len(batch) >= self._config.max_batch:
+                    if len(batch) >= limit:
                         break
                     try:
-                        item = self._queue.get_nowait()
+                        item = get_nowait()
+                        continue
                     except queue.Empty:
+                        pass
+                    got = False
+                    while len(batch) < expect and linger:
+                        now = time.monotonic()
+                        if not deadline:
+                            deadline = now + linger
+                        elif now >= deadline:
+                            break
+                        time.sleep(min(_WAIT_STEP, deadline - now))
+                        try:
+                            item = get_nowait()
+                            got = True
+                            break
+                        except queue.Empty:
+                            pass
+                    if not got:
                         break
+                expect = len(batch)
                 if batch:
                     self._run_batch(conn, batch)
         finally:
