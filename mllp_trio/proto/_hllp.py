@@ -17,7 +17,8 @@ from mllp_trio.proto._events import (
     Message,
     NakReason,
     NeedData,
-    trusted_message,
+    _new_object,
+    _set_message_data,
 )
 from mllp_trio.proto._framing import FrameReader, FramingStats, Oversize
 
@@ -40,37 +41,61 @@ _NO_CHECKSUM: Final = b"999"
 # t(1) vv(2) CR(1) before the data; ccccc(5) xxx(3) after it.
 _HEADER: Final = 4
 _TRAILER: Final = 8
-# _FOLD[k] keeps the low 2**k bytes of an integer (up to 4 KiB; larger on demand).
-_FOLD: Final = [(1 << (8 << k)) - 1 for k in range(13)]
 # 256-byte pieces: their byte sum (at most 65 280) never wraps adler32's modulus.
 _SUM_PIECE: Final = 256
+_from_bytes: Final = int.from_bytes
+# Data this long is converted in two halves (two slices cost less than the
+# big shift they replace); shorter data in one piece.
+_SPLIT: Final = 4096
+
+
+def _fold_plan(size: int) -> tuple[tuple[int, int, int], ...]:
+    """The steps that fold an integer of at most ``size`` bytes (a power of two) to 2 bytes.
+
+    Each step ``(s1, s2, mask)`` halves twice: ``v ^= v >> s1`` leaves the
+    XOR of the two halves in the low half (junk above it), ``v ^= v >> s2``
+    does it again, and one mask then drops the junk: 5 big-integer
+    operations per two halvings instead of 6.
+    """
+    steps = []
+    while size > 2:
+        size >>= 1
+        if size > 2:
+            steps.append((size << 3, size << 2, (1 << (size << 2)) - 1))
+            size >>= 1
+        else:  # one halving left: the second shift is past the end (v >> s2 == 0)
+            steps.append((size << 3, 1 << 24, (1 << (size << 3)) - 1))
+    return tuple(steps)
+
+
+# _PLANS[k] folds an integer of at most 2**k bytes (the block size field
+# caps blocks at 100 KB, 2**17 bytes; larger custom data is planned on demand).
+_PLANS: Final = [_fold_plan(1 << k) for k in range(18)]
+# _XOR16[v]: the XOR of the two bytes of v.
+_XOR16: Final = bytes((i & 0xFF) ^ (i >> 8) for i in range(1 << 16))
 
 
 def _xor(data: bytes | bytearray | memoryview) -> int:
     """XOR of every byte, at C speed.
 
-    The bytes become integers (``int.from_bytes`` is the only per-byte pass),
-    which are folded in halves: the two halves of the data first (two
-    conversions, no big shift), then halves of the integer down to 8 bytes,
-    then three small-integer steps. A Python loop over the bytes costs ten
-    times more; each big-integer operation has a fixed cost, so the fewer
-    the better.
+    The bytes become an integer (``int.from_bytes`` is the only per-byte
+    pass), folded in halves down to two bytes by a precomputed plan, then a
+    table gives the last step. Each big-integer operation has a fixed cost
+    that outweighs its per-digit work at message sizes, so the fold keeps
+    their count down; a Python loop over the bytes costs ten times more.
     """
     n = len(data)
-    if n > 8:
+    if n > _SPLIT:
         k = (n - 1).bit_length() - 1  # 2**k < n <= 2**(k + 1)
         half = 1 << k
-        value = int.from_bytes(data[:half], "little") ^ int.from_bytes(data[half:], "little")
-        while k > 3:
-            k -= 1
-            mask = _FOLD[k] if k < len(_FOLD) else (1 << (8 << k)) - 1
-            value = (value >> (8 << k)) ^ (value & mask)
+        value = _from_bytes(data[:half], "little") ^ _from_bytes(data[half:], "little")
     else:
-        value = int.from_bytes(data, "little")
-    value ^= value >> 32
-    value ^= value >> 16
-    value ^= value >> 8
-    return value & 0xFF
+        value = _from_bytes(data, "little")
+        k = (n - 1).bit_length() if n > 2 else 0
+    for s1, s2, mask in _PLANS[k] if k < len(_PLANS) else _fold_plan(1 << k):
+        value ^= value >> s1
+        value = (value ^ (value >> s2)) & mask
+    return _XOR16[value]
 
 
 def _sum(data: bytes | bytearray | memoryview) -> int:
@@ -102,6 +127,15 @@ def sum_checksum(block: bytes, count: bytes) -> int:
     Modulo 256 keeps the value in the 000-255 range the field documents.
     """
     return _sum(block) % 256
+
+
+def _reader_item(item: Any) -> Any:
+    """A reader's refusal as the HLLP event that answers it; other items as they are."""
+    if type(item) is Oversize:
+        return BadBlock(NakReason.TOO_LONG, f"block of {item.size} bytes is too long")
+    if type(item) is InvalidFrame:
+        return BadBlock(NakReason.OTHER, item.reason)
+    return item
 
 
 class HLLPConnection:
@@ -178,6 +212,13 @@ class HLLPConnection:
         self._heads = {kind: self._sb + kind + self._vv + self._cr for kind in (b"D", b"N")}
         self._head_xor = {kind: _xor(head) for kind, head in self._heads.items()}
         self._head_sum = {kind: sum(head) for kind, head in self._heads.items()}
+        # _parse_block's fast path: every valid data block header (any two
+        # digits) with the XOR of SB and itself; it verifies the standard
+        # checksum itself, the other checksums go through _parse_careful.
+        self._data_heads = {
+            head: _xor(self._sb + head) for head in (b"D%02d" % vv + self._cr for vv in range(100))
+        }
+        self._fast_xor = self._builtin == "xor"
         self._events: deque[Any] = deque()
         self._error: RemoteProtocolError | None = None
 
@@ -205,25 +246,54 @@ class HLLPConnection:
             RemoteProtocolError: The peer broke the framing beyond repair
                 (strict mode faults); the connection is unusable afterwards.
         """
-        if self._events:
-            return self._events.popleft()  # type: ignore[no-any-return]
+        events = self._events
+        if events:  # the hot path: blocks already split out
+            return events.popleft()  # type: ignore[no-any-return]
         self._check_usable()
+        reader = self._reader
+        # Only the reader's own refusals (InvalidFrame, Oversize) need
+        # converting, and each of them moves one of these counters: when
+        # neither moved, every item came from _parse_block as it is.
+        refused = reader.rejected_frames + reader.dropped_partials
         try:
-            items = self._reader.extract()
+            items = reader.extract()
         except RemoteProtocolError as exc:
             self._error = exc
             raise
         if not items:
-            return EndOfStream() if self._reader.eof else NEED_DATA
-        for item in items:
-            if type(item) is Oversize:
-                item = BadBlock(NakReason.TOO_LONG, f"block of {item.size} bytes is too long")
-            elif type(item) is InvalidFrame:
-                item = BadBlock(NakReason.OTHER, item.reason)
-            self._events.append(item)
-        return self._events.popleft()  # type: ignore[no-any-return]
+            return EndOfStream() if reader.eof else NEED_DATA
+        if reader.rejected_frames + reader.dropped_partials != refused:
+            items = [_reader_item(item) for item in items]
+        if len(items) > 1:
+            events.extend(items)
+            return events.popleft()  # type: ignore[no-any-return]
+        return items[0]  # type: ignore[no-any-return]
 
     def _parse_block(self, body: bytes) -> Message | HLLPNak | BadBlock:
+        """Turn a block's content (t vv CR data ccccc xxx, between SB and EB) into its event.
+
+        The common case, a data block with the standard checksum (or 999)
+        whose every check passes, is settled here with as few operations as
+        possible; anything else, including every fault, is decided by
+        :meth:`_parse_careful`, so the verdicts have one source.
+        """
+        size = len(body)
+        trailer = body[-_TRAILER:]
+        # The XOR of SB and a valid data block header (None: not one).
+        head = self._data_heads.get(body[:_HEADER])
+        if head is not None and size > _HEADER + _TRAILER and trailer.isdigit():
+            # The checksum field, if the block size field is right (the
+            # size counts 5 header bytes besides the data: size - 7).
+            check = int(trailer) - (size - 7) * 1000
+            data = body[_HEADER:-_TRAILER]
+            if check == 999 or (0 <= check < 256 and self._fast_xor and _xor(data) ^ head == check):
+                # trusted_message inline (a call costs as much as a check here).
+                message: Message = _new_object(Message)
+                _set_message_data(message, data)
+                return message
+        return self._parse_careful(body)
+
+    def _parse_careful(self, body: bytes) -> Message | HLLPNak | BadBlock:
         # body: t vv CR data ccccc xxx (everything between SB and EB).
         size = len(body)
         if size < _HEADER + _TRAILER + 1:
@@ -249,7 +319,9 @@ class HLLPConnection:
                     return BadBlock(NakReason.CHECKSUM, f"NAK block with {detail}", answer=False)
                 return BadBlock(NakReason.CHECKSUM, detail)
         if kind == 0x44:  # D
-            return trusted_message(body[_HEADER:-_TRAILER])
+            message: Message = _new_object(Message)
+            _set_message_data(message, body[_HEADER:-_TRAILER])
+            return message
         if size != _HEADER + _TRAILER + 1:
             return BadBlock(NakReason.OTHER, "NAK block must carry exactly one reason byte")
         try:
