@@ -216,15 +216,19 @@ def test_long_msh18_resolves_without_entering_the_cache() -> None:
 
 def test_short_values_are_cached_once() -> None:
     _charsets._resolve_cached.cache_clear()
+    _charsets._blank_charsets.clear()
     for _ in range(3):
         assert message_charset(_header("8859/1"), default="ASCII").codec == "latin_1"
+        assert message_charset(_header(""), default="8859/2").codec == "iso8859_2"
         # With an override, MSH-18 plays no part: every value shares one entry.
         for msh18 in ("KLINGON", "8859/2" + " " * 100):
             assert message_charset(_header(msh18), default="ASCII", override="ASCII").codec == (
                 "ascii"
             )
     info = _charsets._resolve_cached.cache_info()
-    assert (info.currsize, info.hits) == (2, 7)
+    assert (info.currsize, info.hits) == (1, 2)
+    # A blank MSH-18 and an override are looked up by the configured names alone.
+    assert set(_charsets._blank_charsets) == {("8859/2", None), ("ASCII", "ASCII")}
 
 
 @pytest.mark.parametrize(

@@ -214,7 +214,9 @@ def _text_bytes(text: str, header: MSHInfo, codec: str) -> bytes:
 
 def framing_safe(reply: bytes) -> bool:
     """Whether bytes can travel as one MLLP or HLLP block (no 0x0B or 0x1C inside)."""
-    return b"\x0b" not in reply and b"\x1c" not in reply
+    # Integer needles: a bytes needle makes bytes.__contains__ raise and
+    # clear a TypeError first (CPython tries the integer form first).
+    return 0x0B not in reply and 0x1C not in reply
 
 
 def _error_segment(header: MSHInfo, error: ErrorInfo, modern: bool, codec: str) -> bytes:
@@ -279,7 +281,7 @@ def build_ack(
         if template is None:
             template = _template(header, msa1, key)
         stamp = _stamp_bytes(now)
-        if stamp[-5:-4] in template.delimiters:
+        if stamp[-5] in template.delimiters:  # an int needle (see framing_safe)
             stamp = stamp[:-5]  # as below
         return b"".join(
             (
@@ -300,7 +302,7 @@ def build_ack(
     msh9 = b"ACK" + cs + trigger + cs + b"ACK" if modern else b"ACK" + cs + trigger
     ack_id_bytes = _id_bytes(control_id, header, codec)
     stamp = _stamp_bytes(now)
-    if stamp[-5:-4] in fs + header.encoding_characters:
+    if stamp[-5] in fs + header.encoding_characters:
         # The zone's sign is a delimiter here (MSH-1 '+' or '-'): TS allows
         # the time without its zone, which cannot split the field.
         stamp = stamp[:-5]

@@ -221,6 +221,16 @@ def message_charset(header: MSHInfo, *, default: str, override: str | None = Non
         CharsetError: The name is unknown or refused (code 103).
     """
     msh18 = b"" if override is not None else header.charset_raw
+    if not msh18:
+        # The usual message (blank MSH-18, or an override): one dict lookup
+        # by the configuration's names, bounded as they are few.
+        key = (default, override)
+        charset = _blank_charsets.get(key)
+        if charset is None:
+            charset = _resolve_raw(b"", b"", default, override)
+            if len(_blank_charsets) < _MAX_BLANK_CHARSETS:
+                _blank_charsets[key] = charset
+        return charset
     if len(msh18) > MAX_CACHED_MSH18:
         return _resolve_raw(msh18, header.repetition_separator, default, override)
     return _resolve_cached(msh18, header.repetition_separator, default, override)
@@ -237,8 +247,10 @@ def _resolve_raw(msh18: bytes, rep_sep: bytes, default: str, override: str | Non
     )
 
 
-# The one charset cache. Errors are not cached: they are raised anew each time.
+# The charset caches. Errors are not cached: they are raised anew each time.
 _resolve_cached = functools.lru_cache(maxsize=256)(_resolve_raw)
+_blank_charsets: dict[tuple[str, str | None], Charset] = {}
+_MAX_BLANK_CHARSETS: Final = 64
 
 
 def decode_text(raw: bytes, charset: Charset) -> str:

@@ -119,7 +119,7 @@ def prepare_message(
         HL7Error: Strict mode and LF found (code 100), unknown or refused
             MSH-18 (103), bytes invalid in the charset (102).
     """
-    if b"\n" in raw:
+    if 0x0A in raw:  # LF; an int needle is memchr, a bytes one costs a TypeError first
         if config.strict_segment_terminators:
             offset = raw.index(b"\n")
             raise HL7Error(
