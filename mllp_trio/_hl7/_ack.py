@@ -323,7 +323,9 @@ def build_ack(
 
 def _id_bytes(control_id: str | None, header: MSHInfo, codec: str) -> bytes:
     """MSH-10 of an ACK as bytes: a new id, or the one given (escaped if need be)."""
-    ack_id = control_id if control_id is not None else _ids.next()
+    if control_id is None:
+        return _ids.next().encode("ascii")  # ours: upper-case ASCII alphanumerics
+    ack_id = control_id
     if ack_id.isalnum() and ack_id.isascii():
         # Our own ids: nothing to escape, and every supported charset writes ASCII as ASCII.
         return ack_id.encode("ascii")

@@ -531,7 +531,13 @@ def acknowledge(
     if not header.enhanced_mode:
         if app_ack is None:
             app_ack = build_ack(
-                header, app_code, error=error, codec=codec, now=now, control_id=new_id()
+                header,
+                app_code,
+                error=error,
+                codec=codec,
+                now=now,
+                # build_ack draws our own ids itself, as bytes (one call less).
+                control_id=None if new_id is new_control_id else new_id(),
             )
         return _outcome(
             app_ack, success, app_code, header.control_id, None, None, error, header, message
