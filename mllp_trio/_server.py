@@ -34,8 +34,9 @@ from mllp_trio._hl7 import (
     acknowledge,
     admit,
     build_ack,
+    handler_failed,
+    handler_returned,
     respond,
-    run_handler,
 )
 from mllp_trio._io._budget import MemoryBudget
 from mllp_trio._io._stream import Junk, MLLPStream, gave_up
@@ -604,7 +605,13 @@ class MLLPServer:
                         outcome = admitted
                     else:
                         assert isinstance(admitted, InboundMessage)
-                        verdict = await run_handler(hl7.handler, admitted, config=hl7.config)
+                        # run_handler(), inline (one coroutine less).
+                        try:
+                            result = await hl7.handler(admitted)
+                        except Exception as exc:
+                            verdict = handler_failed(exc, admitted, hl7.config)
+                        else:
+                            verdict = handler_returned(result, admitted)
                         outcome = acknowledge(admitted, verdict)
                 else:
                     outcome = await processor(raw, peer)

@@ -234,7 +234,14 @@ async def run_handler(handler: Handler, message: InboundMessage, *, config: HL7C
     """
     try:
         result = await handler(message)
-    except HL7Refusal as exc:
+    except Exception as exc:
+        return handler_failed(exc, message, config)
+    return _ACCEPTED if result is None else handler_returned(result, message)
+
+
+def handler_failed(exc: Exception, message: InboundMessage, config: HL7Config) -> Verdict:
+    """The :class:`Verdict` of a handler that raised ``exc`` (see :func:`run_handler`)."""
+    if isinstance(exc, HL7Refusal):
         logger.info(
             "handler answered %s %d for control id %r",
             exc.ack_code,
@@ -243,9 +250,12 @@ async def run_handler(handler: Handler, message: InboundMessage, *, config: HL7C
         )
         kind = Disposition.ERROR if exc.ack_code == AckCode.AE else Disposition.REJECT
         return Verdict(disposition=kind, error=exc.error)
-    except Exception as exc:
-        _log_exception(exc, message.control_id, config)
-        return _INTERNAL_FAILURE
+    _log_exception(exc, message.control_id, config)
+    return _INTERNAL_FAILURE
+
+
+def handler_returned(result: object, message: InboundMessage) -> Verdict:
+    """The :class:`Verdict` of a handler that returned ``result`` (see :func:`run_handler`)."""
     if result is None:
         return _ACCEPTED
     if isinstance(result, bytes | bytearray | memoryview):
