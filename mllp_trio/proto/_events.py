@@ -70,10 +70,12 @@ class Message:
     data: bytes
 
     def __init__(self, data: bytes) -> None:
-        # Hand-written so that building a message to send costs one check
-        # and one slot store, not the generic attrs machinery.
-        _check_message_data(data)
-        object.__setattr__(self, "data", data)
+        # Hand-written so that building a message to send costs one inline
+        # test and one slot store, not the generic attrs machinery; the
+        # helper (a call) only runs to accept a subclass or to raise.
+        if type(data) is not bytes or not data or (0x1C in data and _END_OF_BLOCK in data):
+            _check_message_data(data)
+        _set_message_data(self, data)
 
     def __repr__(self) -> str:
         # Never print message content: it is patient data.

@@ -91,6 +91,11 @@ class MLLPConnection:
         self._awaiting_commit = False
         self._owed_commits = 0
         self._late_commits = 0  # acknowledgements of timed-out copies still to come
+        reader = self._reader
+        # The reader's framing bytes, kept here for send_bytes (one attribute
+        # load each instead of two on the per-message path).
+        self._sb, self._eb, self._max = reader._sb, reader._eb, reader._max
+        self._prefix, self._suffix = reader._prefix, reader._suffix
         self._commit_ack_frame = self._reader.frame(_COMMIT_ACK)
         self._commit_nak_frame = self._reader.frame(_COMMIT_NAK)
 
@@ -118,7 +123,8 @@ class MLLPConnection:
     def buffered(self) -> int:
         """Bytes received but not yet returned as events."""
         reader = self._reader  # FrameReader.buffered, inline: read twice per message
-        return len(reader._buf) - reader._pos
+        held = reader._held
+        return len(reader._buf) - reader._pos + (len(held) if held is not None else 0)
 
     def receive_data(self, data: bytes | bytearray | memoryview) -> None:
         """Add bytes received from the peer; ``b""`` means the peer closed.
@@ -226,10 +232,13 @@ class MLLPConnection:
                 bytes, a commit acknowledgement on release 1). The connection
                 state is unchanged by a refused send.
         """
-        self._check_usable()
+        if self._error is not None:
+            self._check_usable()
         if type(event) is Message:
             data = event.data
-            self._reader.check_outgoing(data)
+            # int needles: memchr; check_outgoing (a call) raises the error.
+            if self._sb in data or self._eb in data or len(data) > self._max:
+                self._reader.check_outgoing(data)
             if self._mllp2:
                 if data in (_COMMIT_ACK, _COMMIT_NAK):
                     raise LocalProtocolError(
@@ -245,7 +254,7 @@ class MLLPConnection:
                         "release 2: answer the received content block with a commit ACK/NAK first"
                     )
                 self._awaiting_commit = True
-            return self._reader.frame(data)
+            return self._prefix + data + self._suffix
         if isinstance(event, CommitAck | CommitNak):
             if not self._mllp2:
                 raise LocalProtocolError(
@@ -269,17 +278,16 @@ class MLLPConnection:
             LocalProtocolError: As for :meth:`send`, and for data that is
                 not non-empty ``bytes``.
         """
-        reader = self._reader
         if (
-            self._mllp2
+            type(data) is not bytes
+            or self._sb in data  # an int: memchr, several times faster than a bytes needle
+            or self._eb in data
+            or not 0 < len(data) <= self._max
+            or self._mllp2
             or self._error is not None
-            or type(data) is not bytes
-            or reader._sb in data  # an int: memchr, several times faster than a bytes needle
-            or reader._eb in data
-            or not 0 < len(data) <= reader._max
         ):
             return self.send(Message(data))  # the same checks, with their errors
-        return reader._prefix + data + reader._suffix
+        return self._prefix + data + self._suffix
 
     def resend(self, event: Message) -> bytes:
         """Release 2: send a block again because its commit acknowledgement did not come in time.
