@@ -259,9 +259,11 @@ class FrameReader:
         try:
             if buf or self._in_frame or self._swallow_trailer:
                 # Something is open: the careful path gets the read up to its
-                # first end byte and the byte after it, which settles it.
+                # first end byte and the byte after it, which settles it. When
+                # that is most of the read, it gets all of it (splitting the
+                # read measured slower for 64 KB frames in 64 KiB reads).
                 p = data.find(self._eb) + 2
-                if not 1 < p <= n:
+                if not 1 < p <= n >> 1:
                     p = n
                 with memoryview(data) as view:
                     buf += view[:p]
@@ -271,9 +273,7 @@ class FrameReader:
                         buf += view[p:]
                     p = n
                     self._run(out)
-                elif p < n:
-                    buf.clear()
-                    self._pos = self._frame_start = self._scan = self._sb_scan = 0
+                # Otherwise all of the buffer is consumed (dropped at the end).
             if p < n:
                 last = data.rfind(self._eb, p + 1)
                 if last + 1 == n:  # the read ended between end byte and trailer
