@@ -16,7 +16,13 @@ from mllp_trio.proto._events import (
     NeedData,
     trusted_message,
 )
-from mllp_trio.proto._framing import DEFAULT_MAX_MESSAGE_SIZE, FrameReader, FramingStats, Item
+from mllp_trio.proto._framing import (
+    CONCAT_MAX,
+    DEFAULT_MAX_MESSAGE_SIZE,
+    FrameReader,
+    FramingStats,
+    Item,
+)
 
 __all__ = ["MLLPConnection"]
 
@@ -254,7 +260,9 @@ class MLLPConnection:
                         "release 2: answer the received content block with a commit ACK/NAK first"
                     )
                 self._awaiting_commit = True
-            return self._prefix + data + self._suffix
+            if len(data) < CONCAT_MAX:
+                return self._prefix + data + self._suffix
+            return b"".join((self._prefix, data, self._suffix))  # one copy, not two
         if isinstance(event, CommitAck | CommitNak):
             if not self._mllp2:
                 raise LocalProtocolError(
@@ -287,7 +295,9 @@ class MLLPConnection:
             or self._error is not None
         ):
             return self.send(Message(data))  # the same checks, with their errors
-        return self._prefix + data + self._suffix
+        if len(data) < CONCAT_MAX:
+            return self._prefix + data + self._suffix
+        return b"".join((self._prefix, data, self._suffix))  # one copy, not two
 
     def resend(self, event: Message) -> bytes:
         """Release 2: send a block again because its commit acknowledgement did not come in time.
