@@ -422,15 +422,15 @@ _INSERT_INBOUND: Final = (
 
 #: A message journaled whole, as the Trio side builds it once for the
 #: writer: (received_at, peer, tls_identity, sending_application,
-#: sending_facility, control_id, data, ack, delivered_at).
-_Row = tuple[float, str, str | None, str, str, str, bytes, bytes | None, float | None]
+#: sending_facility, control_id, size, data, ack, delivered_at).
+_Row = tuple[float, str, str | None, str, str, str, int, bytes, bytes | None, float | None]
 
-#: Inserts a :data:`_Row`; the size is the data's (``length()`` of a blob
-#: reads its header), one parameter fewer to bind per message.
+#: Inserts a :data:`_Row`. Plain ``?`` placeholders: numbered ones (``?7``)
+#: bound from a sequence are deprecated from Python 3.12 and refused from 3.14.
 _INSERT_ROW: Final = (
     "INSERT INTO inbound (received_at, peer, tls_identity, sending_application,"
     " sending_facility, control_id, size, data, ack, delivered_at)"
-    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, length(?7), ?7, ?8, ?9)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 #: Save an answer; with a time, also mark the entry delivered (once: the first time stays).
@@ -547,8 +547,8 @@ def _commit_many(
         results[i] = CommitResult(
             message_id=cast(int, results[original]),
             duplicate=True,
-            ack=row[7],
-            delivered=row[8] is not None,
+            ack=row[8],
+            delivered=row[9] is not None,
         )
     return cast(list[int | CommitResult], results)
 
@@ -1390,6 +1390,7 @@ class SQLiteStore:
                     record.sending_application,
                     record.sending_facility,
                     record.control_id,
+                    len(data),
                     data,
                     ack,
                     time.time() if delivered else None,
@@ -1438,6 +1439,7 @@ class SQLiteStore:
             sending_application,
             sending_facility,
             control_id,
+            len(data),
             data,
             ack,
             now,
